@@ -1,0 +1,116 @@
+"""Open a catalog directory: tables as dask DataFrames (or pandas), plus its manifest and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+
+from metaextract_dask.schema import SCHEMAS
+from metaextract_dask.sinks import MANIFEST
+
+__all__ = ["Catalog", "open_catalog"]
+
+
+class Catalog:
+    """A scanned catalog on disk.
+
+    Tables are Parquet directories (``files``, ``arrays``, ``hdus``, ``dicom``) readable by pandas, dask,
+    duckdb (``read_parquet('CATALOG/files/*.parquet')``) and anything else that reads Parquet.
+
+    Parameters
+    ----------
+    path : str
+        The catalog directory written by :func:`metaextract_dask.scan`.
+    """
+
+    tables: tuple[str, ...] = tuple(SCHEMAS)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(os.path.join(self.path, MANIFEST)):
+            raise FileNotFoundError(f"not a metaextract catalog (no {MANIFEST}): {self.path}")
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The catalog manifest: schema version, committed batches, completion flag, scan summary."""
+        with open(os.path.join(self.path, MANIFEST)) as f:
+            return json.load(f)
+
+    @property
+    def scan_summary(self) -> dict[str, Any] | None:
+        """Summary of the scan that wrote this catalog (None while a scan is still running)."""
+        return self.manifest.get("summary")
+
+    def table_path(self, name: str) -> str:
+        """Directory of one table's Parquet parts."""
+        if name not in SCHEMAS:
+            raise KeyError(f"unknown table {name!r}; tables are {', '.join(SCHEMAS)}")
+        return os.path.join(self.path, name)
+
+    def table(self, name: str) -> Any:
+        """One table as a lazy dask DataFrame."""
+        import dask.dataframe as dd
+
+        return dd.read_parquet(self.table_path(name), schema=SCHEMAS[name])
+
+    def to_pandas(self, name: str) -> pd.DataFrame:
+        """One table read eagerly into pandas."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.table_path(name), schema=SCHEMAS[name]).to_pandas()
+
+    @cached_property
+    def files(self) -> Any:
+        """``files`` table (dask DataFrame): one row per file or Zarr store."""
+        return self.table("files")
+
+    @cached_property
+    def arrays(self) -> Any:
+        """``arrays`` table (dask DataFrame): one row per variable, dataset, Zarr array, FITS data HDU, pixel data."""
+        return self.table("arrays")
+
+    @cached_property
+    def hdus(self) -> Any:
+        """``hdus`` table (dask DataFrame): one row per FITS HDU."""
+        return self.table("hdus")
+
+    @cached_property
+    def dicom(self) -> Any:
+        """``dicom`` table (dask DataFrame): one row per DICOM file."""
+        return self.table("dicom")
+
+    def summary(self) -> dict[str, Any]:
+        """Counts computed from the tables: files by format and status, bytes, arrays, errors by type."""
+        files = self.to_pandas("files")
+        errors = files[files["status"] == "error"]
+        return {
+            "files": len(files),
+            "bytes": int(files["size_bytes"].sum()),
+            "by_format": {k: int(v) for k, v in files["format"].value_counts().sort_index().items()},
+            "errors": len(errors),
+            "error_types": {k: int(v) for k, v in errors["error_type"].value_counts().items()},
+            "arrays": int(self.to_pandas("arrays").shape[0]),
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        formats = ", ".join(f"{k}={v}" for k, v in s["by_format"].items())
+        return f"<Catalog {self.path}: {s['files']} files ({formats}), {s['arrays']} arrays, {s['errors']} errors>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        s = self.summary()
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in s["by_format"].items())
+        return (f"<b>metaextract catalog</b> <code>{html.escape(self.path)}</code><br>"
+                f"{s['files']} files, {s['bytes']:,} bytes, {s['arrays']} arrays, {s['errors']} errors"
+                f"<table><tr><th>format</th><th>files</th></tr>{rows}</table>")
+
+
+def open_catalog(path: str | os.PathLike[str]) -> Catalog:
+    """Open the catalog directory at `path`."""
+    return Catalog(path)

@@ -1,0 +1,120 @@
+"""The ``metaextract-dask`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``metaextract-dask``."""
+    parser = argparse.ArgumentParser(prog="metaextract-dask", description=__doc__)
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="merge a YAML config file (metaextract namespace) before running; repeatable")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample-data", help="write a deterministic sample tree of all supported formats")
+    p.add_argument("directory")
+    p.add_argument("--preset", choices=["small", "medium"], default="small")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("scan", help="scan files and directories into a Parquet catalog")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("-o", "--output", required=True, metavar="CATALOG_DIR")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="existing dask scheduler, e.g. tcp://127.0.0.1:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+                        "else an embedded LocalCluster)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes of the embedded cluster")
+    p.add_argument("--dashboard-address", metavar="HOST:PORT",
+                   help="dashboard of the embedded cluster (default 127.0.0.1:8787; loopback only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("info", help="summarise a catalog")
+    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"metaextract-dask: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from metaextract_dask.sample import generate
+
+    manifest = generate(args.directory, preset=args.preset, seed=args.seed)
+    counts: dict[str, int] = {}
+    for entry in manifest["files"]:
+        counts[entry["format"]] = counts.get(entry["format"], 0) + 1
+    print(f"wrote {len(manifest['files'])} sample files to {args.directory}: "
+          + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from metaextract_dask.scan import ScanSummary, scan
+    from metaextract_dask.sinks import CatalogError
+
+    def announce(client: Any) -> None:
+        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+
+    try:
+        catalog = scan(args.paths, args.output, scheduler=args.scheduler, n_workers=args.workers,
+                       dashboard_address=args.dashboard_address, progress=not args.no_progress,
+                       on_client=announce)
+    except (FileNotFoundError, CatalogError) as exc:
+        return _error(str(exc))
+    print(ScanSummary(catalog.scan_summary or {}).format())
+    print(f"catalog: {catalog.path}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from metaextract_dask.catalog import open_catalog
+
+    try:
+        catalog = open_catalog(args.catalog)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    summary = catalog.summary()
+    manifest = catalog.manifest
+    summary["complete"] = bool(manifest.get("complete"))
+    summary["batches"] = len(manifest.get("batches", []))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"catalog {catalog.path} ({'complete' if summary['complete'] else 'INCOMPLETE'}, "
+          f"{summary['batches']} batches)")
+    print(f"  {summary['files']} files, {summary['bytes'] / 1e6:,.1f} MB, {summary['arrays']} arrays")
+    for fmt, n in summary["by_format"].items():
+        print(f"  {fmt:<8} {n:>8}")
+    print(f"  errors   {summary['errors']:>8}")
+    for etype, n in summary["error_types"].items():
+        print(f"    {etype}: {n}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from metaextract_dask import config
+
+    for path in args.config:
+        try:
+            config.load_yaml(path)
+        except OSError as exc:
+            return _error(f"cannot read config {path}: {exc.strerror or exc}")
+    handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "info": _cmd_info}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

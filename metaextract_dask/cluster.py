@@ -1,0 +1,73 @@
+"""Get a dask.distributed Client: an existing one, a scheduler by address, or an embedded LocalCluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dask.config
+
+from metaextract_dask import config
+
+__all__ = ["connect", "default_n_workers"]
+
+
+def default_n_workers() -> int:
+    """One worker process per core, at least 2 and at most 4 (metadata reads are I/O and GIL bound)."""
+    return min(4, max(2, os.cpu_count() or 1))
+
+
+@contextmanager
+def connect(
+    scheduler: str | None = None,
+    *,
+    client: Any = None,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | int | None = None,
+    dashboard_address: str | None = None,
+    quiet: bool = True,
+) -> Iterator[Any]:
+    """Yield a Client, closing only what this call started.
+
+    Resolution order: `client`; `scheduler` (or ``DASK_SCHEDULER_ADDRESS`` / dask config
+    ``scheduler-address``); the current default client; else a new ``LocalCluster`` of worker processes
+    whose scheduler, workers and dashboard listen on 127.0.0.1 only (``metaextract.cluster.*``).
+    """
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        yield client
+        return
+    address = scheduler or dask.config.get("scheduler-address", None)
+    if address:
+        with Client(address, set_as_default=False) as c:
+            yield c
+        return
+    try:
+        from distributed import default_client
+
+        yield default_client()
+        return
+    except ValueError:
+        pass  # no client in this process: start our own
+
+    host = config.get("cluster.host", "127.0.0.1")
+    dashboard = dashboard_address or config.get("cluster.dashboard-address", "127.0.0.1:8787")
+    cluster = LocalCluster(
+        n_workers=n_workers or config.get("cluster.n-workers") or default_n_workers(),
+        threads_per_worker=threads_per_worker or config.get("cluster.threads-per-worker", 1),
+        memory_limit=memory_limit or config.get("cluster.memory-limit", "auto"),
+        processes=True,
+        host=host,
+        dashboard_address=dashboard,
+        silence_logs=logging.ERROR if quiet else logging.WARNING,
+    )
+    try:
+        with Client(cluster, set_as_default=False) as c:
+            yield c
+    finally:
+        cluster.close()

@@ -1,0 +1,74 @@
+"""The catalog's tables as pyarrow schemas: the single source of truth for column names and types."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from metaextract_dask.formats.dicom import DICOM_COLUMNS
+
+__all__ = ["FILES", "ARRAYS", "HDUS", "DICOM", "SCHEMAS", "SCHEMA_VERSION", "FORMATS"]
+
+SCHEMA_VERSION = 1
+
+#: Values of ``files.format``.
+FORMATS = ("hdf5", "netcdf3", "netcdf4", "zarr", "fits", "dicom", "binary")
+
+_JSON = pa.string()  # JSON documents are stored as strings; duckdb/pandas parse them on demand
+_INTS = pa.list_(pa.int64())
+
+FILES = pa.schema([
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("format", pa.string(), nullable=False),
+    ("format_version", pa.string()),
+    pa.field("size_bytes", pa.int64(), nullable=False),
+    ("mtime", pa.timestamp("us", tz="UTC")),
+    pa.field("status", pa.string(), nullable=False),  # ok | error
+    ("error_type", pa.string()),
+    ("error_message", pa.string()),
+    ("n_arrays", pa.int32()),
+    ("attrs", _JSON),  # file-level attributes (root attrs, global attrs, primary header, key DICOM UIDs)
+    ("groups", _JSON),  # {group path: {"attrs": ..., "dims": ...}} for hierarchical formats
+    ("read_seconds", pa.float64()),
+])
+
+ARRAYS = pa.schema([
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),  # hierarchical: /grp/var, HDU<n>, PixelData
+    ("kind", pa.string()),  # dataset | variable | zarr-array | fits-image | fits-table | dicom-pixels
+    ("shape", _INTS),
+    ("dtype", pa.string()),  # numpy dtype.str; compound as JSON [[field, dtype], ...]; vlen-str
+    ("dims", pa.list_(pa.string())),
+    ("chunks", _INTS),  # on-disk chunk shape; null for contiguous layouts
+    ("compression", pa.string()),  # main codec (gzip, zlib, blosc, zstd, rice_1, ...)
+    ("filters", _JSON),  # full filter/codec pipeline
+    ("fill_value", _JSON),
+    ("units", pa.string()),
+    ("nbytes", pa.int64()),  # uncompressed size
+    ("attrs", _JSON),
+    ("error", pa.string()),  # set when this one array could not be described
+])
+
+HDUS = pa.schema([
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("index", pa.int32(), nullable=False),
+    ("extname", pa.string()),
+    ("extver", pa.int32()),
+    ("xtension", pa.string()),  # null for the primary HDU
+    ("hdu_type", pa.string()),  # astropy class: PrimaryHDU, ImageHDU, BinTableHDU, CompImageHDU, ...
+    ("bitpix", pa.int32()),
+    ("naxis", _INTS),  # NAXIS1..n in FITS order
+    ("n_cards", pa.int32()),
+    ("header", _JSON),  # every card: {keyword: value}; COMMENT/HISTORY as lists
+    ("wcs_footprint", pa.list_(pa.list_(pa.float64(), 2))),  # 4 x [ra, dec] degrees
+    ("wcs_error", pa.string()),
+])
+
+_DICOM_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "date": pa.date32(),
+                "floats": pa.list_(pa.float64())}
+DICOM = pa.schema(
+    [pa.field("path", pa.string(), nullable=False)]
+    + [(kw, _DICOM_TYPES[kind]) for kw, kind in DICOM_COLUMNS.items()]
+    + [("TransferSyntaxUID", pa.string()), ("header", _JSON)]  # header: DICOM JSON model (PS3.18 F.2)
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"files": FILES, "arrays": ARRAYS, "hdus": HDUS, "dicom": DICOM}
