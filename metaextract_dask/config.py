@@ -14,7 +14,7 @@ from typing import Any
 import dask.config
 import yaml
 
-__all__ = ["get", "load_yaml", "parse_bytes"]
+__all__ = ["get", "load_yaml", "load_yaml_dict", "parse_bytes"]
 
 _DEFAULTS_FILE = Path(__file__).with_name("metaextract.yaml")
 
@@ -52,6 +52,11 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     with open(path) as f:
         data = yaml.safe_load(f) or {}
+    return load_yaml_dict(data)
+
+
+def load_yaml_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Merge already-parsed settings (``metaextract`` namespace at top level, or inside it)."""
     if "metaextract" not in data:
         data = {"metaextract": data}
     dask.config.update(dask.config.config, data, priority="new")

@@ -117,6 +117,8 @@ class DICOMReader(FormatReader):
         header = ds.file_meta.to_json_dict(threshold, bulk) if ds.file_meta else {}
         header.update(ds.to_json_dict(threshold, bulk))
         row: dict[str, Any] = {kw: _typed(kind, ds.get(kw)) for kw, kind in DICOM_COLUMNS.items()}
+        if row["NumberOfFrames"] is None and row["Rows"]:
+            row["NumberOfFrames"] = 1  # single-frame images omit the tag; 1 keeps sums over frames right
         row["TransferSyntaxUID"] = str(ts) if ts else None
         row["header"] = dumps(header)
         rec = Records(format="dicom", format_version=ts.name if ts else None, dicom=[row])

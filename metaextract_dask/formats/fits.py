@@ -63,8 +63,9 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
         "index": index,
         "extname": header.get("EXTNAME") or (None if is_primary else hdu.name or None),
         "extver": header.get("EXTVER"),
-        "xtension": None if is_primary else ("BINTABLE" if isinstance(hdu, fits.CompImageHDU)
-                                             else header.get("XTENSION", "").strip() or None),
+        # Tile-compressed images: astropy's image view of the header (XTENSION=IMAGE), as in `header`;
+        # hdu_type CompImageHDU tells them apart from plain images.
+        "xtension": None if is_primary else str(header.get("XTENSION", "")).strip() or None,
         "hdu_type": type(hdu).__name__,
         "bitpix": header.get("BITPIX"),
         "naxis": naxis,

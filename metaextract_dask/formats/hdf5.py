@@ -62,9 +62,15 @@ def _filters(dset: Any) -> list[dict[str, Any]]:
     return out
 
 
+# Dimension-scale bookkeeping holds object references, meaningless outside the file; `dims` carries it.
+_HIDDEN_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}
+
+
 def _attrs(obj: Any) -> dict[str, Any]:
     out = {}
     for key in obj.attrs:
+        if key in _HIDDEN_ATTRS:
+            continue
         try:
             out[key] = to_jsonable(obj.attrs[key])
         except Exception as exc:  # unreadable attribute types must not cost the whole file
@@ -73,6 +79,10 @@ def _attrs(obj: Any) -> dict[str, Any]:
 
 
 def _dims(dset: Any) -> list[str] | None:
+    import h5py
+
+    if dset.ndim == 1 and h5py.h5ds.is_scale(dset.id):  # a dimension scale is its own dimension
+        return [dset.name.rsplit("/", 1)[-1]]
     names: list[str] = []
     found = False
     for dim in dset.dims:
@@ -94,10 +104,15 @@ def dataset_row(name: str, dset: Any) -> dict[str, Any]:
     attrs = _attrs(dset)
     filters = _filters(dset)
     compression = next((f["name"] for f in filters if f["name"] not in _NOT_COMPRESSION), None)
-    try:
-        fill = to_jsonable(dset.fillvalue)
-    except Exception:  # vlen fill values can't always be read back
-        fill = None
+    import h5py
+
+    fill = None
+    # Only a fill value the writer set; the library default (0) marks nothing as missing.
+    if dset.id.get_create_plist().fill_value_defined() == h5py.h5d.FILL_VALUE_USER_DEFINED:
+        try:
+            fill = to_jsonable(dset.fillvalue)
+        except Exception:  # vlen fill values can't always be read back
+            fill = None
     dt = dset.dtype
     return {
         "name": name,

@@ -42,10 +42,13 @@ def _join(group_path: str, name: str) -> str:
     return f"/{name}" if group_path == "/" else f"{group_path}/{name}"
 
 
-def _dtype(var: Any) -> str:
+def _dtype(var: Any, nc3: bool) -> str:
     if var.dtype is str:
         return "vlen-str"
     dt = np.dtype(var.dtype)
+    # netCDF4-python reports native order; netCDF3 is big-endian on disk, netCDF4 says so via endian().
+    if dt.itemsize > 1 and (nc3 or var.endian() == "big"):
+        dt = dt.newbyteorder(">")
     if type(var.datatype).__name__ == "VLType":
         return f"vlen-{dt.str}"
     if dt.names:
@@ -69,7 +72,7 @@ def _variable_row(group_path: str, var: Any, nc3: bool) -> dict[str, Any]:
         "name": _join(group_path, var.name),
         "kind": "variable",
         "shape": list(var.shape),
-        "dtype": _dtype(var),
+        "dtype": _dtype(var, nc3),
         "dims": list(var.dimensions),
         "chunks": chunks,
         "compression": compression,

@@ -1,0 +1,1 @@
+"""Scripted batch jobs composed from the public API, configured from ``conf/``."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: the generated sample tree, a real 2-process LocalCluster, and the scanned catalog."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import pytest
+
+from metaextract_dask.sample import generate
+
+
+@pytest.fixture(autouse=True)
+def _reset_dask_config() -> Iterator[None]:
+    """Each test starts from, and leaves behind, the same dask.config."""
+    saved = copy.deepcopy(dask.config.config)
+    yield
+    dask.config.config.clear()
+    dask.config.config.update(saved)
+
+
+@pytest.fixture(scope="session")
+def sample_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The `small` sample tree and its manifest (what the generator wrote)."""
+    root = tmp_path_factory.mktemp("sample")
+    return root, generate(root, preset="small", seed=0)
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[Any]:
+    """A real LocalCluster with 2 worker processes on loopback."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def catalog(sample_tree: tuple[Path, dict[str, Any]], client: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The sample tree scanned on the 2-process cluster, in small batches so both workers get work."""
+    from metaextract_dask import scan
+
+    root, _ = sample_tree
+    out = tmp_path_factory.mktemp("catalog") / "cat"
+    with dask.config.set({"metaextract.scan.batch-min-files": 2, "metaextract.scan.batch-max-files": 4}):
+        return scan([root], out, client=client)

@@ -1,0 +1,63 @@
+"""Discovery and size-aware batching."""
+
+from __future__ import annotations
+
+import os
+
+import dask.config
+import pytest
+
+from metaextract_dask.discover import FileEntry, discover, plan_batches
+
+
+def _entries(sizes: list[int]) -> list[FileEntry]:
+    return [FileEntry(f"/f{i}", s, 0.0) for i, s in enumerate(sizes)]
+
+
+def test_many_small_files_share_tasks() -> None:
+    entries = _entries([1000] * 6000)
+    batches = plan_batches(entries, n_threads=2)
+    # 2 threads x 4 tasks per thread -> 8 batches of 750, capped at batch-max-files (400)
+    assert all(len(b) == 400 for b in batches)
+    assert len(batches) == 15
+    assert sorted(e.path for b in batches for e in b) == sorted(e.path for e in entries)
+
+
+def test_big_files_are_alone_and_bytes_cap_batches() -> None:
+    with dask.config.set({"metaextract.scan.big-file-bytes": "100MB", "metaextract.scan.batch-target-bytes": "50MB"}):
+        entries = _entries([200_000_000, 1000, 30_000_000, 30_000_000, 1000, 150_000_000])
+        batches = plan_batches(entries, n_threads=1)
+    singles = [b for b in batches if len(b) == 1 and b[0].size >= 100_000_000]
+    assert {b[0].path for b in singles} == {"/f0", "/f5"}
+    for b in batches:
+        if len(b) > 1:
+            assert sum(e.size for e in b) <= 50_000_000
+    assert sum(len(b) for b in batches) == 6
+
+
+def test_few_files_not_split_below_min() -> None:
+    batches = plan_batches(_entries([10] * 20), n_threads=8)
+    assert [len(b) for b in batches] == [16, 4]
+
+
+def test_discover_zarr_store_is_one_entry(tmp_path) -> None:
+    store = tmp_path / "a.zarr"
+    (store / "t" / "c").mkdir(parents=True)
+    (store / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    (store / "t" / "c" / "0").write_bytes(b"x" * 100)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f.bin").write_bytes(b"y" * 7)
+    found = {os.path.relpath(e.path, tmp_path): e for e in discover([tmp_path])}
+    assert set(found) == {"a.zarr", os.path.join("sub", "f.bin")}
+    assert found["a.zarr"].is_dir and found["a.zarr"].size == 100 + len('{"zarr_format": 3, "node_type": "group"}')
+    assert found[os.path.join("sub", "f.bin")].size == 7
+
+
+def test_discover_missing_path_raises(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        discover([tmp_path / "nope"])
+
+
+def test_discover_dedups_overlapping_inputs(tmp_path) -> None:
+    (tmp_path / "x.bin").write_bytes(b"1")
+    assert len(discover([tmp_path, tmp_path / "x.bin"])) == 1
