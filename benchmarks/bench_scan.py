@@ -42,10 +42,10 @@ def warm_page_cache(entries) -> None:
                 f.read()
 
 
-def sequential(entries, out: str) -> float:
-    """The baseline: one process, a plain loop over the files, then the same Parquet tables."""
+def sequential(data: str, out: str) -> float:
+    """The baseline: one process, list the tree, a plain loop over the files, then the same Parquet tables."""
     t0 = time.perf_counter()
-    tables = extract_batch(entries)
+    tables = extract_batch(discover([data]))
     os.makedirs(out, exist_ok=True)
     for name, table in tables.items():
         pq.write_table(table, os.path.join(out, f"{name}.parquet"), compression="zstd")
@@ -102,7 +102,7 @@ def main() -> int:
             scan(entries[0].path, os.path.join(work, "warm"), client=client)  # workers import the readers
             client.run(lambda: __import__("metaextract_dask.extract"))
             for _ in range(args.repeat):  # interleaved, so machine noise hits both sides alike
-                seq_times.append(sequential(entries, os.path.join(work, "seq")))
+                seq_times.append(sequential(args.data, os.path.join(work, "seq")))
                 t0 = time.perf_counter()
                 catalog = scan([args.data], os.path.join(work, "cat"), client=client)
                 par_times.append(time.perf_counter() - t0)

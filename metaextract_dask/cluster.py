@@ -20,6 +20,17 @@ def default_n_workers() -> int:
     return min(4, max(2, os.cpu_count() or 1))
 
 
+def _worker_environ() -> dict[str, Any]:
+    """distributed's pre-spawn environment for worker processes, with our malloc-trim setting applied."""
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    trim = config.get("cluster.malloc-trim-threshold")
+    if trim is None:
+        env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    else:
+        env["MALLOC_TRIM_THRESHOLD_"] = int(trim)
+    return env
+
+
 @contextmanager
 def connect(
     scheduler: str | None = None,
@@ -57,15 +68,16 @@ def connect(
 
     host = config.get("cluster.host", "127.0.0.1")
     dashboard = dashboard_address or config.get("cluster.dashboard-address", "127.0.0.1:8787")
-    cluster = LocalCluster(
-        n_workers=n_workers or config.get("cluster.n-workers") or default_n_workers(),
-        threads_per_worker=threads_per_worker or config.get("cluster.threads-per-worker", 1),
-        memory_limit=memory_limit or config.get("cluster.memory-limit", "auto"),
-        processes=True,
-        host=host,
-        dashboard_address=dashboard,
-        silence_logs=logging.ERROR if quiet else logging.WARNING,
-    )
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+        cluster = LocalCluster(
+            n_workers=n_workers or config.get("cluster.n-workers") or default_n_workers(),
+            threads_per_worker=threads_per_worker or config.get("cluster.threads-per-worker", 1),
+            memory_limit=memory_limit or config.get("cluster.memory-limit", "auto"),
+            processes=True,
+            host=host,
+            dashboard_address=dashboard,
+            silence_logs=logging.ERROR if quiet else logging.WARNING,
+        )
     try:
         with Client(cluster, set_as_default=False) as c:
             yield c

@@ -1,0 +1,86 @@
+"""The metaextract-dask command, through a subprocess as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = [sys.executable, "-m", "metaextract_dask.cli"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=300, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.slow
+def test_sample_scan_info_end_to_end(tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "cat"
+    proc = run("sample-data", str(data), "--seed", "3")
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert f"wrote {len(manifest['files'])} sample files" in proc.stdout
+
+    proc = run("scan", str(data), "-o", str(out), "--workers", "2")
+    assert "dask dashboard: http://127.0.0.1:" in proc.stderr
+    assert "100%" in proc.stderr  # the progress bar ran to the end
+    n = len(manifest["files"]) + 1  # + manifest.json itself
+    assert f"scanned {n} files" in proc.stdout
+    assert "errors          1" in proc.stdout and "OSError: 1" in proc.stdout
+
+    info = json.loads(run("info", str(out), "--json").stdout)
+    expected: dict[str, int] = {}
+    for e in manifest["files"]:
+        expected[e["format"]] = expected.get(e["format"], 0) + 1
+    expected["binary"] += 1
+    assert info["by_format"] == dict(sorted(expected.items()))
+    assert info["files"] == n and info["errors"] == 1 and info["complete"]
+    text = run("info", str(out)).stdout
+    assert "complete" in text and "dicom" in text
+
+
+def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run("scan", str(tmp_path / "nope"), "-o", str(tmp_path / "cat"), check=False)
+    assert proc.returncode == 2
+    assert "input path does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cat").exists()
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "in.bin").write_bytes(b"x")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = run("scan", str(tmp_path / "in.bin"), "-o", str(blocker / "cat"), check=False)
+    assert proc.returncode == 2 and "cannot create output directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a non-empty directory that is not a catalog is never overwritten
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me")
+    proc = run("scan", str(tmp_path / "in.bin"), "-o", str(other), check=False)
+    assert proc.returncode == 2 and "holds no catalog" in proc.stderr
+    assert (other / "thesis.tex").read_text() == "keep me"
+
+
+def test_info_on_non_catalog(tmp_path: Path) -> None:
+    proc = run("info", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "not a metaextract catalog" in proc.stderr
+
+
+def test_config_file_flag(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    for i in range(5):
+        (tmp_path / "d" / f"{i}.bin").write_bytes(b"\x00" * i)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scan:\n  batch-max-files: 1\n  batch-min-files: 1\n")
+    proc = run("--config", str(cfg), "scan", str(tmp_path / "d"), "-o", str(tmp_path / "cat"), "--workers", "1",
+               "--no-progress")
+    assert "5 batches" in proc.stdout
+    assert "%|" not in proc.stderr  # --no-progress
