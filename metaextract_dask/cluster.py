@@ -20,15 +20,29 @@ def default_n_workers() -> int:
     return min(4, max(2, os.cpu_count() or 1))
 
 
-def _worker_environ() -> dict[str, Any]:
-    """distributed's pre-spawn environment for worker processes, with our malloc-trim setting applied."""
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+_TRIM = "MALLOC_TRIM_THRESHOLD_"
+
+
+@contextmanager
+def _worker_environ() -> Iterator[None]:
+    """Apply ``metaextract.cluster.malloc-trim-threshold`` to the worker processes spawned inside.
+
+    distributed's nanny copies its pre-spawn environment into this process's ``os.environ`` (for good) and
+    children inherit it, so the variable is set or removed in both places while the workers spawn.
+    """
     trim = config.get("cluster.malloc-trim-threshold")
-    if trim is None:
-        env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    else:
-        env["MALLOC_TRIM_THRESHOLD_"] = int(trim)
-    return env
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    env[_TRIM] = None if trim is None else int(trim)  # None: distributed leaves the variable out
+    saved = os.environ.pop(_TRIM, None)
+    if trim is not None:
+        os.environ[_TRIM] = str(int(trim))
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            yield
+    finally:
+        os.environ.pop(_TRIM, None)
+        if saved is not None:
+            os.environ[_TRIM] = saved
 
 
 @contextmanager
@@ -68,7 +82,7 @@ def connect(
 
     host = config.get("cluster.host", "127.0.0.1")
     dashboard = dashboard_address or config.get("cluster.dashboard-address", "127.0.0.1:8787")
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+    with _worker_environ():
         cluster = LocalCluster(
             n_workers=n_workers or config.get("cluster.n-workers") or default_n_workers(),
             threads_per_worker=threads_per_worker or config.get("cluster.threads-per-worker", 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,13 +54,32 @@ def file_row(entry: FileEntry) -> dict[str, Any]:
     }
 
 
+_MAX_WARNINGS = 20
+
+
+def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str] | None:
+    texts = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    return texts[:_MAX_WARNINGS] or None
+
+
 def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024) -> dict[str, list[dict[str, Any]]]:
     """Rows for all catalog tables from one file; a failure becomes an ``error`` row, never an exception."""
     t0 = time.perf_counter()
+    # Warnings are data about the file. (catch_warnings is process-global: fine for the default
+    # one-thread workers; with more threads a warning may land on a neighbouring file's row.)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = _extract(entry, sniff_bytes)
+    rows["files"][0]["warnings"] = _warning_texts(caught)
+    rows["files"][0]["read_seconds"] = time.perf_counter() - t0
+    return rows
+
+
+def _extract(entry: FileEntry, sniff_bytes: int) -> dict[str, list[dict[str, Any]]]:
     row = file_row(entry)
     fmt = "binary"
+    head = b""
     try:
-        head = b""
         if not entry.is_dir:
             with open(entry.path, "rb") as f:
                 head = f.read(sniff_bytes)
@@ -72,13 +92,11 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024) -> dict[str, list
     except Exception as exc:
         if fmt == "netcdf":
             fmt = "netcdf3" if head.startswith(b"CDF") else "netcdf4"
-        row.update(format=fmt, status="error", error_type=type(exc).__name__,
-                   error_message=str(exc) or repr(exc), read_seconds=time.perf_counter() - t0)
+        row.update(format=fmt, status="error", error_type=type(exc).__name__, error_message=str(exc) or repr(exc))
         return {"files": [row], "arrays": [], "hdus": [], "dicom": []}
 
     row.update(format=rec.format, format_version=rec.format_version, status="ok", n_arrays=len(rec.arrays),
-               attrs=dumps(rec.attrs), groups=dumps(rec.groups) if rec.groups else None,
-               read_seconds=time.perf_counter() - t0)
+               attrs=dumps(rec.attrs), groups=dumps(rec.groups) if rec.groups else None)
     tag = {"path": entry.path}
     return {
         "files": [row],

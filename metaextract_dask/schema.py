@@ -28,6 +28,7 @@ FILES = pa.schema([
     ("n_arrays", pa.int32()),
     ("attrs", _JSON),  # file-level attributes (root attrs, global attrs, primary header, key DICOM UIDs)
     ("groups", _JSON),  # {group path: {"attrs": ..., "dims": ...}} for hierarchical formats
+    ("warnings", pa.list_(pa.string())),  # distinct warnings the libraries raised while reading
     ("read_seconds", pa.float64()),
 ])
 

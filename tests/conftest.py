@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,10 @@ def sample_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[Any]:
-    """A real LocalCluster with 2 worker processes on loopback."""
-    from distributed import Client, LocalCluster
+    """A real LocalCluster with 2 worker processes on loopback (the embedded cluster of `connect`)."""
+    from metaextract_dask.cluster import connect
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster, set_as_default=False) as c:
+    with connect(n_workers=2, dashboard_address="127.0.0.1:0") as c:
         yield c
 
 

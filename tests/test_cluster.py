@@ -54,6 +54,11 @@ def test_catalog_parts_committed_per_batch(catalog: Any) -> None:
         assert names, table
 
 
+def _trim_env() -> str | None:
+    # A function, not os.environ.get: that bound method would pickle the client's environ by value.
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
 def _listening(proc: psutil.Process) -> set[str]:
     return {c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
@@ -72,9 +77,9 @@ def test_embedded_cluster_listens_on_loopback_only() -> None:
             assert b"Dask" in resp.read()
         assert all(w.startswith("tcp://127.0.0.1:") for w in c.scheduler_info()["workers"])
         # distributed's MALLOC_TRIM_THRESHOLD_ slows file opens ~20%; the embedded cluster leaves glibc adaptive
-        assert set(c.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+        assert set(c.run(_trim_env).values()) == {None}
 
 
 def test_malloc_trim_threshold_is_configurable() -> None:
     with dask.config.set({"metaextract.cluster.malloc-trim-threshold": 65536}), connect(n_workers=1) as c:
-        assert set(c.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
+        assert set(c.run(_trim_env).values()) == {"65536"}

@@ -6,6 +6,7 @@ Pixel data is never read (``stop_before_pixels``); its shape and type come from 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from metaextract_dask.config import get as config_get
@@ -27,6 +28,9 @@ DICOM_COLUMNS: dict[str, str] = {
     "SpacingBetweenSlices": "float", "ImagePositionPatient": "floats", "ImageOrientationPatient": "floats",
     "SliceLocation": "float", "RescaleSlope": "float", "RescaleIntercept": "float",
 }
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def parse_da(value: Any) -> dt.date | None:
@@ -105,9 +109,17 @@ class DICOMReader(FormatReader):
 
     def read(self, path: str) -> Records:  # noqa: D102
         import pydicom
+        from pydicom.errors import InvalidDicomError
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         ts = getattr(ds.file_meta, "TransferSyntaxUID", None)
+        # pydicom is lenient: garbage after the magic can still "parse". Every DICOM object names its SOP
+        # class and instance (in the dataset, or in the file meta for DICOMDIR-like files).
+        if ts is not None and not _UID.fullmatch(str(ts)):
+            raise InvalidDicomError(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
+        if not (ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")) or not (
+                ds.get("SOPInstanceUID") or ds.file_meta.get("MediaStorageSOPInstanceUID")):
+            raise InvalidDicomError("no SOP Class UID / SOP Instance UID: not a DICOM object")
         threshold = int(config_get("scan.dicom-json-bulk-threshold", 1024))
 
         def bulk(elem: Any) -> str:

@@ -23,7 +23,11 @@ def header_to_dict(header: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for card in header.cards:
         key = card.keyword
-        value = card.value
+        try:
+            value = card.value
+        except Exception:  # an unparsable card keeps its raw text; the file is still catalogued
+            value = card.image[10:].strip() if len(card.image) > 10 else card.image
+            warnings.warn(f"unparsable FITS card {key!r} kept as raw text: {value!r}", UserWarning, stacklevel=2)
         value = None if isinstance(value, Undefined) else to_jsonable(value)
         if key in _REPEATABLE:
             out.setdefault(key, []).append(value)
@@ -136,14 +140,14 @@ class FITSReader(FormatReader):
         from astropy.io import fits
 
         rec = Records(format="fits")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # non-standard cards are reported as they are, not fixed
-            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-                for index, hdu in enumerate(hdul):
-                    row, array = _hdu_row(index, hdu)
-                    rec.hdus.append(row)
-                    if array is not None:
-                        rec.arrays.append(array)
-                    if index == 0:
-                        rec.attrs = {k: v for k, v in header_to_dict(hdu.header).items()}
+        # Non-standard cards are reported as they are, not fixed; astropy's warnings about them end up in
+        # the files.warnings column.
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            for index, hdu in enumerate(hdul):
+                row, array = _hdu_row(index, hdu)
+                rec.hdus.append(row)
+                if array is not None:
+                    rec.arrays.append(array)
+                if index == 0:
+                    rec.attrs = header_to_dict(hdu.header)
         return rec
