@@ -1,0 +1,115 @@
+"""Scans against an existing cluster: real `dask scheduler` and `dask worker` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and path.stat().st_size:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{path} did not appear")
+
+
+@pytest.fixture(scope="module")
+def scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    sched_file = tmp / "scheduler.json"
+    procs = [subprocess.Popen([*DASK, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                               "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        _wait_for(sched_file)
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            procs.append(subprocess.Popen([*WORKER, address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
+                                           "--name", f"w{i}", "--no-dashboard", "--local-directory", str(tmp / f"w{i}")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _tables(path: Path) -> dict[str, pa.Table]:
+    from metaextract_dask import open_catalog
+
+    cat = open_catalog(path)
+    out = {}
+    for name in cat.tables:
+        df = cat.to_pandas(name).drop(columns=["read_seconds"], errors="ignore")
+        keys = ["path", "name"] if name == "arrays" else ["path", "index"] if name == "hdus" else ["path"]
+        out[name] = pa.Table.from_pandas(df.sort_values(keys).reset_index(drop=True))
+    return out
+
+
+@pytest.mark.slow
+def test_cli_scan_on_existing_scheduler_equals_local_run(scheduler_address: str, sample_tree: Any, catalog: Any,
+                                                         tmp_path: Path) -> None:
+    root, _ = sample_tree
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    out = tmp_path / "remote"
+    proc = subprocess.run([sys.executable, "-m", "metaextract_dask.cli", "scan", str(root), "-o", str(out),
+                           "--scheduler", scheduler_address, "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "on 2 worker threads" in proc.stdout
+    local = _tables(Path(catalog.path))
+    remote = _tables(out)
+    for name in local:
+        assert remote[name].equals(local[name]), name
+
+    # DASK_SCHEDULER_ADDRESS works as well as --scheduler
+    out2 = tmp_path / "env"
+    proc = subprocess.run([sys.executable, "-m", "metaextract_dask.cli", "scan", str(root), "-o", str(out2),
+                           "--no-progress"], capture_output=True, text=True, timeout=300,
+                          env=dict(env, DASK_SCHEDULER_ADDRESS=scheduler_address))
+    assert proc.returncode == 0, proc.stderr
+    assert remote["files"].equals(_tables(out2)["files"])
+
+
+@pytest.mark.slow
+def test_existing_cluster_workers_do_not_get_client_config(scheduler_address: str, tmp_path: Path) -> None:
+    """Settings travel with the task: a client-side sniff size reaches workers that never saw it."""
+    import dask.config
+    from distributed import Client
+
+    from metaextract_dask import scan
+
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "late.bin").write_bytes(b"\x00" * 512 + b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    with Client(scheduler_address) as c:
+        with dask.config.set({"metaextract.scan.sniff-bytes": 256}):
+            cat = scan([data], tmp_path / "a", client=c)
+        assert cat.to_pandas("files")["format"].tolist() == ["binary"]  # magic beyond the sniffed bytes
+        cat = scan([data], tmp_path / "b", client=c)  # default 1024: HDF5 user-block offset 512 is seen
+        files = cat.to_pandas("files")
+        assert (files["format"].tolist(), files["status"].tolist()) == (["hdf5"], ["error"])  # magic only
+    shutil.rmtree(tmp_path / "a")
