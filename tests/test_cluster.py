@@ -7,6 +7,7 @@ import urllib.request
 from typing import Any
 
 import dask.config
+import numpy as np
 import psutil
 import pyarrow as pa
 
@@ -83,3 +84,27 @@ def test_embedded_cluster_listens_on_loopback_only() -> None:
 def test_malloc_trim_threshold_is_configurable() -> None:
     with dask.config.set({"metaextract.cluster.malloc-trim-threshold": 65536}), connect(n_workers=1) as c:
         assert set(c.run(_trim_env).values()) == {"65536"}
+
+
+def test_medium_preset_big_files_are_batches_of_their_own(client: Any, tmp_path: Any) -> None:
+    from metaextract_dask.sample import generate
+
+    # The medium preset at 5% scale: the same layout (8 MB chunks) at ~30 MB instead of ~600 MB.
+    manifest = generate(tmp_path / "data", preset="medium", _medium_scale=0.05)
+    big = {e["path"]: e for e in manifest["files"] if e["path"] in ("hdf5/large_cube.h5", "zarr/large_v3.zarr")}
+    assert len(big) == 2
+    with dask.config.set({"metaextract.scan.big-file-bytes": "8MB"}):
+        catalog = scan([tmp_path / "data"], tmp_path / "cat", client=client)
+        from metaextract_dask.discover import plan_batches
+
+        entries = discover([tmp_path / "data"])
+        batches = plan_batches(entries, n_threads=2)
+    alone = {os.path.relpath(b[0].path, tmp_path / "data") for b in batches if len(b) == 1}
+    assert set(big) <= alone
+    arrays = catalog.to_pandas("arrays")
+    for rel, entry in big.items():
+        rows = arrays[arrays["path"] == str(tmp_path / "data" / rel)].set_index("name")
+        for exp in entry["arrays"]:
+            assert list(rows.loc[exp["name"], "shape"]) == exp["shape"]
+            assert list(rows.loc[exp["name"], "chunks"]) == exp["chunks"]
+            assert rows.loc[exp["name"], "nbytes"] == int(np.prod(exp["shape"])) * np.dtype(exp["dtype"]).itemsize
