@@ -36,7 +36,13 @@ def _store_entry(path: str) -> FileEntry:
     return FileEntry(path, size, mtime, True)
 
 
-def _walk(top: str, follow_symlinks: bool) -> Iterator[FileEntry]:
+def _walk(top: str, follow_symlinks: bool, seen_dirs: set[tuple[int, int]] | None = None) -> Iterator[FileEntry]:
+    if follow_symlinks:  # a symlink cycle must not walk forever: visit each directory once
+        seen_dirs = set() if seen_dirs is None else seen_dirs
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            return
+        seen_dirs.add((st.st_dev, st.st_ino))
     try:
         with os.scandir(top) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -48,7 +54,7 @@ def _walk(top: str, follow_symlinks: bool) -> Iterator[FileEntry]:
                 if is_zarr_store(entry.path):
                     yield _store_entry(entry.path)
                 else:
-                    yield from _walk(entry.path, follow_symlinks)
+                    yield from _walk(entry.path, follow_symlinks, seen_dirs)
             elif entry.is_file(follow_symlinks=follow_symlinks):
                 st = entry.stat(follow_symlinks=follow_symlinks)
                 yield FileEntry(entry.path, st.st_size, st.st_mtime)

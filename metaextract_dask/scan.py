@@ -37,8 +37,9 @@ class ScanSummary(dict):
 
 
 def _failed_batch_tables(batch: list[FileEntry], exc: BaseException) -> dict[str, pa.Table]:
-    # The task itself failed (e.g. its worker died): every file of the batch still gets its row.
-    rows = [dict(file_row(e), format="binary", status="error", error_type=type(exc).__name__,
+    # The task itself failed (e.g. its worker died): every file of the batch still gets its row, of format
+    # "unknown" since it was never identified.
+    rows = [dict(file_row(e), format="unknown", status="error", error_type=type(exc).__name__,
                  error_message=f"batch task failed: {exc}") for e in batch]
     tables = {name: SCHEMAS[name].empty_table() for name in SCHEMAS}
     tables["files"] = pa.Table.from_pylist(rows, schema=SCHEMAS["files"])

@@ -10,8 +10,8 @@ __all__ = ["FILES", "ARRAYS", "HDUS", "DICOM", "SCHEMAS", "SCHEMA_VERSION", "FOR
 
 SCHEMA_VERSION = 1
 
-#: Values of ``files.format``.
-FORMATS = ("hdf5", "netcdf3", "netcdf4", "zarr", "fits", "dicom", "binary")
+#: Values of ``files.format`` ("unknown": the file's task failed before the file was identified).
+FORMATS = ("hdf5", "netcdf3", "netcdf4", "zarr", "fits", "dicom", "binary", "unknown")
 
 _JSON = pa.string()  # JSON documents are stored as strings; duckdb/pandas parse them on demand
 _INTS = pa.list_(pa.int64())

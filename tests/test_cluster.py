@@ -108,3 +108,50 @@ def test_medium_preset_big_files_are_batches_of_their_own(client: Any, tmp_path:
             assert list(rows.loc[exp["name"], "shape"]) == exp["shape"]
             assert list(rows.loc[exp["name"], "chunks"]) == exp["chunks"]
             assert rows.loc[exp["name"], "nbytes"] == int(np.prod(exp["shape"])) * np.dtype(exp["dtype"]).itemsize
+
+
+def test_worker_death_leaves_error_rows_not_holes(tmp_path: Any, monkeypatch: Any) -> None:
+    """A reader that kills its worker process: the batch's files become error rows, other batches are intact."""
+    import textwrap
+
+    from metaextract_dask import formats
+
+    plug = tmp_path / "plug"
+    plug.mkdir()
+    (plug / "killer.py").write_text(textwrap.dedent('''
+        import os
+        from metaextract_dask.formats.base import FormatReader
+
+        class KillerReader(FormatReader):
+            name = "killer"
+            priority = 1
+            def sniff(self, head, path):
+                return head.startswith(b"KILLME")
+            def read(self, path):
+                os._exit(13)  # what a segfaulting C library does to a worker
+    '''))
+    dist = plug / "killer-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: killer\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[metaextract_dask.formats]\nkiller = killer:KillerReader\n")
+    monkeypatch.syspath_prepend(str(plug))  # spawned workers inherit sys.path
+    formats.get_readers.cache_clear()
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        (data / f"f{i:02d}.bin").write_bytes(b"KILLME" if i == 5 else b"\x00" * i)
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                              "metaextract.scan.batch-min-files": 4, "metaextract.scan.batch-max-files": 4}), \
+                connect(n_workers=2, dashboard_address="127.0.0.1:0") as c:
+            catalog = scan([data], tmp_path / "cat", client=c)
+    finally:
+        formats.get_readers.cache_clear()
+    files = catalog.to_pandas("files").sort_values("path").reset_index(drop=True)
+    assert len(files) == 12 and files["path"].is_unique
+    lost = files[files["status"] == "error"]
+    assert set(lost["path"]) == {str(data / f"f{i:02d}.bin") for i in range(4, 8)}  # the killer's batch
+    assert set(lost["format"]) == {"unknown"} and set(lost["error_type"]) == {"KilledWorker"}
+    assert (files.loc[files["status"] == "ok", "format"] == "binary").all()
+    assert catalog.manifest["summary"]["error_types"] == {"KilledWorker": 4}

@@ -61,3 +61,14 @@ def test_discover_missing_path_raises(tmp_path) -> None:
 def test_discover_dedups_overlapping_inputs(tmp_path) -> None:
     (tmp_path / "x.bin").write_bytes(b"1")
     assert len(discover([tmp_path, tmp_path / "x.bin"])) == 1
+
+
+def test_symlinks_skipped_by_default_and_cycles_terminate(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f.bin").write_bytes(b"1")
+    os.symlink(tmp_path, tmp_path / "a" / "loop")  # a -> .. -> a -> ...
+    os.symlink(tmp_path / "a" / "f.bin", tmp_path / "link.bin")
+    assert [os.path.relpath(e.path, tmp_path) for e in discover([tmp_path])] == [os.path.join("a", "f.bin")]
+    with dask.config.set({"metaextract.scan.follow-symlinks": True}):
+        found = sorted(os.path.relpath(e.path, tmp_path) for e in discover([tmp_path]))
+    assert found == [os.path.join("a", "f.bin"), "link.bin"]
