@@ -87,7 +87,11 @@ def _rng(seed: int, key: str) -> np.random.Generator:
 
 
 def _jsonable(value: Any) -> Any:
-    """Convert numpy / bytes values to plain JSON types."""
+    """Convert numpy / bytes values to plain JSON types.
+
+    Deliberately not :func:`metaextract_dask.jsonutil.to_jsonable`: the manifest is the independent truth the
+    catalog is tested against, so it shares no conversion code with the extraction path.
+    """
     if isinstance(value, (bytes, np.bytes_)):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
