@@ -31,7 +31,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, (complex, np.complexfloating)):
-        return {"real": _float(value.real), "imag": _float(value.imag)}
+        return {"real": _float(float(value.real)), "imag": _float(float(value.imag))}
     if isinstance(value, (bytes, np.bytes_)):
         try:
             return bytes(value).decode("utf-8")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import textwrap
+from pathlib import Path
 import math
 import os
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["assert_subset", "by_relpath", "loads", "none"]
+__all__ = ["assert_subset", "by_relpath", "install_plugin", "loads", "none"]
 
 
 def none(value: Any) -> Any:
@@ -46,3 +48,28 @@ def by_relpath(df: pd.DataFrame, root: os.PathLike[str] | str) -> pd.DataFrame:
     df = df.copy()
     df["rel"] = [os.path.relpath(p, root).replace(os.sep, "/") for p in df["path"]]
     return df
+
+
+def install_plugin(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str] | None = None) -> Path:
+    """Lay out an installed distribution (dist-info with entry points) under `root`; put `root` on sys.path.
+
+    Parameters
+    ----------
+    root : Path
+        Directory to become a sys.path entry (spawned workers inherit sys.path).
+    dist : str
+        Distribution name.
+    entry_points : dict
+        ``{name: "module:Class"}`` for the ``metaextract_dask.formats`` group.
+    modules : dict, optional
+        ``{module_name: source}`` written next to the dist-info.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for name, source in (modules or {}).items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[metaextract_dask.formats]\n{lines}")
+    return root

@@ -112,13 +112,10 @@ def test_medium_preset_big_files_are_batches_of_their_own(client: Any, tmp_path:
 
 def test_worker_death_leaves_error_rows_not_holes(tmp_path: Any, monkeypatch: Any) -> None:
     """A reader that kills its worker process: the batch's files become error rows, other batches are intact."""
-    import textwrap
-
+    from helpers import install_plugin
     from metaextract_dask import formats
 
-    plug = tmp_path / "plug"
-    plug.mkdir()
-    (plug / "killer.py").write_text(textwrap.dedent('''
+    plug = install_plugin(tmp_path / "plug", "killer", {"killer": "killer:KillerReader"}, {"killer": '''
         import os
         from metaextract_dask.formats.base import FormatReader
 
@@ -129,11 +126,7 @@ def test_worker_death_leaves_error_rows_not_holes(tmp_path: Any, monkeypatch: An
                 return head.startswith(b"KILLME")
             def read(self, path):
                 os._exit(13)  # what a segfaulting C library does to a worker
-    '''))
-    dist = plug / "killer-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: killer\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[metaextract_dask.formats]\nkiller = killer:KillerReader\n")
+    '''})
     monkeypatch.syspath_prepend(str(plug))  # spawned workers inherit sys.path
     formats.get_readers.cache_clear()
 

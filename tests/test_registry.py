@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 
+from helpers import install_plugin
 from metaextract_dask import formats
 from metaextract_dask.discover import FileEntry
 from metaextract_dask.extract import classify_unknown, extract_file
@@ -18,7 +18,7 @@ def test_builtin_readers_in_priority_order() -> None:
 
 def test_entry_point_plugin_reader(tmp_path, monkeypatch) -> None:
     # A real installed-distribution layout (dist-info with entry_points.txt) on sys.path.
-    (tmp_path / "toyfmt.py").write_text(textwrap.dedent('''
+    install_plugin(tmp_path, "toyfmt", {"toy": "toyfmt:ToyReader"}, {"toyfmt": '''
         from metaextract_dask.formats.base import FormatReader, Records
 
         class ToyReader(FormatReader):
@@ -31,11 +31,7 @@ def test_entry_point_plugin_reader(tmp_path, monkeypatch) -> None:
                     n = int(f.read().split()[1])
                 return Records(format="toy", attrs={"n": n},
                                arrays=[{"name": "/v", "shape": [n], "dtype": "<i8"}])
-    '''))
-    dist = tmp_path / "toyfmt-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toyfmt\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[metaextract_dask.formats]\ntoy = toyfmt:ToyReader\n")
+    '''})
     monkeypatch.syspath_prepend(str(tmp_path))
     formats.get_readers.cache_clear()
     try:
@@ -53,10 +49,7 @@ def test_entry_point_plugin_reader(tmp_path, monkeypatch) -> None:
 
 
 def test_broken_plugin_does_not_disable_builtins(tmp_path, monkeypatch) -> None:
-    dist = tmp_path / "broken-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[metaextract_dask.formats]\nbad = no_such_module:Reader\n")
+    install_plugin(tmp_path, "broken", {"bad": "no_such_module:Reader"})
     monkeypatch.syspath_prepend(str(tmp_path))
     formats.get_readers.cache_clear()
     try:

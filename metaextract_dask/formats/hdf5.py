@@ -41,7 +41,7 @@ def dtype_string(dt: np.dtype) -> str:
     base = h5py.check_vlen_dtype(dt)
     if base is not None:
         return f"vlen-{dtype_string(base)}"
-    if dt.names:
+    if dt.names and dt.fields is not None:
         return dumps([[name, dtype_string(dt.fields[name][0])] for name in dt.names])
     if dt.kind == "O" or dt.subdtype is not None:
         return str(dt)
