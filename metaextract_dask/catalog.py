@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from metaextract_dask.schema import SCHEMAS
-from metaextract_dask.sinks import MANIFEST
+from metaextract_dask.sinks import MANIFEST, committed_parts, read_manifest
 
 __all__ = ["Catalog", "open_catalog"]
 
@@ -37,8 +36,7 @@ class Catalog:
     @property
     def manifest(self) -> dict[str, Any]:
         """The catalog manifest: schema version, committed batches, completion flag, scan summary."""
-        with open(os.path.join(self.path, MANIFEST)) as f:
-            return json.load(f)
+        return read_manifest(self.path)
 
     @property
     def scan_summary(self) -> dict[str, Any] | None:
@@ -51,17 +49,29 @@ class Catalog:
             raise KeyError(f"unknown table {name!r}; tables are {', '.join(SCHEMAS)}")
         return os.path.join(self.path, name)
 
+    def parts(self, name: str) -> list[str]:
+        """The committed Parquet parts of one table (what the manifest lists; nothing half-written)."""
+        self.table_path(name)
+        return committed_parts(self.path, name)
+
     def table(self, name: str) -> Any:
-        """One table as a lazy dask DataFrame."""
+        """One table as a lazy dask DataFrame over its committed parts."""
         import dask.dataframe as dd
 
-        return dd.read_parquet(self.table_path(name), schema=SCHEMAS[name])
+        parts = self.parts(name)
+        if not parts:  # a scan still running has not committed this table yet
+            return dd.from_pandas(SCHEMAS[name].empty_table().to_pandas(), npartitions=1)
+        return dd.read_parquet(parts, schema=SCHEMAS[name])
+
+    def to_arrow(self, name: str) -> Any:
+        """One table read eagerly into a pyarrow Table."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self.parts(name), schema=SCHEMAS[name], format="parquet").to_table()
 
     def to_pandas(self, name: str) -> pd.DataFrame:
         """One table read eagerly into pandas."""
-        import pyarrow.parquet as pq
-
-        return pq.read_table(self.table_path(name), schema=SCHEMAS[name]).to_pandas()
+        return self.to_arrow(name).to_pandas()
 
     @cached_property
     def files(self) -> Any:

@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N", help="worker processes of the embedded cluster")
     p.add_argument("--dashboard-address", metavar="HOST:PORT",
                    help="dashboard of the embedded cluster (default 127.0.0.1:8787; loopback only)")
+    p.add_argument("--full", action="store_true", help="read every file again (default: only new and changed files)")
+    p.add_argument("--hash", action="store_true",
+                   help="store content hashes and re-read files whose content changed even if size and mtime did not")
+    p.add_argument("--retry-errors", action="store_true", help="read files again whose committed row is an error")
+    p.add_argument("--file-timeout", type=float, metavar="SECONDS",
+                   help="seconds one file may take before it becomes a 'timeout' row (default 300)")
+    p.add_argument("--retries", type=int, metavar="N", help="retries after transient I/O errors (default 2)")
+    p.add_argument("--performance-report", metavar="FILE.html", help="write Dask's performance report here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("info", help="summarise a catalog")
@@ -66,10 +74,16 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     def announce(client: Any) -> None:
         print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
 
+    import dask.config
+
+    overrides = {"metaextract.scan.retries": args.retries} if args.retries is not None else {}
     try:
-        catalog = scan(args.paths, args.output, scheduler=args.scheduler, n_workers=args.workers,
-                       dashboard_address=args.dashboard_address, progress=not args.no_progress,
-                       on_client=announce)
+        with dask.config.set(overrides):
+            catalog = scan(args.paths, args.output, scheduler=args.scheduler, n_workers=args.workers,
+                           dashboard_address=args.dashboard_address, full=args.full, hash=args.hash or None,
+                           retry_errors=args.retry_errors, file_timeout=args.file_timeout,
+                           performance_report=args.performance_report, progress=not args.no_progress,
+                           on_client=announce)
     except (FileNotFoundError, CatalogError) as exc:
         return _error(str(exc))
     print(ScanSummary(catalog.scan_summary or {}).format())

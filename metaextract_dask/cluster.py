@@ -24,8 +24,11 @@ _TRIM = "MALLOC_TRIM_THRESHOLD_"
 
 
 @contextmanager
-def _worker_environ() -> Iterator[None]:
-    """Apply ``metaextract.cluster.malloc-trim-threshold`` to the worker processes spawned inside.
+def _embedded_config() -> Iterator[None]:
+    """Apply ``metaextract.cluster.*`` to the scheduler and worker processes created inside.
+
+    ``allowed-failures`` (and a worker saturation of 1.0) go to the scheduler. ``malloc-trim-threshold`` goes
+    to the workers' environment:
 
     distributed's nanny copies its pre-spawn environment into this process's ``os.environ`` (for good) and
     children inherit it, so the variable is set or removed in both places while the workers spawn.
@@ -37,7 +40,12 @@ def _worker_environ() -> Iterator[None]:
     if trim is not None:
         os.environ[_TRIM] = str(int(trim))
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        with dask.config.set({
+            "distributed.nanny.pre-spawn-environ": env,
+            "distributed.scheduler.allowed-failures": int(config.get("cluster.allowed-failures", 1)),
+            # One task per worker thread at a time: a worker that dies takes no queued task down with it.
+            "distributed.scheduler.worker-saturation": 1.0,
+        }):
             yield
     finally:
         os.environ.pop(_TRIM, None)
@@ -82,7 +90,7 @@ def connect(
 
     host = config.get("cluster.host", "127.0.0.1")
     dashboard = dashboard_address or config.get("cluster.dashboard-address", "127.0.0.1:8787")
-    with _worker_environ():
+    with _embedded_config():
         cluster = LocalCluster(
             n_workers=n_workers or config.get("cluster.n-workers") or default_n_workers(),
             threads_per_worker=threads_per_worker or config.get("cluster.threads-per-worker", 1),

@@ -18,13 +18,18 @@ class FileEntry(NamedTuple):
 
     path: str
     size: int
-    mtime: float
+    mtime_ns: int  # integer nanoseconds: exact, so fingerprints compare equal across runs
     is_dir: bool = False
+
+    @property
+    def mtime_us(self) -> int:
+        """Modification time in microseconds since the epoch (the catalog's resolution)."""
+        return self.mtime_ns // 1000
 
 
 def _store_entry(path: str) -> FileEntry:
     # A Zarr store is one catalog entry: its size is the sum of its files, its mtime the newest of them.
-    size, mtime = 0, os.stat(path).st_mtime
+    size, mtime = 0, os.stat(path).st_mtime_ns
     for root, _dirs, files in os.walk(path):
         for name in files:
             try:
@@ -32,7 +37,7 @@ def _store_entry(path: str) -> FileEntry:
             except OSError:
                 continue
             size += st.st_size
-            mtime = max(mtime, st.st_mtime)
+            mtime = max(mtime, st.st_mtime_ns)
     return FileEntry(path, size, mtime, True)
 
 
@@ -57,7 +62,7 @@ def _walk(top: str, follow_symlinks: bool, seen_dirs: set[tuple[int, int]] | Non
                     yield from _walk(entry.path, follow_symlinks, seen_dirs)
             elif entry.is_file(follow_symlinks=follow_symlinks):
                 st = entry.stat(follow_symlinks=follow_symlinks)
-                yield FileEntry(entry.path, st.st_size, st.st_mtime)
+                yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
         except OSError:
             continue  # vanished or unreadable directory entry; a file that vanishes later is an error row
 
@@ -82,7 +87,7 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
             found = [_store_entry(path)] if is_zarr_store(path) else _walk(path, follow_symlinks)
         else:
             st = os.stat(path)
-            found = [FileEntry(path, st.st_size, st.st_mtime)]
+            found = [FileEntry(path, st.st_size, st.st_mtime_ns)]
         for entry in found:
             if entry.path not in seen:  # overlapping inputs are scanned once
                 seen.add(entry.path)

@@ -1,9 +1,18 @@
-"""Worker-side extraction: sniff and read each file of a batch into catalog rows, errors included."""
+"""Worker-side extraction: sniff and read each file of a batch into catalog rows, errors included.
+
+Every file yields exactly one ``files`` row. A failure is an ``error`` row with the exception type and
+message; transient I/O errors are retried with exponential backoff; a reader that runs past
+``scan.file-timeout`` seconds or grows the process by more than ``scan.file-memory-limit`` is stopped by
+:mod:`metaextract_dask.watchdog` and reported as ``timeout`` / ``too_large``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import hashlib
 import os
+import random
 import time
 import warnings
 from collections.abc import Sequence
@@ -18,13 +27,23 @@ from metaextract_dask.formats import sniff
 from metaextract_dask.formats.base import Records
 from metaextract_dask.jsonutil import dumps
 from metaextract_dask.schema import SCHEMAS
+from metaextract_dask.watchdog import FileAbort, get_watchdog
 
-__all__ = ["extract_file", "extract_batch", "classify_unknown", "file_row"]
+__all__ = ["extract_file", "extract_batch", "hash_batch", "classify_unknown", "file_row", "error_tables",
+           "content_hash", "TRANSIENT_ERRNOS"]
 
 # Extensions that claim a format; a file that wears one without the content is flagged in its attrs.
 _SUFFIX_CLAIMS = {".h5": "hdf5", ".hdf5": "hdf5", ".he5": "hdf5", ".nc": "netcdf", ".nc4": "netcdf",
                   ".cdf": "netcdf", ".fits": "fits", ".fit": "fits", ".fts": "fits", ".dcm": "dicom",
                   ".zarr": "zarr"}
+
+#: errno values worth another try: the storage, not the file, is at fault (NFS/Lustre hiccups, EIO, ...).
+TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EIO", "EAGAIN", "EINTR", "EBUSY", "ETIMEDOUT", "ESTALE", "ECONNRESET", "ECONNABORTED", "ENETDOWN",
+    "ENETUNREACH", "EHOSTUNREACH", "ENOLCK", "EREMOTEIO") if hasattr(errno, name))
+
+_MAX_WARNINGS = 20
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def classify_unknown(head: bytes, path: str) -> dict[str, Any]:
@@ -50,33 +69,39 @@ def file_row(entry: FileEntry) -> dict[str, Any]:
     return {
         "path": entry.path,
         "size_bytes": entry.size,
-        "mtime": dt.datetime.fromtimestamp(entry.mtime, tz=dt.timezone.utc),
+        "mtime": _EPOCH + dt.timedelta(microseconds=entry.mtime_us),
     }
 
 
-_MAX_WARNINGS = 20
+def content_hash(entry: FileEntry) -> str:
+    """blake2b (128-bit) of a file's bytes; for a Zarr store, of its files' relative names and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    if entry.is_dir:
+        for root, dirs, files in os.walk(entry.path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                h.update(os.path.relpath(full, entry.path).encode() + b"\0")
+                with open(full, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+    else:
+        with open(entry.path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
 
 
-def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str] | None:
-    texts = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    return texts[:_MAX_WARNINGS] or None
+class _Failure(Exception):
+    """A read failed; carries the format identified so far."""
+
+    def __init__(self, fmt: str, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.fmt = fmt
+        self.exc = exc
 
 
-def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024) -> dict[str, list[dict[str, Any]]]:
-    """Rows for all catalog tables from one file; a failure becomes an ``error`` row, never an exception."""
-    t0 = time.perf_counter()
-    # Warnings are data about the file. (catch_warnings is process-global: fine for the default
-    # one-thread workers; with more threads a warning may land on a neighbouring file's row.)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rows = _extract(entry, sniff_bytes)
-    rows["files"][0]["warnings"] = _warning_texts(caught)
-    rows["files"][0]["read_seconds"] = time.perf_counter() - t0
-    return rows
-
-
-def _extract(entry: FileEntry, sniff_bytes: int) -> dict[str, list[dict[str, Any]]]:
-    row = file_row(entry)
+def _read(entry: FileEntry, sniff_bytes: int) -> tuple[str, Records]:
     fmt = "binary"
     head = b""
     try:
@@ -85,25 +110,77 @@ def _extract(entry: FileEntry, sniff_bytes: int) -> dict[str, list[dict[str, Any
                 head = f.read(sniff_bytes)
         reader = sniff(entry.path, head)
         if reader is None:
-            rec = Records(format="binary", attrs=classify_unknown(head, entry.path))
-        else:
-            fmt = reader.name
-            rec = reader.read(entry.path)
-    except Exception as exc:
-        if fmt == "netcdf":
+            return fmt, Records(format="binary", attrs=classify_unknown(head, entry.path))
+        fmt = reader.name
+        if fmt == "netcdf":  # refined by the reader; for an error row, the magic tells which
             fmt = "netcdf3" if head.startswith(b"CDF") else "netcdf4"
-        row.update(format=fmt, status="error", error_type=type(exc).__name__, error_message=str(exc) or repr(exc))
-        return {"files": [row], "arrays": [], "hdus": [], "dicom": []}
+        return fmt, reader.read(entry.path)
+    except (Exception, FileAbort) as exc:
+        raise _Failure(fmt, exc) from exc
 
-    row.update(format=rec.format, format_version=rec.format_version, status="ok", n_arrays=len(rec.arrays),
-               attrs=dumps(rec.attrs), groups=dumps(rec.groups) if rec.groups else None)
-    tag = {"path": entry.path}
-    return {
-        "files": [row],
-        "arrays": [{**tag, **r} for r in rec.arrays],
-        "hdus": [{**tag, **r} for r in rec.hdus],
-        "dicom": [{**tag, **r} for r in rec.dicom],
-    }
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, FileAbort):
+        return exc.reason  # timeout | too_large
+    if isinstance(exc, MemoryError):
+        return "too_large"
+    return type(exc).__name__
+
+
+def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str] | None:
+    texts = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    return texts[:_MAX_WARNINGS] or None
+
+
+def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0, backoff: float = 0.5,
+                 hash_content: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Rows for all catalog tables from one file; a failure becomes an ``error`` row, never an exception."""
+    t0 = time.perf_counter()
+    row = file_row(entry)
+    out: dict[str, list[dict[str, Any]]] = {"files": [row], "arrays": [], "hdus": [], "dicom": []}
+    watchdog = get_watchdog()
+    attempts = 0
+    # Warnings are data about the file. (catch_warnings is process-global: fine for the default
+    # one-thread workers; with more threads a warning may land on a neighbouring file's row.)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while True:
+            attempts += 1
+            failure: _Failure | None = None
+            try:
+                with watchdog.watch(entry.path):
+                    fmt, rec = _read(entry, sniff_bytes)
+            except _Failure as exc:
+                failure = exc
+            except FileAbort as exc:  # delivered in the instant after the reader returned
+                failure = _Failure("unknown", exc)
+            if failure is not None:
+                if attempts <= retries and _transient(failure.exc):
+                    # Exponential backoff with jitter, so a struggling file server is not hammered in step.
+                    time.sleep(backoff * 2 ** (attempts - 1) * (0.5 + random.random()))
+                    continue
+                row.update(format=failure.fmt, status="error", error_type=_error_type(failure.exc),
+                           error_message=str(failure.exc) or repr(failure.exc))
+                break
+            row.update(format=rec.format, format_version=rec.format_version, status="ok",
+                       n_arrays=len(rec.arrays), attrs=dumps(rec.attrs),
+                       groups=dumps(rec.groups) if rec.groups else None)
+            tag = {"path": entry.path}
+            out["arrays"] = [{**tag, **r} for r in rec.arrays]
+            out["hdus"] = [{**tag, **r} for r in rec.hdus]
+            out["dicom"] = [{**tag, **r} for r in rec.dicom]
+            break
+        if hash_content:  # error rows too, so an unchanged bad file is not re-read on every --hash run
+            try:
+                row["content_hash"] = content_hash(entry)
+            except OSError:
+                pass
+    row.update(warnings=_warning_texts(caught), attempts=attempts, read_seconds=time.perf_counter() - t0)
+    return out
 
 
 def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None) -> dict[str, pa.Table]:
@@ -119,8 +196,34 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     """
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
     with dask.config.set({"metaextract.scan": settings} if settings else {}):
-        sniff_bytes = int(config.get("scan.sniff-bytes", 1024))
+        kwargs = {
+            "sniff_bytes": int(config.get("scan.sniff-bytes", 1024)),
+            "retries": int(config.get("scan.retries", 0)),
+            "backoff": float(config.get("scan.retry-backoff", 0.5)),
+            "hash_content": bool(config.get("scan.hash", False)),
+        }
+        get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
         for entry in entries:
-            for name, part in extract_file(entry, sniff_bytes=sniff_bytes).items():
+            for name, part in extract_file(entry, **kwargs).items():
                 rows[name].extend(part)
     return {name: pa.Table.from_pylist(rows[name], schema=SCHEMAS[name]) for name in SCHEMAS}
+
+
+def hash_batch(entries: Sequence[FileEntry]) -> list[str | None]:
+    """Content hashes of a batch (None where a file cannot be read), for ``--hash`` re-scans."""
+    out: list[str | None] = []
+    for entry in entries:
+        try:
+            out.append(content_hash(entry))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def error_tables(entries: Sequence[FileEntry], error_type: str, message: str, fmt: str = "unknown") -> dict[str, pa.Table]:
+    """Catalog tables holding one error row per entry (files whose task could not report for them)."""
+    rows = [dict(file_row(e), format=fmt, status="error", error_type=error_type, error_message=message)
+            for e in entries]
+    tables = {name: SCHEMAS[name].empty_table() for name in SCHEMAS}
+    tables["files"] = pa.Table.from_pylist(rows, schema=SCHEMAS["files"])
+    return tables

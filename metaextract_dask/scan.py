@@ -1,4 +1,15 @@
-"""Scan orchestration: discover, batch, extract on the cluster, commit batch by batch."""
+"""Scan orchestration: discover, plan against what the catalog holds, extract on the cluster, commit.
+
+A scan is resumable and incremental. Each run compares the files found with the catalog's committed rows by
+fingerprint (size, mtime; plus a content hash with ``hash=True``): unchanged files are kept, files already
+committed by an interrupted run are reused, the rest are read. Rows of changed or vanished files are
+replaced or dropped in one atomic switch at the end (see :mod:`metaextract_dask.sinks`).
+
+A batch task that fails as a whole (its worker died: a segfaulting library, a reader stuck in native code
+past ``scan.file-timeout``, the memory limit) does not lose its files: the files the worker reported before
+dying get their ``timeout`` / ``too_large`` rows, the others are re-run, one task per file when the culprit
+is unknown, so that the file that kills a worker ends as its own error row and is not retried forever.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -15,36 +28,166 @@ from metaextract_dask import config
 from metaextract_dask.catalog import Catalog
 from metaextract_dask.cluster import connect
 from metaextract_dask.discover import FileEntry, discover, plan_batches
-from metaextract_dask.extract import extract_batch, file_row
-from metaextract_dask.schema import SCHEMAS
+from metaextract_dask.extract import error_tables, extract_batch, hash_batch
 from metaextract_dask.sinks import ParquetSink
+from metaextract_dask.watchdog import ABORT_TOPIC
 
-__all__ = ["scan", "ScanSummary"]
+__all__ = ["scan", "ScanSummary", "ScanPlan", "plan_scan"]
 
 
 class ScanSummary(dict):
-    """What a scan did: files by format, errors by type, bytes, time (a dict, also stored in the manifest)."""
+    """What a scan did and what the catalog holds (a dict, also stored in the manifest)."""
 
     def format(self) -> str:
         """Human-readable multi-line summary for the CLI."""
         startup = self.get("startup_seconds", 0.0)
-        lines = [f"scanned {self['files']} files ({self['bytes'] / 1e6:,.1f} MB) in {self['seconds']:.1f} s "
-                 f"({self['files_per_second']:,.0f} files/s) on {self['threads']} worker threads, "
-                 f"{self['batches']} batches" + (f"; cluster start {startup:.1f} s" if startup >= 0.05 else "")]
+        lines = [f"scanned {self['files']} files ({self['bytes'] / 1e6:,.1f} MB) in {self['seconds']:.1f} s: "
+                 f"{self['read']} read ({self['files_per_second']:,.0f} files/s), {self['unchanged']} unchanged, "
+                 f"{self['reused']} reused from an interrupted run, {self['removed']} removed"]
+        if self["read"]:
+            lines.append(f"  on {self['threads']} worker threads, {self['batches']} tasks"
+                         + (f"; cluster start {startup:.1f} s" if startup >= 0.05 else ""))
         lines += [f"  {fmt:<8} {n:>8}" for fmt, n in sorted(self["by_format"].items())]
         lines.append(f"  errors   {self['errors']:>8}")
         lines += [f"    {etype}: {n}" for etype, n in sorted(self["error_types"].items())]
+        if self.get("retries"):
+            lines.append(f"  retries  {self['retries']:>8} (transient I/O errors, {self['retried_files']} files)")
         return "\n".join(lines)
 
 
-def _failed_batch_tables(batch: list[FileEntry], exc: BaseException) -> dict[str, pa.Table]:
-    # The task itself failed (e.g. its worker died): every file of the batch still gets its row, of format
-    # "unknown" since it was never identified.
-    rows = [dict(file_row(e), format="unknown", status="error", error_type=type(exc).__name__,
-                 error_message=f"batch task failed: {exc}") for e in batch]
-    tables = {name: SCHEMAS[name].empty_table() for name in SCHEMAS}
-    tables["files"] = pa.Table.from_pylist(rows, schema=SCHEMAS["files"])
-    return tables
+@dataclass
+class ScanPlan:
+    """What a scan run has to do, from the files found and the rows the catalog already holds."""
+
+    to_read: list[FileEntry] = field(default_factory=list)
+    verify: list[tuple[FileEntry, str]] = field(default_factory=list)  # unchanged fingerprint, hash to check
+    drop_visible: set[str] = field(default_factory=set)  # committed rows to remove (changed / vanished files)
+    drop_pending: set[str] = field(default_factory=set)  # rows of an interrupted run that are stale again
+    unchanged: int = 0
+    reused: int = 0
+    removed: int = 0
+
+
+def _fingerprints(table: pa.Table) -> dict[str, tuple[int, int, str, str | None]]:
+    mtimes = pc.cast(table.column("mtime"), pa.int64()).to_pylist()  # microseconds since the epoch
+    return {p: (s, m, st, h) for p, s, m, st, h in zip(table.column("path").to_pylist(),
+                                                       table.column("size_bytes").to_pylist(), mtimes,
+                                                       table.column("status").to_pylist(),
+                                                       table.column("content_hash").to_pylist())}
+
+
+def plan_scan(entries: list[FileEntry], sink: ParquetSink, *, full: bool = False, use_hash: bool = False,
+              retry_errors: bool = False) -> ScanPlan:
+    """Compare the files found with the catalog's committed rows (see :class:`ScanPlan`)."""
+    visible = _fingerprints(sink.files_rows("batches"))
+    pending = _fingerprints(sink.files_rows("pending"))
+    plan = ScanPlan()
+
+    def still_good(old: tuple[int, int, str, str | None] | None, fp: tuple[int, int]) -> bool:
+        return (old is not None and not full and old[:2] == fp
+                and not (retry_errors and old[2] == "error"))
+
+    for e in entries:
+        fp = (e.size, e.mtime_us)
+        v, p = visible.get(e.path), pending.get(e.path)
+        if still_good(v, fp):
+            assert v is not None
+            if not use_hash:
+                plan.unchanged += 1
+            elif v[3] is None:  # scanned without --hash: nothing to compare, read again
+                plan.to_read.append(e)
+                plan.drop_visible.add(e.path)
+            else:
+                plan.verify.append((e, v[3]))
+            if p is not None:
+                plan.drop_pending.add(e.path)
+            continue
+        if still_good(p, fp) and (not use_hash or (p is not None and p[3] is not None)):
+            plan.reused += 1
+            if v is not None:
+                plan.drop_visible.add(e.path)
+            continue
+        plan.to_read.append(e)
+        if v is not None:
+            plan.drop_visible.add(e.path)
+        if p is not None:
+            plan.drop_pending.add(e.path)
+    current = {e.path for e in entries}
+    gone_visible = set(visible) - current
+    plan.removed = len(gone_visible)
+    plan.drop_visible |= gone_visible
+    plan.drop_pending |= set(pending) - current
+    return plan
+
+
+class _Progress:
+    def __init__(self, total: int, progress: bool | Callable[[int, int], None]) -> None:
+        self.total, self.done, self.callback, self.bar = total, 0, None, None
+        if progress is True and total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="file", desc="scan", smoothing=0.1)
+        elif callable(progress):
+            self.callback = progress
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _verify_hashes(c: Any, plan: ScanPlan, threads: int) -> None:
+    """--hash re-scan: files whose size and mtime match are re-read only if their content hash changed."""
+    entries = [e for e, _ in plan.verify]
+    stored = dict((e.path, h) for e, h in plan.verify)
+    batches = plan_batches(entries, threads)
+    for batch, hashes in zip(batches, c.gather(c.map(hash_batch, batches, pure=False))):
+        for entry, h in zip(batch, hashes):
+            if h is not None and h == stored[entry.path]:
+                plan.unchanged += 1
+            else:
+                plan.to_read.append(entry)
+                plan.drop_visible.add(entry.path)
+    plan.verify = []
+
+
+#: Times a one-file task may fail (worker deaths not explained by an abort event) before its file becomes
+#: an error row: a task queued behind the culprit on a dying worker fails once through no fault of its own.
+SINGLE_FILE_ATTEMPTS = 2
+
+
+def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, failures: Counter[str]
+             ) -> tuple[dict[str, pa.Table] | None, list[list[FileEntry]]]:
+    """Rows for a failed batch task's files, and the batches to run again."""
+    paths = {e.path for e in batch}
+    aborted: dict[str, dict[str, Any]] = {}
+    for ts, msg in c.get_events(ABORT_TOPIC):
+        if ts >= since and isinstance(msg, dict) and msg.get("path") in paths:
+            aborted[msg["path"]] = msg
+    named = [e for e in batch if e.path in aborted]
+    rest = [e for e in batch if e.path not in aborted]
+    parts = [error_tables([e], aborted[e.path]["reason"], aborted[e.path]["message"]) for e in named]
+    retry: list[list[FileEntry]] = []
+    if named:
+        retry = [rest] if rest else []
+    elif len(batch) == 1:
+        failures[batch[0].path] += 1
+        if failures[batch[0].path] < SINGLE_FILE_ATTEMPTS:
+            retry = [batch]
+        else:
+            parts.append(error_tables(batch, type(exc).__name__,
+                                      f"the worker process died while reading this file ({exc})"))
+    else:
+        retry = [[e] for e in batch]  # one task per file finds the culprit
+    if not parts:
+        return None, retry
+    return {name: pa.concat_tables([p[name] for p in parts]) for name in parts[0]}, retry
 
 
 def scan(
@@ -55,95 +198,148 @@ def scan(
     scheduler: str | None = None,
     n_workers: int | None = None,
     dashboard_address: str | None = None,
+    full: bool = False,
+    hash: bool | None = None,
+    retry_errors: bool = False,
+    file_timeout: float | None = None,
+    performance_report: str | os.PathLike[str] | None = None,
     progress: bool | Callable[[int, int], None] = False,
     on_client: Callable[[Any], None] | None = None,
 ) -> Catalog:
-    """Scan files and directories into a Parquet catalog.
+    """Scan files and directories into a Parquet catalog, incrementally.
 
     Parameters
     ----------
     paths : path or iterable of paths
         Files, directories (walked recursively) and Zarr stores.
     output : path
-        Catalog directory to write (created; a previous catalog there is replaced).
+        Catalog directory. A new one is created; an existing one is continued: an interrupted scan resumes,
+        a complete one is updated (only new and changed files are read; vanished files are dropped).
     client : distributed.Client, optional
         Client to run on. Default: `scheduler` if given, else the current client, else an embedded
-        ``LocalCluster`` (worker processes, everything on 127.0.0.1).
+        ``LocalCluster`` (worker processes, everything on 127.0.0.1). No cluster is started when there is
+        nothing to read.
     scheduler : str, optional
         Address of an existing scheduler, e.g. ``tcp://127.0.0.1:8786``.
     n_workers, dashboard_address
         Embedded cluster settings (default from ``metaextract.cluster``).
+    full : bool
+        Read every file again, whatever the catalog holds.
+    hash : bool, optional
+        Store a content hash per file and re-read files whose content changed even if size and mtime did
+        not (default ``metaextract.scan.hash``).
+    retry_errors : bool
+        Read files again whose committed row is an error, even if unchanged.
+    file_timeout : float, optional
+        Seconds one file may take before it becomes a ``timeout`` row (default ``metaextract.scan.file-timeout``).
+    performance_report : path, optional
+        Write Dask's performance report (HTML) of the extraction here.
     progress : bool or callable
-        True for a tqdm progress bar; a callable receives ``(files_done, files_total)``.
+        True for a tqdm progress bar; a callable receives ``(files_done, files_to_read)``.
     on_client : callable, optional
         Called with the client once it is up (the CLI prints the dashboard link from it).
 
     Returns
     -------
     Catalog
-        The written catalog; its manifest carries the :class:`ScanSummary`.
+        The catalog; ``catalog.scan_summary`` is the :class:`ScanSummary` of this run.
 
     Raises
     ------
     FileNotFoundError
         An input path does not exist.
     metaextract_dask.sinks.CatalogError
-        The output cannot be written.
+        The output cannot be written, or another scan is writing it.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     t0 = time.perf_counter()
-    entries = discover(paths)
-    sink = ParquetSink(output)
     settings = dict(config.get("scan", {}))
-    n_files = len(entries)
-    by_format: Counter[str] = Counter()
-    error_types: Counter[str] = Counter()
-    total_bytes = 0
+    if hash is not None:
+        settings["hash"] = bool(hash)
+    if file_timeout is not None:
+        settings["file-timeout"] = file_timeout
+    entries = discover(paths)
+    startup = 0.0
+    threads = tasks = 0
+    attempts: Counter[int] = Counter()
 
-    t_connect = time.perf_counter()
-    with connect(scheduler, client=client, n_workers=n_workers, dashboard_address=dashboard_address) as c:
-        startup = time.perf_counter() - t_connect
-        if on_client is not None:
-            on_client(c)
-        from distributed import as_completed
+    with ParquetSink(output) as sink:
+        plan = plan_scan(entries, sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
+        if plan.to_read or plan.verify:
+            t_connect = time.perf_counter()
+            with connect(scheduler, client=client, n_workers=n_workers, dashboard_address=dashboard_address) as c, \
+                    ExitStack() as stack:
+                startup = time.perf_counter() - t_connect
+                if on_client is not None:
+                    on_client(c)
+                threads = sum(c.nthreads().values()) or 1
+                if plan.verify:
+                    _verify_hashes(c, plan, threads)
+                # Rows replacing committed ones stay pending until the end, so no reader sees a file twice.
+                pending = bool(plan.drop_visible) or bool(sink.manifest["pending"])
+                if performance_report is not None:
+                    from distributed import performance_report as perf
 
-        threads = sum(c.nthreads().values()) or 1
-        batches = plan_batches(entries, threads)
-        bar = None
-        if progress is True:
-            from tqdm.auto import tqdm
+                    stack.enter_context(c.as_current())
+                    stack.enter_context(perf(filename=os.fspath(performance_report)))
+                tasks = _extract_all(c, sink, plan.to_read, settings, threads, pending, progress, attempts)
+        sink.finish(plan.drop_visible, plan.drop_pending)
 
-            bar = tqdm(total=n_files, unit="file", desc="scan", smoothing=0.1)
-        futures = c.map(extract_batch, batches, settings=settings, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
-        done = 0
-        for future in as_completed(futures, loop=c.loop):
-            i = index[future.key]
+        files = Catalog(sink.output).to_arrow("files").select(["format", "status", "error_type", "size_bytes"])
+        errors = files.filter(pc.equal(files.column("status"), "error"))
+        seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
+        summary = ScanSummary(
+            files=len(entries), read=len(plan.to_read), unchanged=plan.unchanged, reused=plan.reused,
+            removed=plan.removed, bytes=int(pc.sum(files.column("size_bytes")).as_py() or 0),
+            by_format=dict(Counter(files.column("format").to_pylist())), errors=errors.num_rows,
+            error_types=dict(Counter(errors.column("error_type").to_pylist())),
+            retries=sum((a - 1) * n for a, n in attempts.items() if a > 1),
+            retried_files=sum(n for a, n in attempts.items() if a > 1),
+            batches=tasks, threads=threads, seconds=seconds, startup_seconds=startup,
+            files_per_second=len(plan.to_read) / seconds if seconds and plan.to_read else 0.0,
+        )
+        sink.set_summary(summary)
+    return Catalog(sink.output)
+
+
+def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
+                 pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int]) -> int:
+    """Run the extraction tasks, committing each batch as it arrives; returns the number of tasks run."""
+    from distributed import as_completed
+
+    since = time.time() - 5  # abort events of this scan (scheduler clock; a little slack for skew)
+    bar = _Progress(len(to_read), progress)
+    ac = as_completed(loop=c.loop)
+    running: dict[str, list[FileEntry]] = {}
+    failures: Counter[str] = Counter()
+    tasks = 0
+
+    def submit(batch: list[FileEntry]) -> None:
+        nonlocal tasks
+        future = c.submit(extract_batch, batch, settings, pure=False)
+        running[future.key] = batch
+        ac.add(future)
+        tasks += 1
+
+    for batch in plan_batches(to_read, threads):
+        submit(batch)
+    try:
+        for future in ac:
+            batch = running.pop(future.key)
+            tables: dict[str, pa.Table] | None
             try:
                 tables = future.result()
             except Exception as exc:
-                tables = _failed_batch_tables(batches[i], exc)
+                tables, again = _recover(c, batch, exc, since, failures)
+                for b in again:
+                    submit(b)
             future.release()
-            sink.write_batch(i, tables)
-            files = tables["files"]
-            by_format.update(files.column("format").to_pylist())
-            errors = files.filter(pc.equal(files.column("status"), "error"))
-            error_types.update(errors.column("error_type").to_pylist())
-            total_bytes += pc.sum(files.column("size_bytes")).as_py() or 0
-            done += len(batches[i])
-            if bar is not None:
-                bar.update(len(batches[i]))
-            elif callable(progress):
-                progress(done, n_files)
-        if bar is not None:
-            bar.close()
-
-    seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
-    summary = ScanSummary(
-        files=n_files, bytes=int(total_bytes), by_format=dict(by_format), errors=sum(error_types.values()),
-        error_types=dict(error_types), batches=len(batches), threads=threads, seconds=seconds,
-        startup_seconds=startup, files_per_second=n_files / seconds if seconds else 0.0,
-    )
-    sink.close(summary)
-    return Catalog(sink.output)
+            if tables is None:
+                continue
+            sink.write_batch(tables, pending=pending)
+            attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
+            bar.update(tables["files"].num_rows)
+    finally:
+        bar.close()
+    return tasks

@@ -29,6 +29,8 @@ FILES = pa.schema([
     ("attrs", _JSON),  # file-level attributes (root attrs, global attrs, primary header, key DICOM UIDs)
     ("groups", _JSON),  # {group path: {"attrs": ..., "dims": ...}} for hierarchical formats
     ("warnings", pa.list_(pa.string())),  # distinct warnings the libraries raised while reading
+    ("attempts", pa.int32()),  # reads tried (more than 1 after transient I/O errors)
+    ("content_hash", pa.string()),  # blake2b of the content, with --hash (Zarr: of all files in the store)
     ("read_seconds", pa.float64()),
 ])
 

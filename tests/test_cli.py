@@ -82,5 +82,5 @@ def test_config_file_flag(tmp_path: Path) -> None:
     cfg.write_text("scan:\n  batch-max-files: 1\n  batch-min-files: 1\n")
     proc = run("--config", str(cfg), "scan", str(tmp_path / "d"), "-o", str(tmp_path / "cat"), "--workers", "1",
                "--no-progress")
-    assert "5 batches" in proc.stdout
+    assert "5 tasks" in proc.stdout
     assert "%|" not in proc.stderr  # --no-progress

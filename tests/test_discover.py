@@ -11,7 +11,7 @@ from metaextract_dask.discover import FileEntry, discover, plan_batches
 
 
 def _entries(sizes: list[int]) -> list[FileEntry]:
-    return [FileEntry(f"/f{i}", s, 0.0) for i, s in enumerate(sizes)]
+    return [FileEntry(f"/f{i}", s, 0) for i, s in enumerate(sizes)]
 
 
 def test_many_small_files_share_tasks() -> None:

@@ -37,7 +37,7 @@ def test_entry_point_plugin_reader(tmp_path, monkeypatch) -> None:
     try:
         data = tmp_path / "x.toy"
         data.write_bytes(b"TOYFMT 12\n")
-        rows = extract_file(FileEntry(str(data), data.stat().st_size, 0.0))
+        rows = extract_file(FileEntry(str(data), data.stat().st_size, 0))
         assert rows["files"][0]["format"] == "toy" and rows["files"][0]["status"] == "ok"
         assert rows["files"][0]["attrs"] == '{"n":12}'
         assert rows["arrays"][0]["shape"] == [12]
