@@ -42,7 +42,7 @@ def _embedded_config() -> Iterator[None]:
     try:
         with dask.config.set({
             "distributed.nanny.pre-spawn-environ": env,
-            "distributed.scheduler.allowed-failures": int(config.get("cluster.allowed-failures", 1)),
+            "distributed.scheduler.allowed-failures": int(config.get("cluster.allowed-failures", 0)),
             # One task per worker thread at a time: a worker that dies takes no queued task down with it.
             "distributed.scheduler.worker-saturation": 1.0,
         }):

@@ -157,12 +157,13 @@ def _verify_hashes(c: Any, plan: ScanPlan, threads: int) -> None:
     plan.verify = []
 
 
-#: Times a one-file task may fail (worker deaths not explained by an abort event) before its file becomes
-#: an error row: a task queued behind the culprit on a dying worker fails once through no fault of its own.
-SINGLE_FILE_ATTEMPTS = 2
+#: Times a task may fail without an abort event naming a file (a worker killed from outside, a segfault)
+#: before the scan splits it into one task per file, or, for a one-file task, gives up on that file. A task
+#: queued behind the culprit on a dying worker fails once through no fault of its own.
+TASK_ATTEMPTS = 2
 
 
-def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, failures: Counter[str]
+def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, failures: Counter[tuple[str, ...]]
              ) -> tuple[dict[str, pa.Table] | None, list[list[FileEntry]]]:
     """Rows for a failed batch task's files, and the batches to run again."""
     paths = {e.path for e in batch}
@@ -175,16 +176,17 @@ def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, f
     parts = [error_tables([e], aborted[e.path]["reason"], aborted[e.path]["message"]) for e in named]
     retry: list[list[FileEntry]] = []
     if named:
-        retry = [rest] if rest else []
-    elif len(batch) == 1:
-        failures[batch[0].path] += 1
-        if failures[batch[0].path] < SINGLE_FILE_ATTEMPTS:
+        retry = [rest] if rest else []  # the culprit is known: the others go again, together
+    else:
+        key = tuple(e.path for e in batch)
+        failures[key] += 1
+        if failures[key] < TASK_ATTEMPTS:
             retry = [batch]
+        elif len(batch) > 1:
+            retry = [[e] for e in batch]  # one task per file finds the culprit
         else:
             parts.append(error_tables(batch, type(exc).__name__,
                                       f"the worker process died while reading this file ({exc})"))
-    else:
-        retry = [[e] for e in batch]  # one task per file finds the culprit
     if not parts:
         return None, retry
     return {name: pa.concat_tables([p[name] for p in parts]) for name in parts[0]}, retry
@@ -312,7 +314,7 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
     bar = _Progress(len(to_read), progress)
     ac = as_completed(loop=c.loop)
     running: dict[str, list[FileEntry]] = {}
-    failures: Counter[str] = Counter()
+    failures: Counter[tuple[str, ...]] = Counter()
     tasks = 0
 
     def submit(batch: list[FileEntry]) -> None:

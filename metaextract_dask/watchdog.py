@@ -68,11 +68,19 @@ class Watchdog:
         self._lock = threading.Lock()
         self._watches: dict[int, _Watch] = {}
         self._thread: threading.Thread | None = None
+        self._worker: object | None = None
 
     def configure(self, timeout: float | str | None, memory_limit: int | str | None, grace: float | None = None) -> None:
         """Set the limits (None or 0: no limit); called by each scan task with the client's settings."""
         from metaextract_dask.config import parse_bytes
 
+        # get_worker() only answers on task threads, so the watchdog thread remembers it from here.
+        try:
+            from distributed import get_worker
+
+            self._worker = get_worker()
+        except (ImportError, ValueError):
+            self._worker = None
         self.timeout = float(timeout) if timeout else None
         self.memory_limit = parse_bytes(memory_limit) if memory_limit else None
         if grace is not None:
@@ -137,14 +145,12 @@ class Watchdog:
 
     def _hard_abort(self, w: _Watch) -> None:
         # The reader is stuck in native code. Only a dask worker may be sacrificed: its nanny restarts it.
-        try:
-            from distributed import get_worker
-
-            worker = get_worker()
-        except ValueError:
+        worker = self._worker
+        if worker is None:
             return
-        worker.log_event(ABORT_TOPIC, {"path": w.path, "reason": w.reason,
-                                       "message": f"{w.message}; reader stuck in native code, worker restarted"})
+        message = f"{w.message}; reader stuck in native code, worker restarted"
+        event = {"path": w.path, "reason": w.reason, "message": message}
+        worker.log_event(ABORT_TOPIC, event)  # type: ignore[attr-defined]
         time.sleep(1.0)  # let the batched stream carry the event to the scheduler
         os._exit(70)
 
