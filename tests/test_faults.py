@@ -173,3 +173,63 @@ def test_performance_report(client: Any, sample_tree: Any, tmp_path: Path) -> No
     scan([root], tmp_path / "cat", client=client, performance_report=report)
     html = report.read_text()
     assert "Dask Performance Report" in html and "extract_batch" in html
+
+
+@pytest.mark.slow
+def test_killed_scan_resumes_where_it_stopped(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGKILL the whole scan (client, scheduler, workers), run the same command again: it resumes."""
+    import json
+    import subprocess
+    import sys
+
+    from metaextract_dask import open_catalog
+
+    plug = install_plugin(tmp_path / "plugin", "faulty", {"faulty": "faulty:FaultyReader"}, {"faulty": FAULTY})
+    data = tmp_path / "data"
+    for i in range(40):
+        write(data / f"s{i:02d}.dat", f"FAULTY slow 0.1 {i}")
+    conf = write(tmp_path / "scan.yaml", "scan:\n  batch-min-files: 2\n  batch-max-files: 2\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plug), os.environ.get("PYTHONPATH", "")]))
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "metaextract_dask.cli", "--config", str(conf), "scan", str(data),
+                "-o", str(out), "--workers", "1", "--no-progress", "--dashboard-address", "127.0.0.1:0"]
+
+    reference_out = tmp_path / "reference"
+    subprocess.run(command(reference_out), env=env, check=True, capture_output=True, timeout=300)
+
+    out = tmp_path / "cat"
+    proc = subprocess.Popen(command(out), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "_manifest.json"
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline:
+        try:
+            committed = len(json.loads(manifest.read_text())["batches"])
+        except (OSError, ValueError, KeyError):
+            committed = 0
+        if committed >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # client, scheduler, nanny and worker: the whole job dies
+    proc.wait(timeout=30)
+    assert 3 <= committed < 20, "killed in the middle"
+
+    interrupted = open_catalog(out)
+    assert not interrupted.manifest["complete"]
+    seen = len(interrupted.to_pandas("files"))  # readers see whole committed batches only
+    assert seen == 2 * len(interrupted.manifest["batches"]) and seen < 40
+
+    done = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = open_catalog(out).scan_summary
+    assert summary["read"] == 40 - seen  # only what was not committed
+    assert summary["unchanged"] == seen
+
+    def norm(path: Path) -> pa.Table:
+        df = open_catalog(path).to_pandas("files").drop(columns=["read_seconds"])
+        return pa.Table.from_pandas(df.sort_values("path").reset_index(drop=True))
+
+    assert norm(out).equals(norm(reference_out))
+    assert open_catalog(out).manifest["complete"]
