@@ -256,7 +256,8 @@ def scan(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     t0 = time.perf_counter()
-    settings = dict(config.get("scan", {}))
+    # Environment overrides arrive as sniff_bytes, YAML as sniff-bytes: one spelling for tasks and manifest.
+    settings = {k.replace("_", "-"): v for k, v in config.get("scan", {}).items()}
     if hash is not None:
         settings["hash"] = bool(hash)
     if file_timeout is not None:
@@ -301,7 +302,7 @@ def scan(
             batches=tasks, threads=threads, seconds=seconds, startup_seconds=startup,
             files_per_second=len(plan.to_read) / seconds if seconds and plan.to_read else 0.0,
         )
-        sink.set_summary(summary)
+        sink.set_summary(summary, settings)
     return Catalog(sink.output)
 
 

@@ -241,9 +241,11 @@ class ParquetSink:
         for path in replaced:
             os.remove(path)
 
-    def set_summary(self, summary: dict[str, Any]) -> None:
-        """Record the summary of the scan that just finished."""
+    def set_summary(self, summary: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
+        """Record the summary (and the effective ``metaextract.scan`` settings) of the scan that just finished."""
         self.manifest["summary"] = summary
+        if settings is not None:
+            self.manifest["settings"] = settings
         self._commit()
 
     def close(self) -> None:

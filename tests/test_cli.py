@@ -84,3 +84,27 @@ def test_config_file_flag(tmp_path: Path) -> None:
                "--no-progress")
     assert "5 tasks" in proc.stdout
     assert "%|" not in proc.stderr  # --no-progress
+
+
+def test_settings_precedence_defaults_env_file_flags(tmp_path: Path) -> None:
+    """Defaults < DASK_METAEXTRACT__... environment < --config YAML < CLI flags."""
+    import subprocess as sp
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.bin").write_bytes(b"x")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scan:\n  retries: 4\n")
+    env = dict(os.environ, DASK_METAEXTRACT__SCAN__RETRIES="5", DASK_METAEXTRACT__SCAN__SNIFF_BYTES="2048")
+
+    def settings(global_args: tuple[str, ...] = (), scan_args: tuple[str, ...] = ()) -> dict:
+        out = tmp_path / f"cat{len(list(tmp_path.iterdir()))}"
+        sp.run([*EXE, *global_args, "scan", str(tmp_path / "d"), "-o", str(out), "--workers", "1", "--no-progress",
+                *scan_args], env=env, check=True, capture_output=True, timeout=300)
+        return json.loads((out / "_manifest.json").read_text())["settings"]
+
+    s = settings()
+    assert (s["retries"], s["sniff-bytes"], s["batch-max-files"]) == (5, 2048, 400)  # env over defaults
+    s = settings(("--config", str(cfg)), ("--file-timeout=7",))
+    assert (s["retries"], s["sniff-bytes"], s["file-timeout"]) == (4, 2048, 7)  # file over env; flag
+    s = settings(("--config", str(cfg)), ("--retries=1",))
+    assert s["retries"] == 1  # flag over file and env
