@@ -53,6 +53,9 @@ def adaptive_chunks(shape: Sequence[int], dtype: Any, disk_chunks: Sequence[int]
     limit = limit or chunk_limit(memory_limit)
     if not shape or math.prod(shape) * dt.itemsize <= limit:
         return tuple((s,) for s in shape)
-    previous = tuple(min(int(c), s) for c, s in zip(disk_chunks, shape)) if disk_chunks else None
+    if disk_chunks:
+        previous = tuple(min(int(c), s) for c, s in zip(disk_chunks, shape))
+    else:  # contiguous: slabs along the first axis, so each task reads one contiguous byte range
+        previous = (1, *shape[1:])
     itemsize_dtype = dt if dt.kind != "O" else np.dtype("f8")
     return normalize_chunks("auto", shape=shape, limit=limit, dtype=itemsize_dtype, previous_chunks=previous)
