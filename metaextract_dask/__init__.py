@@ -12,6 +12,20 @@ from metaextract_dask.catalog import Catalog, open_catalog
 from metaextract_dask.scan import ScanSummary, scan
 from metaextract_dask.sinks import CatalogError
 
-__all__ = ["Catalog", "CatalogError", "ScanSummary", "open_catalog", "scan", "__version__"]
+__all__ = ["Catalog", "CatalogError", "ScanSummary", "open_array", "open_arrays", "open_catalog",
+           "open_dicom_series", "profile", "scan", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Array and profile APIs load xarray-backed openers only when first used.
+    if name in ("open_array", "open_arrays", "open_dicom_series"):
+        from metaextract_dask import arrays
+
+        return getattr(arrays, name)
+    if name == "profile":
+        from metaextract_dask.profiler import profile
+
+        return profile
+    raise AttributeError(f"module 'metaextract_dask' has no attribute {name!r}")
 
 __version__ = "0.1.0"

@@ -93,6 +93,23 @@ class Catalog:
         """``dicom`` table (dask DataFrame): one row per DICOM file."""
         return self.table("dicom")
 
+    @cached_property
+    def stats(self) -> Any:
+        """``stats`` table (dask DataFrame): one row per array profiled by :func:`metaextract_dask.profile`."""
+        return self.table("stats")
+
+    def open_array(self, path: str, name: str, **kwargs: Any) -> Any:
+        """One array of a catalogued file as a lazy xarray.DataArray (see :func:`metaextract_dask.open_array`)."""
+        from metaextract_dask.arrays import open_array
+
+        return open_array(path, name, **kwargs)
+
+    def open_arrays(self, path: str, **kwargs: Any) -> Any:
+        """All arrays of one catalogued file as a lazy xarray.Dataset."""
+        from metaextract_dask.arrays import open_arrays
+
+        return open_arrays(path, **kwargs)
+
     def summary(self) -> dict[str, Any]:
         """Counts computed from the tables: files by format and status, bytes, arrays, errors by type."""
         files = self.to_pandas("files")

@@ -51,6 +51,13 @@ def adaptive_chunks(shape: Sequence[int], dtype: Any, disk_chunks: Sequence[int]
     shape = tuple(int(s) for s in shape)
     dt = np.dtype(dtype)
     limit = limit or chunk_limit(memory_limit)
+    if disk_chunks:
+        # Never split a stored chunk over tasks (each would decompress all of it), unless even one stored
+        # chunk breaks the memory cap.
+        disk_bytes = math.prod(min(int(c), s) for c, s in zip(disk_chunks, shape)) * dt.itemsize
+        cap = int(memory_limit * float(config.get("chunk-memory-fraction", 0.1))) if memory_limit else None
+        if disk_bytes > limit and (cap is None or disk_bytes <= cap):
+            limit = disk_bytes
     if not shape or math.prod(shape) * dt.itemsize <= limit:
         return tuple((s,) for s in shape)
     if disk_chunks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,11 +44,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, metavar="N", help="retries after transient I/O errors (default 2)")
     p.add_argument("--performance-report", metavar="FILE.html", help="write Dask's performance report here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--profile", action="store_true", help="profile every array's content after the scan")
+    _profile_options(p)
+
+    p = sub.add_parser("profile", help="profile the content of every array of a catalog (stats table)")
+    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="existing dask scheduler (as for scan)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes of the embedded cluster")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _profile_options(p)
 
     p = sub.add_parser("info", help="summarise a catalog")
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
+
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", choices=["full", "sample"], default="full",
+                   help="read every chunk, or a deterministic sample of chunks")
+    p.add_argument("--sample-fraction", type=float, default=0.1, metavar="F", help="share of chunks for --strategy sample")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="cupy on the workers' GPUs (gpu), numpy (cpu), or GPU when every worker has one (auto)")
+
+
+def _run_profile(catalog: Any, args: argparse.Namespace, client: Any = None) -> int:
+    from metaextract_dask.profiler import profile
+
+    try:
+        stats = profile(catalog, strategy=args.strategy, sample_fraction=args.sample_fraction, device=args.device,
+                        client=client, scheduler=getattr(args, "scheduler", None), n_workers=args.workers,
+                        progress=not args.no_progress)
+    except (RuntimeError, ValueError) as exc:
+        return _error(str(exc))
+    counts = stats["status"].value_counts().to_dict()
+    device = stats["device"].iloc[0] if len(stats) else args.device
+    print(f"profiled {len(stats)} arrays on {device}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from metaextract_dask.catalog import open_catalog
+
+    try:
+        catalog = open_catalog(args.catalog)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    return _run_profile(catalog, args)
 
 
 def _error(message: str) -> int:
@@ -77,17 +120,28 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     import dask.config
 
     overrides = {"metaextract.scan.retries": args.retries} if args.retries is not None else {}
-    try:
-        with dask.config.set(overrides):
-            catalog = scan(args.paths, args.output, scheduler=args.scheduler, n_workers=args.workers,
-                           dashboard_address=args.dashboard_address, full=args.full, hash=args.hash or None,
-                           retry_errors=args.retry_errors, file_timeout=args.file_timeout,
-                           performance_report=args.performance_report, progress=not args.no_progress,
-                           on_client=announce)
-    except (FileNotFoundError, CatalogError) as exc:
-        return _error(str(exc))
-    print(ScanSummary(catalog.scan_summary or {}).format())
-    print(f"catalog: {catalog.path}")
+    with ExitStack() as stack:
+        client = None
+        if args.profile:  # scan and profile share one cluster
+            from metaextract_dask.cluster import connect
+
+            client = stack.enter_context(connect(args.scheduler, n_workers=args.workers,
+                                                 dashboard_address=args.dashboard_address))
+        try:
+            with dask.config.set(overrides):
+                catalog = scan(args.paths, args.output, client=client, scheduler=args.scheduler,
+                               n_workers=args.workers, dashboard_address=args.dashboard_address, full=args.full,
+                               hash=args.hash or None, retry_errors=args.retry_errors,
+                               file_timeout=args.file_timeout, performance_report=args.performance_report,
+                               progress=not args.no_progress, on_client=announce)
+        except (FileNotFoundError, CatalogError) as exc:
+            return _error(str(exc))
+        print(ScanSummary(catalog.scan_summary or {}).format())
+        print(f"catalog: {catalog.path}")
+        if args.profile:
+            if client is not None and catalog.scan_summary and not catalog.scan_summary.get("read"):
+                announce(client)  # scan had nothing to read and never showed the link
+            return _run_profile(catalog, args, client)
     return 0
 
 
@@ -126,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.load_yaml(path)
         except OSError as exc:
             return _error(f"cannot read config {path}: {exc.strerror or exc}")
-    handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "info": _cmd_info}
+    handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info}
     return handlers[args.command](args)
 
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from metaextract_dask.formats.dicom import DICOM_COLUMNS
 
-__all__ = ["FILES", "ARRAYS", "HDUS", "DICOM", "SCHEMAS", "SCHEMA_VERSION", "FORMATS"]
+__all__ = ["FILES", "ARRAYS", "HDUS", "DICOM", "STATS", "SCHEMAS", "SCHEMA_VERSION", "FORMATS"]
 
 SCHEMA_VERSION = 1
 
@@ -74,4 +74,39 @@ DICOM = pa.schema(
     + [("TransferSyntaxUID", pa.string()), ("header", _JSON)]  # header: DICOM JSON model (PS3.18 F.2)
 )
 
-SCHEMAS: dict[str, pa.Schema] = {"files": FILES, "arrays": ARRAYS, "hdus": HDUS, "dicom": DICOM}
+STATS = pa.schema([
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # ok | error | skipped
+    ("error_type", pa.string()),
+    ("error_message", pa.string()),
+    ("device", pa.string()),  # cpu | gpu
+    ("strategy", pa.string()),  # full | sample
+    ("sampled_fraction", pa.float64()),  # share of the elements read
+    ("dask_chunks", _INTS),  # the dask chunk shape used (whole multiples of the on-disk chunks)
+    ("n_chunks", pa.int64()),
+    ("chunks_read", pa.int64()),
+    ("count", pa.int64()),  # elements read
+    ("valid_count", pa.int64()),  # finite, not fill
+    ("nan_count", pa.int64()),
+    ("inf_count", pa.int64()),
+    ("fill_count", pa.int64()),  # equal to _FillValue / missing_value / BLANK
+    ("min", pa.float64()),  # of the raw stored values
+    ("max", pa.float64()),
+    ("mean", pa.float64()),
+    ("std", pa.float64()),  # population standard deviation (merged M2 / n)
+    ("phys_min", pa.float64()),  # after scale_factor/add_offset (BSCALE/BZERO, RescaleSlope/Intercept)
+    ("phys_max", pa.float64()),
+    ("phys_mean", pa.float64()),
+    ("phys_std", pa.float64()),
+    ("hist_min", pa.float64()),  # histogram range (raw units)
+    ("hist_max", pa.float64()),
+    ("hist_range_source", pa.string()),  # valid_range | valid_min/valid_max | dtype | data (second pass)
+    ("bins", pa.int32()),
+    ("hist_counts", pa.list_(pa.int64())),
+    ("hist_underflow", pa.int64()),
+    ("hist_overflow", pa.int64()),
+    ("passes", pa.int32()),  # 1; 2 for float data without a valid range (histogram)
+])
+
+SCHEMAS: dict[str, pa.Schema] = {"files": FILES, "arrays": ARRAYS, "hdus": HDUS, "dicom": DICOM, "stats": STATS}

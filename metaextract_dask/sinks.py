@@ -190,12 +190,11 @@ class ParquetSink:
         out = []
         drop_array = pa.array(sorted(drop))
         for batch in batches:
-            files_part = batch["parts"].get("files")
-            if files_part is None:
-                out.append(batch)
-                continue
-            paths = pq.read_table(os.path.join(self.output, "files", files_part), columns=["path"]).column("path")
-            if not pc.any(pc.is_in(paths, drop_array)).as_py():
+            # Each part is checked on its own: a profile's stats batch has no files part.
+            hit = {name for name, fname in batch["parts"].items()
+                   if pc.any(pc.is_in(pq.read_table(os.path.join(self.output, name, fname), columns=["path"])
+                                      .column("path"), drop_array)).as_py()}
+            if not hit:
                 out.append(batch)
                 continue
             new_id = int(self.manifest["next_id"])
@@ -203,6 +202,9 @@ class ParquetSink:
             parts, rows = {}, {}
             for name, fname in batch["parts"].items():
                 path = os.path.join(self.output, name, fname)
+                if name not in hit:  # untouched parts move to the new batch as they are
+                    parts[name], rows[name] = fname, batch["rows"].get(name, 0)
+                    continue
                 table = pq.read_table(path, schema=SCHEMAS[name])
                 keep = table.filter(pc.invert(pc.is_in(table.column("path"), drop_array)))
                 replaced.append(path)
@@ -239,6 +241,27 @@ class ParquetSink:
         self.manifest["complete"] = True
         self._commit()
         for path in replaced:
+            os.remove(path)
+
+    def replace_table(self, name: str, table: pa.Table, info: dict[str, Any] | None = None) -> None:
+        """Make `table` the whole of table `name` (e.g. ``stats`` after a profile), in one manifest commit."""
+        new_id = int(self.manifest["next_id"])
+        self.manifest["next_id"] = new_id + 1
+        part = self._write_part(name, new_id, table)
+        old = []
+        batches = []
+        for batch in self.manifest["batches"]:
+            if name in batch["parts"]:
+                old.append(os.path.join(self.output, name, batch["parts"].pop(name)))
+                batch["rows"].pop(name, None)
+            if batch["parts"]:
+                batches.append(batch)
+        batches.append({"id": new_id, "parts": {name: part}, "rows": {name: table.num_rows}})
+        self.manifest["batches"] = batches
+        if info is not None:
+            self.manifest.setdefault("tables", {})[name] = info
+        self._commit()
+        for path in old:
             os.remove(path)
 
     def set_summary(self, summary: dict[str, Any], settings: dict[str, Any] | None = None) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import dask.config
+import distributed  # noqa: F401  (its config defaults must exist before the per-test config snapshot)
 import pytest
 
 from metaextract_dask.sample import generate

@@ -72,3 +72,18 @@ def test_symlinks_skipped_by_default_and_cycles_terminate(tmp_path) -> None:
     with dask.config.set({"metaextract.scan.follow-symlinks": True}):
         found = sorted(os.path.relpath(e.path, tmp_path) for e in discover([tmp_path]))
     assert found == [os.path.join("a", "f.bin"), "link.bin"]
+
+
+def test_adaptive_chunks_keep_whole_disk_chunks() -> None:
+    from metaextract_dask.chunking import adaptive_chunks
+
+    # target below one stored chunk: one stored chunk per task rather than a split
+    with dask.config.set({"metaextract.chunk-target": "8KiB"}):
+        assert adaptive_chunks((8, 18, 36), "f4", (4, 18, 36)) == ((4, 4), (18,), (36,))
+    # ... unless a stored chunk is over the memory cap (10% of 100 KiB here)
+    chunks = adaptive_chunks((64, 256, 256), "f4", (64, 256, 256), memory_limit=100 * 2**10)
+    assert max(chunks[0]) * max(chunks[1]) * max(chunks[2]) * 4 <= 10 * 2**10
+    # large arrays: multiples of the stored chunks, about the target size
+    chunks = adaptive_chunks((100, 1000, 1000), "f4", (2, 1000, 1000))
+    assert all(c % 2 == 0 for c in chunks[0][:-1]) and max(chunks[0]) * 4e6 <= 128 * 2**20
+    assert adaptive_chunks((10, 10), "f8", (5, 5)) == ((10,), (10,))  # small: one chunk

@@ -1,0 +1,290 @@
+"""Content profiles of every array in a catalog, in one pass over the data, on numpy or cupy.
+
+Each array is opened lazily with its raw stored values (:func:`metaextract_dask.arrays.open_array`,
+``decode=False``) in adaptive chunks; every dask block becomes one partial (:mod:`metaextract_dask.stats`) and
+the partials of an array merge in a small tree. All arrays are submitted together; each array's result is its
+own future, so an array whose chunks fail to decode becomes an error row without stopping the others.
+Results go to the catalog's ``stats`` table (keyed like ``arrays`` by path and name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from metaextract_dask.cluster import connect
+from metaextract_dask.schema import SCHEMAS
+from metaextract_dask.stats import Partial, block_partial, finalize, histogram_range, merge_all
+
+__all__ = ["profile", "profile_array", "resolve_device", "gpu_available"]
+
+_FAN_IN = 32  # partials merged per task
+
+
+def gpu_available() -> bool:
+    """True when cupy imports and sees at least one CUDA device (evaluated where it runs: on the workers)."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:
+        return False
+
+
+def resolve_device(device: str, client: Any = None) -> str:
+    """``cpu`` or ``gpu`` for `device` in auto|cpu|gpu, asking the workers (they hold the GPUs)."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be auto, cpu or gpu, not {device!r}")
+    if device == "cpu":
+        return "cpu"
+    answers = list(client.run(gpu_available).values()) if client is not None else [gpu_available()]
+    ok = bool(answers) and all(answers)
+    if device == "gpu" and not ok:
+        raise RuntimeError("device 'gpu' asked for, but cupy cannot see a CUDA device on every worker "
+                           f"({sum(answers)} of {len(answers)} workers have one); use --device cpu or auto")
+    return "gpu" if ok else "cpu"
+
+
+def _to_cupy(block: np.ndarray) -> Any:
+    import cupy
+
+    return cupy.asarray(block)
+
+
+def _pass_partial(block: Any, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    return block_partial(block, fill=fill, bins=bins, rng=rng)
+
+
+def _tree(parts: list[Any]) -> Any:
+    from dask import delayed
+
+    merge = delayed(merge_all, pure=True)
+    while len(parts) > _FAN_IN:
+        parts = [merge(parts[i:i + _FAN_IN]) for i in range(0, len(parts), _FAN_IN)]
+    return merge(parts)
+
+
+def _sample_blocks(n_blocks: int, fraction: float, key: str) -> list[int]:
+    """A deterministic subset of block indices (same catalog, same choice), at least one block."""
+    k = max(1, math.ceil(n_blocks * fraction))
+    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return sorted(np.random.default_rng(seed).choice(n_blocks, size=min(k, n_blocks), replace=False).tolist())
+
+
+def _scalar(attrs: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        v = attrs.get(key)
+        if v is not None:
+            arr = np.asarray(v).ravel()
+            if arr.size:
+                return arr[0].item()
+    return None
+
+
+def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy: str = "full",
+                  sample_fraction: float = 0.1, device: str = "cpu", key: str = "",
+                  rng: tuple[float, float] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The delayed merged partial of one raw dask array, and the metadata of how it is computed.
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        Raw stored values.
+    attrs : dict
+        The array's attributes (``_FillValue``/``missing_value``, ``valid_range``, ...).
+    rng : (float, float), optional
+        Histogram range; default from metadata (:func:`~metaextract_dask.stats.histogram_range`).
+    """
+    from dask import delayed
+
+    if rng is None:
+        rng, source = histogram_range(data.dtype, attrs)
+    else:
+        source = "data (second pass)"
+    fill = _scalar(attrs, "_FillValue", "missing_value")
+    if device == "gpu":
+        data = data.map_blocks(_to_cupy, dtype=data.dtype, meta=data._meta)
+    blocks = data.to_delayed().ravel().tolist()
+    sizes = [math.prod(s) for s in _block_shapes(data.chunks)]
+    chosen = list(range(len(blocks)))
+    if strategy == "sample":
+        chosen = _sample_blocks(len(blocks), sample_fraction, key)
+    elif strategy != "full":
+        raise ValueError(f"strategy must be full or sample, not {strategy!r}")
+    part = delayed(_pass_partial, pure=True)
+    final = _tree([part(blocks[i], fill, bins, rng) for i in chosen])
+    total = max(1, int(data.size))
+    meta = {
+        "dask_chunks": [int(c[0]) for c in data.chunks],
+        "n_chunks": len(blocks),
+        "chunks_read": len(chosen),
+        "sampled_fraction": sum(sizes[i] for i in chosen) / total if data.size else 1.0,
+        "hist_min": rng[0] if rng else None,
+        "hist_max": rng[1] if rng else None,
+        "hist_range_source": source or None,
+        "bins": bins,
+    }
+    return final, meta
+
+
+def _block_shapes(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]:
+    import itertools
+
+    return list(itertools.product(*chunks))
+
+
+def _profilable(row: dict[str, Any]) -> str | None:
+    """Why an ``arrays`` row is not profiled, or None."""
+    err = row.get("error")
+    if isinstance(err, str) and err:  # (pandas gives NaN for a missing string)
+        return "array could not be described"
+    if row.get("kind") == "fits-table":
+        return "table HDU (columns are not one array)"
+    try:
+        dt = np.dtype(row["dtype"])
+    except (TypeError, ValueError):
+        return f"non-numeric dtype {row['dtype']}"
+    if dt.kind not in "biufc":
+        return f"non-numeric dtype {row['dtype']}"
+    return None
+
+
+def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.1, device: str = "auto",
+            bins: int = 64, client: Any = None, scheduler: str | None = None, n_workers: int | None = None,
+            progress: bool | Callable[[int, int], None] = False) -> pd.DataFrame:
+    """Profile every numeric array of `catalog` and write the ``stats`` table.
+
+    Parameters
+    ----------
+    catalog : Catalog or path
+        A catalog written by :func:`metaextract_dask.scan`.
+    strategy : {"full", "sample"}
+        Every block, or a deterministic subset of blocks (``sample_fraction`` of them, at least one).
+    device : {"auto", "cpu", "gpu"}
+        ``gpu`` moves blocks to cupy on the workers and reduces there (an error if a worker has no GPU);
+        ``auto`` does so when every worker has one, else uses numpy.
+    bins : int
+        Histogram bins.
+    client, scheduler, n_workers
+        Where to run, as for :func:`metaextract_dask.scan`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``stats`` table that was written.
+    """
+    from distributed import as_completed
+
+    from metaextract_dask.arrays import open_array
+    from metaextract_dask.catalog import Catalog
+    from metaextract_dask.chunking import worker_memory_limit
+    from metaextract_dask.sinks import ParquetSink
+
+    if not isinstance(catalog, Catalog):
+        catalog = Catalog(catalog)
+    t0 = time.perf_counter()
+    files = catalog.to_pandas("files")
+    ok_paths = set(files.loc[files["status"] == "ok", "path"])
+    arrays = [r for r in catalog.to_pandas("arrays").to_dict("records") if r["path"] in ok_paths]
+    rows: list[dict[str, Any]] = []
+
+    with connect(scheduler, client=client, n_workers=n_workers) as c:
+        dev = resolve_device(device, c)
+        memory_limit = worker_memory_limit(c)
+        todo: dict[str, tuple[dict[str, Any], dict[str, Any], Any, dict[str, Any]]] = {}
+        futures = []
+        for row in arrays:
+            base = {"path": row["path"], "name": row["name"], "device": dev, "strategy": strategy}
+            reason = _profilable(row)
+            if reason:
+                rows.append({**base, "status": "skipped", "error_message": reason})
+                continue
+            try:
+                arr = open_array(row["path"], row["name"], decode=False, memory_limit=memory_limit)
+                attrs = dict(arr.attrs)
+                final, meta = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
+                                            sample_fraction=sample_fraction, device=dev,
+                                            key=f"{row['path']}::{row['name']}")
+            except Exception as exc:  # the graph could not even be built (e.g. unreadable metadata)
+                rows.append({**base, "status": "error", "error_type": type(exc).__name__, "error_message": str(exc)})
+                continue
+            (future,) = c.compute([final])
+            todo[future.key] = (base, meta, arr, attrs)
+            futures.append(future)
+
+        bar = _bar(len(futures), progress)
+        second: list[Any] = []
+        for future in as_completed(futures, loop=c.loop):
+            base, meta, arr, attrs = todo.pop(future.key)
+            try:
+                partial = future.result()
+            except Exception as exc:  # e.g. a compressed chunk that does not decode
+                rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
+                             "error_message": str(exc) or repr(exc), "passes": 1})
+                bar(1)
+                continue
+            finally:
+                future.release()
+            if meta["hist_min"] is None and partial.n:
+                # The documented exception: float data without a valid range needs its min/max first.
+                lo, hi = partial.min, partial.max
+                if lo == hi:  # one distinct value: numpy's convention, a unit-wide range around it
+                    lo, hi = lo - 0.5, hi + 0.5
+                final, meta2 = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
+                                             sample_fraction=sample_fraction, device=dev,
+                                             key=f"{base['path']}::{base['name']}", rng=(lo, hi))
+                (f2,) = c.compute([final])
+                second.append((f2, base, {**meta, **{k: meta2[k] for k in ("hist_min", "hist_max",
+                                                                            "hist_range_source")}}, partial, attrs))
+                continue
+            rows.append(_row(base, meta, partial, attrs, passes=1))
+            bar(1)
+        for f2, base, meta, partial, attrs in second:
+            try:
+                hist = f2.result()
+                partial.hist, partial.under, partial.over = hist.hist, hist.under, hist.over
+                rows.append(_row(base, meta, partial, attrs, passes=2))
+            except Exception as exc:
+                rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
+                             "error_message": str(exc) or repr(exc), "passes": 2})
+            bar(1)
+
+    table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
+    with ParquetSink(catalog.path) as sink:
+        sink.replace_table("stats", table, {"strategy": strategy, "device": dev, "arrays": len(rows),
+                                            "seconds": time.perf_counter() - t0})
+    return table.to_pandas()
+
+
+def _row(base: dict[str, Any], meta: dict[str, Any], partial: Partial, attrs: dict[str, Any], passes: int
+         ) -> dict[str, Any]:
+    scale, offset = _scalar(attrs, "scale_factor"), _scalar(attrs, "add_offset")
+    return {**base, **meta, **finalize(partial, scale=scale, offset=offset), "status": "ok", "passes": passes}
+
+
+def _bar(total: int, progress: bool | Callable[[int, int], None]) -> Callable[[int], None]:
+    done = [0]
+    if progress is True and total:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="array", desc="profile")
+
+        def update(n: int) -> None:
+            bar.update(n)
+            done[0] += n
+            if done[0] >= total:
+                bar.close()
+        return update
+    if callable(progress):
+        def call(n: int) -> None:
+            done[0] += n
+            progress(done[0], total)
+        return call
+    return lambda n: None

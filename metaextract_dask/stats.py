@@ -1,0 +1,192 @@
+"""Single-pass content statistics: per-block partials merged with numerically stable formulas.
+
+A partial summarises one block: element count, NaN / inf / fill counts, min, max, mean and M2 (sum of squared
+deviations from the mean) of the valid values, and a fixed-bin histogram. Partials merge pairwise with Chan et
+al.'s parallel update (mean and M2; no naive sum of squares), so every block of an array is read exactly once
+and the reduction is a tree of tiny merges.
+
+The histogram's range must be known before the pass: it comes from metadata (``valid_range`` /
+``valid_min`` + ``valid_max``), else, for integer data, from the dtype's limits. Floating-point data without a
+valid range is the documented exception: its histogram takes a second pass over the data, with the range set
+by the first pass's min and max.
+
+Blocks may be numpy or cupy arrays: the module works with whichever array module the block belongs to and
+returns host (numpy / Python) values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", "finalize"]
+
+# Elements per slice inside a block: the passes of one slice stay in the CPU cache.
+_SLICE = 1 << 20
+
+
+@dataclass
+class Partial:
+    """Statistics of a part of an array (see module docstring)."""
+
+    count: int = 0  # elements seen (valid + NaN + inf + fill)
+    n: int = 0  # valid elements (finite, not fill)
+    nan: int = 0
+    inf: int = 0
+    fill: int = 0
+    min: float = math.inf
+    max: float = -math.inf
+    mean: float = 0.0
+    m2: float = 0.0
+    hist: np.ndarray | None = None  # counts per bin
+    under: int = 0  # valid values below the histogram range
+    over: int = 0  # valid values above it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _xp(x: Any) -> Any:
+    try:
+        import cupy
+
+        return cupy.get_array_module(x)
+    except ImportError:
+        return np
+
+
+def _to_host(v: Any) -> Any:
+    return v.get() if hasattr(v, "get") else v
+
+
+def _slice_partial(x: Any, xp: Any, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    p = Partial(count=int(x.size))
+    if fill is not None:
+        is_fill = x == fill
+        p.fill = int(is_fill.sum())
+        if p.fill:
+            x = x[~is_fill]
+    if x.dtype.kind in "fc":
+        finite = xp.isfinite(x)
+        n_finite = int(finite.sum())
+        if n_finite != x.size:
+            p.nan = int(xp.isnan(x).sum())
+            p.inf = int(x.size - n_finite - p.nan)
+            x = x[finite]
+    p.n = int(x.size)
+    if not p.n:
+        return p
+    if x.dtype.kind == "b":
+        x = x.astype(np.uint8)
+    xf = x.astype(np.float64, copy=False)
+    p.min = float(_to_host(xf.min()))
+    p.max = float(_to_host(xf.max()))
+    p.mean = float(_to_host(xf.sum())) / p.n
+    d = xf - p.mean
+    p.m2 = float(_to_host(xp.dot(d, d)))
+    if rng is not None:
+        lo, hi = rng
+        if p.min >= lo and p.max <= hi:  # the usual case: no masking needed
+            vals = xf
+        else:
+            p.under = int(_to_host((xf < lo).sum()))
+            p.over = int(_to_host((xf > hi).sum()))
+            vals = xf[(xf >= lo) & (xf <= hi)]
+        # Fixed-width bins over a known range: an index computation and a bincount, no sort.
+        t = vals - lo
+        t *= bins / (hi - lo) if hi > lo else 0.0
+        idx = t.astype(np.intp)
+        xp.minimum(idx, bins - 1, out=idx)  # the top edge belongs to the last bin
+        p.hist = np.asarray(_to_host(xp.bincount(idx, minlength=bins)), dtype=np.int64)
+    return p
+
+
+def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float, float] | None = None) -> Partial:
+    """Partial statistics of one block (numpy or cupy), processed in cache-sized slices.
+
+    Parameters
+    ----------
+    block : array
+        The block's raw values.
+    fill : scalar, optional
+        Fill value: matching elements are counted in ``fill`` and left out of everything else.
+    bins : int
+        Histogram bins.
+    rng : (float, float), optional
+        Histogram range; no histogram without one.
+    """
+    xp = _xp(block)
+    flat = block.reshape(-1)
+    if flat.dtype.kind not in "biufc":
+        raise TypeError(f"cannot profile dtype {flat.dtype}")
+    if flat.dtype.kind == "c":  # complex: statistics of the magnitude
+        flat = xp.abs(flat)
+    parts = [_slice_partial(flat[i:i + _SLICE], xp, fill, bins, rng) for i in range(0, max(flat.size, 1), _SLICE)]
+    return merge_all(parts)
+
+
+def merge(a: Partial, b: Partial) -> Partial:
+    """Combine two partials (Chan, Golub & LeVeque's pairwise update for mean and M2)."""
+    out = Partial(count=a.count + b.count, n=a.n + b.n, nan=a.nan + b.nan, inf=a.inf + b.inf, fill=a.fill + b.fill,
+                  min=min(a.min, b.min), max=max(a.max, b.max), under=a.under + b.under, over=a.over + b.over)
+    if not a.n or not b.n:
+        src = a if a.n else b
+        out.mean, out.m2 = src.mean, src.m2
+    else:
+        delta = b.mean - a.mean
+        out.mean = a.mean + delta * b.n / out.n
+        out.m2 = a.m2 + b.m2 + delta * delta * a.n * b.n / out.n
+    if a.hist is not None and b.hist is not None:
+        out.hist = a.hist + b.hist
+    else:
+        out.hist = a.hist if a.hist is not None else b.hist
+    return out
+
+
+def merge_all(parts: list[Partial]) -> Partial:
+    """Merge a list of partials pairwise (a balanced tree keeps rounding errors small)."""
+    if not parts:
+        return Partial()
+    while len(parts) > 1:
+        parts = [merge(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def histogram_range(dtype: Any, attrs: dict[str, Any]) -> tuple[tuple[float, float] | None, str]:
+    """Histogram range known before reading, and where it came from (``valid_range``, ``dtype``) or None."""
+    vr = attrs.get("valid_range")
+    if vr is not None and np.size(vr) == 2:
+        lo, hi = (float(v) for v in np.asarray(vr).ravel())
+        if hi > lo:
+            return (lo, hi), "valid_range"
+    if attrs.get("valid_min") is not None and attrs.get("valid_max") is not None:
+        lo, hi = float(np.asarray(attrs["valid_min"]).ravel()[0]), float(np.asarray(attrs["valid_max"]).ravel()[0])
+        if hi > lo:
+            return (lo, hi), "valid_min/valid_max"
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return (float(info.min), float(info.max)), "dtype"
+    if dt.kind == "b":
+        return (0.0, 1.0), "dtype"
+    return None, ""
+
+
+def finalize(p: Partial, *, scale: float | None = None, offset: float | None = None) -> dict[str, Any]:
+    """Columns of the ``stats`` table from a merged partial (raw units, plus physical units when packed)."""
+    std = math.sqrt(p.m2 / p.n) if p.n else None
+    out: dict[str, Any] = {
+        "count": p.count, "valid_count": p.n, "nan_count": p.nan, "inf_count": p.inf, "fill_count": p.fill,
+        "min": p.min if p.n else None, "max": p.max if p.n else None,
+        "mean": p.mean if p.n else None, "std": std,
+        "hist_counts": p.hist.tolist() if p.hist is not None else None,
+        "hist_underflow": p.under if p.hist is not None else None,
+        "hist_overflow": p.over if p.hist is not None else None,
+    }
+    if (scale is not None or offset is not None) and p.n:
+        s, o = (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
+        lo, hi = p.min * s + o, p.max * s + o
+        out.update(phys_min=min(lo, hi), phys_max=max(lo, hi), phys_mean=p.mean * s + o,
+                   phys_std=std * abs(s) if std is not None else None)
+    return out

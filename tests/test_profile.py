@@ -1,0 +1,190 @@
+"""Content profiles: single pass, values equal the generator's, sampling, errors, memory, devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import numpy as np
+import pytest
+
+from helpers import none
+from metaextract_dask import open_array, profile, scan
+from metaextract_dask.stats import block_partial, finalize, merge_all
+
+
+@pytest.fixture(scope="module")
+def stats(catalog: Any, client: Any) -> Any:
+    return profile(catalog, client=client)
+
+
+def _manifest_stats(sample_tree: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    root, manifest = sample_tree
+    return {(str(root / f["path"]), a["name"]): a for f in manifest["files"] for a in f.get("arrays", [])}
+
+
+def test_every_numeric_array_profiled_with_the_generators_values(stats: Any, sample_tree: Any) -> None:
+    expected = _manifest_stats(sample_tree)
+    numeric = {k: v for k, v in expected.items() if v.get("stats")}
+    ok = stats[stats["status"] == "ok"].set_index(["path", "name"])
+    assert set(ok.index) == set(numeric)
+    for key, arr in numeric.items():
+        row, exp = ok.loc[key], arr["stats"]
+        assert row["valid_count"] == exp["count"], key
+        assert row["min"] == pytest.approx(exp["min"], rel=1e-6) and row["max"] == pytest.approx(exp["max"], rel=1e-6)
+        assert row["mean"] == pytest.approx(exp["mean"], rel=1e-9, abs=1e-9), key
+        # std against numpy on the same raw values (read back through h5py/netCDF4/... by open_array)
+        raw = np.asarray(open_array(key[0], key[1], decode=False).values, dtype=np.float64).ravel()
+        fill = arr["fill_value"]
+        valid = raw[np.isfinite(raw) & ((raw != fill) if fill is not None else True)]
+        assert row["std"] == pytest.approx(valid.std(), rel=1e-9, abs=1e-12), key
+        assert row["count"] == raw.size and row["fill_count"] + row["valid_count"] + row["nan_count"] == raw.size
+        hist = np.asarray(row["hist_counts"])
+        assert hist.sum() + row["hist_underflow"] + row["hist_overflow"] == row["valid_count"], key
+        ref, _ = np.histogram(valid, bins=int(row["bins"]), range=(row["hist_min"], row["hist_max"]))
+        np.testing.assert_array_equal(hist, ref, err_msg=str(key))
+    skipped = stats[stats["status"] == "skipped"]
+    assert set(skipped["name"]) == {"/events/triggers", "/log/messages", "HDU1"}
+
+
+def test_histogram_ranges_come_from_metadata(stats: Any, sample_tree: Any) -> None:
+    root, _ = sample_tree
+    by = stats.set_index(["path", "name"])
+    tas = by.loc[(str(root / "netcdf/climate_cf.nc"), "/tas")]
+    assert (tas["hist_range_source"], tas["hist_min"], tas["hist_max"], tas["passes"]) == ("valid_range", 150, 350, 1)
+    assert tas["fill_count"] == 7  # the cells the generator set to _FillValue
+    psl = by.loc[(str(root / "netcdf/climate_cf.nc"), "/psl")]
+    assert (psl["hist_range_source"], psl["hist_min"], psl["hist_max"]) == ("dtype", -32768, 32767)
+    assert psl["phys_mean"] == pytest.approx(psl["mean"] * 0.01 + 1000.0)  # scale_factor / add_offset
+    dark = by.loc[(str(root / "hdf5/experiment.h5"), "/instrument/detector/dark_current")]
+    assert (dark["hist_range_source"], dark["passes"]) == ("data (second pass)", 2)
+    assert (dark["hist_min"], dark["hist_max"]) == (dark["min"], dark["max"])
+
+
+def test_single_pass_reads_each_chunk_once(client: Any, tmp_path: Path) -> None:
+    import h5py
+
+    from metaextract_dask.arrays import ArrayProxy
+
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("x", shape=(64, 256, 256), dtype="i2", chunks=(8, 64, 256))
+        d[...] = np.arange(64 * 256 * 256, dtype=np.int64).reshape(64, 256, 256) % 1000
+    cat = scan([path], tmp_path / "cat", client=client)
+    reads = lambda: sum(client.run(lambda: __import__("metaextract_dask.arrays").arrays.ArrayProxy.reads).values())  # noqa: E731
+    before = reads()
+    with dask.config.set({"metaextract.chunk-target": "1MiB"}):  # several dask chunks
+        st = profile(cat, client=client)
+    row = st.iloc[0]
+    assert row["status"] == "ok" and row["passes"] == 1 and row["n_chunks"] > 4
+    assert [c % d for c, d in zip(row["dask_chunks"], (8, 64, 256))] == [0, 0, 0]  # multiples of disk chunks
+    assert reads() - before == row["n_chunks"]  # every chunk read exactly once
+    assert ArrayProxy.reads >= 0
+
+
+def test_sample_strategy_is_deterministic(catalog: Any, client: Any, tmp_path: Path) -> None:
+    import h5py
+
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(200 * 100, dtype="i4").reshape(200, 100), chunks=(10, 100))
+    cat = scan([path], tmp_path / "cat", client=client)
+    with dask.config.set({"metaextract.chunk-target": "4KiB"}):
+        a = profile(cat, client=client, strategy="sample", sample_fraction=0.25).iloc[0]
+        b = profile(cat, client=client, strategy="sample", sample_fraction=0.25).iloc[0]
+    assert a["strategy"] == "sample" and a["chunks_read"] == np.ceil(a["n_chunks"] * 0.25)
+    assert a["sampled_fraction"] == pytest.approx(a["count"] / 20000)
+    assert 0 < a["sampled_fraction"] < 0.5
+    assert (a["mean"], a["count"]) == (b["mean"], b["count"])
+
+
+def test_corrupt_chunk_is_an_error_row(sample_tree: Any, client: Any, tmp_path: Path) -> None:
+    root, _ = sample_tree
+    store = tmp_path / "ocean_v3.zarr"
+    shutil.copytree(root / "zarr" / "ocean_v3.zarr", store)
+    chunk = sorted((store / "velocity" / "c").rglob("*"))[-1]
+    assert chunk.is_file()
+    chunk.write_bytes(b"\x00garbage, not zstd\xff" * 10)
+    cat = scan([store], tmp_path / "cat", client=client)
+    st = profile(cat, client=client).set_index("name")
+    assert st.loc["/velocity", "status"] == "error" and none(st.loc["/velocity", "error_type"])
+    assert st.loc["/temperature", "status"] == "ok" and st.loc["/analysis/anomaly", "status"] == "ok"
+    assert len(cat.to_pandas("stats")) == 3  # written to the catalog
+
+
+def test_gpu_device_without_gpu_is_a_clear_error(catalog: Any, client: Any) -> None:
+    from metaextract_dask.profiler import gpu_available
+
+    if all(client.run(gpu_available).values()):
+        pytest.skip("workers have a GPU")
+    with pytest.raises(RuntimeError, match="cupy cannot see a CUDA device"):
+        profile(catalog, client=client, device="gpu")
+    auto = profile(catalog, client=client, device="auto")
+    assert set(auto["device"]) == {"cpu"}
+
+
+def _array_libraries() -> list[Any]:
+    libs = [pytest.param("numpy", id="numpy")]
+    try:
+        import cupy
+
+        has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
+        reason = "no CUDA device visible"
+    except Exception as exc:  # ImportError, or CUDA runtime errors without a driver
+        has_gpu, reason = False, f"cupy unavailable: {type(exc).__name__}"
+    libs.append(pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu,
+                                                       pytest.mark.skipif(not has_gpu, reason=reason)]))
+    return libs
+
+
+@pytest.mark.parametrize("xp_name", _array_libraries())
+def test_partials_equal_on_numpy_and_cupy(xp_name: str) -> None:
+    xp = __import__(xp_name)
+    rng = np.random.default_rng(1)
+    host = rng.normal(300, 20, size=(50, 400)).astype("f4")
+    host[0, :7] = np.nan
+    host[3, 3] = -999
+    blocks = [xp.asarray(b) for b in np.array_split(host, 4)]
+    res = finalize(merge_all([block_partial(b, fill=-999, bins=32, rng=(200, 400)) for b in blocks]))
+    valid = host[np.isfinite(host) & (host != -999)].astype(np.float64)
+    assert (res["valid_count"], res["nan_count"], res["fill_count"]) == (valid.size, 7, 1)
+    assert res["mean"] == pytest.approx(valid.mean(), rel=1e-12)
+    assert res["std"] == pytest.approx(valid.std(), rel=1e-9)
+    np.testing.assert_array_equal(res["hist_counts"], np.histogram(valid, 32, (200, 400))[0])
+
+
+def test_rescan_drops_stats_of_changed_files(sample_tree: Any, client: Any, tmp_path: Path) -> None:
+    root, _ = sample_tree
+    tree = tmp_path / "t"
+    shutil.copytree(root / "netcdf", tree)
+    cat = scan([tree], tmp_path / "cat", client=client)
+    profile(cat, client=client)
+    os.utime(tree / "climate_cf.nc")
+    cat = scan([tree], tmp_path / "cat", client=client)
+    assert set(cat.to_pandas("stats")["path"]) == {str(tree / "stations_classic.nc")}  # stale rows gone
+
+
+@pytest.mark.slow
+def test_cli_profile_and_scan_with_profile(sample_tree: Any, tmp_path: Path) -> None:
+    root, _ = sample_tree
+    exe = [sys.executable, "-m", "metaextract_dask.cli"]
+    out = tmp_path / "cat"
+    proc = subprocess.run([*exe, "scan", str(root), "-o", str(out), "--profile", "--workers", "2", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "profiled 39 arrays on cpu: ok 36, skipped 3" in proc.stdout
+    proc = subprocess.run([*exe, "profile", str(out), "--strategy", "sample", "--sample-fraction", "0.5",
+                           "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([*exe, "profile", str(out), "--device", "gpu", "--workers", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    if "profiled" not in proc.stdout:  # no GPU here: a clear error, exit 2
+        assert proc.returncode == 2 and "cupy cannot see a CUDA device" in proc.stderr
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["tables"]["stats"]["strategy"] in ("sample", "full")
