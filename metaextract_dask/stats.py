@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", "finalize"]
+__all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", "finalize", "HAVE_NUMBA"]
 
 # Elements per slice inside a block: the passes of one slice stay in the CPU cache.
 _SLICE = 1 << 20
@@ -102,6 +102,95 @@ def _slice_partial(x: Any, xp: Any, fill: Any, bins: int, rng: tuple[float, floa
     return p
 
 
+try:  # a fused one-pass kernel for numpy blocks; without numba the numpy path below does the same work
+    import numba
+
+    @numba.njit(nogil=True, cache=True)
+    def _fused(x, fill, has_fill, lo, hi, has_hist, hist):  # type: ignore[no-untyped-def]
+        # Per slice of 64K elements (in cache): pass 1 counts, min, max, sum and histogram; pass 2 the
+        # squared deviations from the slice mean; slices merge with Chan's update. NaN is the one value
+        # unequal to itself.
+        bins = hist.size
+        scale = bins / (hi - lo) if hi > lo else 0.0
+        big = np.inf
+        total_n = 0
+        mean = 0.0
+        m2 = 0.0
+        mn = big
+        mx = -big
+        nan = 0
+        inf = 0
+        nfill = 0
+        under = 0
+        over = 0
+        size = x.size
+        for start in range(0, size, 65536):
+            stop = min(start + 65536, size)
+            n = 0
+            s = 0.0
+            for i in range(start, stop):
+                v = np.float64(x[i])
+                if has_fill and v == fill:
+                    nfill += 1
+                    continue
+                if v != v:
+                    nan += 1
+                    continue
+                if v == big or v == -big:
+                    inf += 1
+                    continue
+                n += 1
+                s += v
+                if v < mn:
+                    mn = v
+                if v > mx:
+                    mx = v
+                if has_hist:
+                    if v < lo:
+                        under += 1
+                    elif v > hi:
+                        over += 1
+                    else:
+                        b = int((v - lo) * scale)
+                        if b >= bins:
+                            b = bins - 1
+                        hist[b] += 1
+            if n == 0:
+                continue
+            m = s / n
+            q = 0.0
+            for i in range(start, stop):
+                v = np.float64(x[i])
+                if (has_fill and v == fill) or v != v or v == big or v == -big:
+                    continue
+                d = v - m
+                q += d * d
+            if total_n == 0:
+                total_n, mean, m2 = n, m, q
+            else:
+                tot = total_n + n
+                delta = m - mean
+                mean += delta * n / tot
+                m2 += q + delta * delta * total_n * n / tot
+                total_n = tot
+        return total_n, nan, inf, nfill, mn, mx, mean, m2, under, over
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency; kept optional for odd platforms
+    HAVE_NUMBA = False
+
+
+def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    hist = np.zeros(bins if rng is not None else 1, dtype=np.int64)
+    lo, hi = rng if rng is not None else (0.0, 0.0)
+    has_fill = fill is not None and not (isinstance(fill, float) and math.isnan(fill))
+    n, nan, inf, nfill, mn, mx, mean, m2, under, over = _fused(
+        flat, float(fill) if has_fill else 0.0, has_fill, float(lo), float(hi), rng is not None, hist)
+    return Partial(count=int(flat.size), n=int(n), nan=int(nan), inf=int(inf), fill=int(nfill),
+                   min=float(mn), max=float(mx), mean=float(mean), m2=float(m2),
+                   hist=hist if rng is not None else None, under=int(under), over=int(over))
+
+
 def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float, float] | None = None) -> Partial:
     """Partial statistics of one block (numpy or cupy), processed in cache-sized slices.
 
@@ -120,6 +209,8 @@ def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float
     flat = block.reshape(-1)
     if flat.dtype.kind not in "biufc":
         raise TypeError(f"cannot profile dtype {flat.dtype}")
+    if HAVE_NUMBA and xp is np and flat.dtype.kind in "iuf":
+        return _fused_partial(np.ascontiguousarray(flat), fill, bins, rng)
     if flat.dtype.kind == "c":  # complex: statistics of the magnitude
         flat = xp.abs(flat)
     parts = [_slice_partial(flat[i:i + _SLICE], xp, fill, bins, rng) for i in range(0, max(flat.size, 1), _SLICE)]

@@ -1,0 +1,164 @@
+"""Profile throughput on a >= 2 GB uncompressed HDF5 dataset in page cache, three ways in one run.
+
+    python benchmarks/bench_profile.py [--gib 2] [--workers 2] [--repeat 2] [--memory-limit 700MiB]
+
+(a) metaextract-dask `profile` (one pass: counts, NaN/fill, min, max, mean, std, 64-bin histogram over the
+    CF valid_range), on an already started LocalCluster;
+(b) naive xarray on the same lazy array: each statistic its own `.compute()` (7 passes);
+(c) the raw read: h5py into a numpy buffer, chunk by chunk in one process, no arithmetic.
+Prints GB/s of each and the ratios (targets: a/b >= 3, a/c >= 0.7), and the peak RSS of the workers
+during (a) against their memory limit. With cupy and a GPU visible, adds a GPU line for (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from metaextract_dask import profile, scan
+from metaextract_dask.arrays import open_array
+from metaextract_dask.cluster import connect
+
+
+def write_dataset(path: str, gib: float) -> None:
+    import h5py
+
+    n = int(gib * 2**30 / (1024 * 1024 * 4))
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("field", shape=(n, 1024, 1024), dtype="f4", chunks=(8, 1024, 1024))
+        d.attrs["valid_range"] = np.array([-50.0, 350.0], dtype="f4")
+        d.attrs["units"] = "K"
+        base = rng.normal(280, 15, size=(8, 1024, 1024)).astype("f4")
+        for i in range(0, n, 8):
+            d[i:i + 8] = base + np.float32(i % 17)
+
+
+def warm(path: str) -> None:
+    with open(path, "rb") as f:
+        while f.read(64 << 20):
+            pass
+
+
+def raw_read(path: str) -> float:
+    import h5py
+
+    t0 = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        d = f["field"]
+        buf = np.empty((8, 1024, 1024), dtype="f4")
+        for i in range(0, d.shape[0], 8):
+            d.read_direct(buf, np.s_[i:i + 8])
+    return time.perf_counter() - t0
+
+
+def naive_xarray(path: str, client) -> float:
+    import dask.array as da
+
+    arr = open_array(path, "/field", decode=False)
+    lo, hi = arr.attrs["valid_range"]
+    t0 = time.perf_counter()
+    with client.as_current():
+        arr.count().compute()
+        arr.isnull().sum().compute()
+        arr.min().compute()
+        arr.max().compute()
+        arr.mean().compute()
+        arr.std().compute()
+        da.histogram(arr.data, bins=64, range=(float(lo), float(hi)))[0].compute()
+    return time.perf_counter() - t0
+
+
+class PeakRSS:
+    """Polls the workers' RSS while running."""
+
+    def __init__(self, client) -> None:
+        self.client, self.peak, self._stop = client, 0, threading.Event()
+
+    def __enter__(self) -> "PeakRSS":
+        import psutil  # noqa: F401
+
+        def poll() -> None:
+            while not self._stop.is_set():
+                rss = self.client.run(lambda: __import__("psutil").Process().memory_info().rss)
+                self.peak = max(self.peak, *rss.values())
+                time.sleep(0.1)
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gib", type=float, default=2.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--data", default="bench-data/profile.h5")
+    ap.add_argument("--memory-limit", default="auto", help="worker memory limit, e.g. 700MiB (default: auto)")
+    args = ap.parse_args()
+    os.makedirs(os.path.dirname(args.data) or ".", exist_ok=True)
+    if not os.path.exists(args.data) or os.path.getsize(args.data) < args.gib * 2**30 * 0.99:
+        write_dataset(args.data, args.gib)
+    nbytes = os.path.getsize(args.data)
+    warm(args.data)
+    work = tempfile.mkdtemp(prefix="bench-profile-")
+    ours, naive, raw, gpu, peaks = [], [], [], [], []
+    naive_failure = ""
+    try:
+        with connect(n_workers=args.workers, memory_limit=args.memory_limit) as client:
+            cat = scan([args.data], os.path.join(work, "cat"), client=client)
+            limit = min(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
+            for _ in range(args.repeat):  # interleaved, so machine noise hits every side alike
+                raw.append(raw_read(args.data))
+                with PeakRSS(client) as rss:
+                    t0 = time.perf_counter()
+                    st = profile(cat, client=client, device="cpu")
+                    ours.append(time.perf_counter() - t0)
+                peaks.append(rss.peak)
+                assert st["status"].tolist() == ["ok"] and st["passes"].tolist() == [1], st
+                try:
+                    naive.append(naive_xarray(args.data, client))
+                except Exception as exc:  # e.g. KilledWorker: xarray's std keeps too much in memory
+                    naive_failure = f"{type(exc).__name__}"
+                    client.wait_for_workers(args.workers, timeout=120)
+            from metaextract_dask.profiler import gpu_available
+
+            if all(client.run(gpu_available).values()):
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    profile(cat, client=client, device="gpu")
+                    gpu.append(time.perf_counter() - t0)
+            chunks = [int(c) for c in st["dask_chunks"].iloc[0]]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    gb = nbytes / 1e9
+    a, c = min(ours), min(raw)
+    b = min(naive) if naive else float("nan")
+    print(f"dataset: {gb:.2f} GB float32, disk chunks (8, 1024, 1024), dask chunks {chunks}; "
+          f"{args.workers} workers on {os.cpu_count()} cpus; best of {args.repeat}")
+    print(f"(a) metaextract-dask profile : {gb / a:6.2f} GB/s  ({a:.2f} s)")
+    print(f"(b) naive xarray, 7 computes : {gb / b:6.2f} GB/s  ({b:.2f} s)"
+          + (f"  [{len(naive)} of {args.repeat} runs; others failed: {naive_failure}]" if naive_failure else ""))
+    print(f"(c) raw h5py read, 1 process : {gb / c:6.2f} GB/s  ({c:.2f} s)")
+    print(f"ratio a/b: {b / a:5.2f}x (target >= 3)   ratio a/c: {c / a:5.2f} (target >= 0.7)")
+    print(f"memory limit per worker: {limit / 2**20:,.0f} MiB")
+    print(f"peak worker RSS during (a): {max(peaks) / 2**20:,.0f} MiB of a {limit / 2**20:,.0f} MiB memory limit "
+          f"(dataset {nbytes / 2**20:,.0f} MiB)")
+    if gpu:
+        print(f"(a) on GPU (cupy)             : {gb / min(gpu):6.2f} GB/s  ({min(gpu):.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
