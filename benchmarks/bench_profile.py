@@ -83,8 +83,6 @@ class PeakRSS:
         self.client, self.peak, self._stop = client, 0, threading.Event()
 
     def __enter__(self) -> "PeakRSS":
-        import psutil  # noqa: F401
-
         def poll() -> None:
             while not self._stop.is_set():
                 rss = self.client.run(lambda: __import__("psutil").Process().memory_info().rss)

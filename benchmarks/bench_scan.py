@@ -20,7 +20,6 @@ import time
 import warnings
 from collections import Counter
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from metaextract_dask import scan

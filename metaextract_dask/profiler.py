@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from metaextract_dask.cluster import connect
+from metaextract_dask.progress import Progress
 from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.stats import Partial, block_partial, finalize, histogram_range, merge_all
 
@@ -219,7 +220,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
             todo[future.key] = (base, meta, arr, attrs)
             futures.append(future)
 
-        bar = _bar(len(futures), progress)
+        bar = Progress(len(futures), progress, unit="array", desc="profile")
         second: list[Any] = []
         for future in as_completed(futures, loop=c.loop):
             base, meta, arr, attrs = todo.pop(future.key)
@@ -228,7 +229,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
             except Exception as exc:  # e.g. a compressed chunk that does not decode
                 rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
                              "error_message": str(exc) or repr(exc), "passes": 1})
-                bar(1)
+                bar.update(1)
                 continue
             finally:
                 future.release()
@@ -245,7 +246,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                                                                             "hist_range_source")}}, partial, attrs))
                 continue
             rows.append(_row(base, meta, partial, attrs, passes=1))
-            bar(1)
+            bar.update(1)
         for f2, base, meta, partial, attrs in second:
             try:
                 hist = f2.result()
@@ -254,7 +255,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
             except Exception as exc:
                 rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
                              "error_message": str(exc) or repr(exc), "passes": 2})
-            bar(1)
+            bar.update(1)
+        bar.close()
 
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
     with ParquetSink(catalog.path) as sink:
@@ -267,24 +269,3 @@ def _row(base: dict[str, Any], meta: dict[str, Any], partial: Partial, attrs: di
          ) -> dict[str, Any]:
     scale, offset = _scalar(attrs, "scale_factor"), _scalar(attrs, "add_offset")
     return {**base, **meta, **finalize(partial, scale=scale, offset=offset), "status": "ok", "passes": passes}
-
-
-def _bar(total: int, progress: bool | Callable[[int, int], None]) -> Callable[[int], None]:
-    done = [0]
-    if progress is True and total:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="array", desc="profile")
-
-        def update(n: int) -> None:
-            bar.update(n)
-            done[0] += n
-            if done[0] >= total:
-                bar.close()
-        return update
-    if callable(progress):
-        def call(n: int) -> None:
-            done[0] += n
-            progress(done[0], total)
-        return call
-    return lambda n: None

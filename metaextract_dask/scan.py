@@ -29,6 +29,7 @@ from metaextract_dask.catalog import Catalog
 from metaextract_dask.cluster import connect
 from metaextract_dask.discover import FileEntry, discover, plan_batches
 from metaextract_dask.extract import error_tables, extract_batch, hash_batch
+from metaextract_dask.progress import Progress
 from metaextract_dask.sinks import ParquetSink
 from metaextract_dask.watchdog import ABORT_TOPIC
 
@@ -118,28 +119,6 @@ def plan_scan(entries: list[FileEntry], sink: ParquetSink, *, full: bool = False
     plan.drop_visible |= gone_visible
     plan.drop_pending |= set(pending) - current
     return plan
-
-
-class _Progress:
-    def __init__(self, total: int, progress: bool | Callable[[int, int], None]) -> None:
-        self.total, self.done, self.callback, self.bar = total, 0, None, None
-        if progress is True and total:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="file", desc="scan", smoothing=0.1)
-        elif callable(progress):
-            self.callback = progress
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.callback is not None:
-            self.callback(self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _verify_hashes(c: Any, plan: ScanPlan, threads: int) -> None:
@@ -312,7 +291,7 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
     from distributed import as_completed
 
     since = time.time() - 5  # abort events of this scan (scheduler clock; a little slack for skew)
-    bar = _Progress(len(to_read), progress)
+    bar = Progress(len(to_read), progress)
     ac = as_completed(loop=c.loop)
     running: dict[str, list[FileEntry]] = {}
     failures: Counter[tuple[str, ...]] = Counter()

@@ -40,7 +40,7 @@ def load_job(path: str, overrides: list[str] | None = None) -> dict[str, Any]:
 def run(job: dict[str, Any]) -> dict[str, Any]:
     """Run the job; return the scan summary and the report tables as pandas DataFrames."""
     import dask
-    import dask.dataframe as dd
+
 
     import metaextract_dask as mx
     from metaextract_dask.cluster import connect

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["assert_subset", "by_relpath", "install_plugin", "loads", "none"]
+__all__ = ["assert_same_catalog", "assert_subset", "by_relpath", "install_plugin", "loads", "none", "normalized"]
 
 
 def none(value: Any) -> Any:
@@ -73,3 +73,22 @@ def install_plugin(root: Path, dist: str, entry_points: dict[str, str], modules:
     lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
     (info / "entry_points.txt").write_text(f"[metaextract_dask.formats]\n{lines}")
     return root
+
+
+def normalized(catalog: Any, tables: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Catalog tables (pyarrow) in a canonical row order, without the timing column."""
+    import pyarrow as pa
+
+    out = {}
+    for name in tables or catalog.tables:
+        df = catalog.to_pandas(name).drop(columns=["read_seconds"], errors="ignore")
+        keys = ["path", "name"] if name in ("arrays", "stats") else ["path", "index"] if name == "hdus" else ["path"]
+        out[name] = pa.Table.from_pandas(df.sort_values(keys).reset_index(drop=True))
+    return out
+
+
+def assert_same_catalog(a: Any, b: Any, tables: tuple[str, ...] | None = None) -> None:
+    """Two catalogs hold the same rows (timing aside)."""
+    ta, tb = normalized(a, tables), normalized(b, tables)
+    for name in ta:
+        assert ta[name].equals(tb[name]), name

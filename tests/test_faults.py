@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import dask.config
-import pyarrow as pa
 import pytest
 
-from helpers import install_plugin
+from helpers import assert_same_catalog, install_plugin
 from metaextract_dask import formats, scan
 from metaextract_dask.cluster import connect
 
@@ -158,11 +157,7 @@ def test_worker_killed_mid_scan_leaves_identical_catalog(faulty_client: Any, tmp
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)  # really dead
 
-    def norm(c: Any, name: str) -> pa.Table:
-        df = c.to_pandas(name).drop(columns=["read_seconds"]).sort_values("path").reset_index(drop=True)
-        return pa.Table.from_pandas(df)
-
-    assert norm(cat, "files").equals(norm(reference, "files"))
+    assert_same_catalog(cat, reference)
     assert cat.scan_summary["errors"] == 0 and cat.scan_summary["files"] == 24
     faulty_client.wait_for_workers(2, timeout=60)
 
@@ -227,9 +222,5 @@ def test_killed_scan_resumes_where_it_stopped(tmp_path: Path, tmp_path_factory: 
     assert summary["read"] == 40 - seen  # only what was not committed
     assert summary["unchanged"] == seen
 
-    def norm(path: Path) -> pa.Table:
-        df = open_catalog(path).to_pandas("files").drop(columns=["read_seconds"])
-        return pa.Table.from_pandas(df.sort_values("path").reset_index(drop=True))
-
-    assert norm(out).equals(norm(reference_out))
+    assert_same_catalog(open_catalog(out), open_catalog(reference_out))
     assert open_catalog(out).manifest["complete"]

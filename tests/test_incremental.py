@@ -7,27 +7,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
+from helpers import assert_same_catalog, normalized
 from metaextract_dask import CatalogError, open_catalog, scan
 from metaextract_dask.sinks import ParquetSink
-
-
-def normalized(catalog: Any) -> dict[str, pa.Table]:
-    """Catalog tables in a canonical row order, without timing columns."""
-    out = {}
-    for name in catalog.tables:
-        df = catalog.to_pandas(name).drop(columns=["read_seconds"], errors="ignore")
-        keys = ["path", "name"] if name == "arrays" else ["path", "index"] if name == "hdus" else ["path"]
-        out[name] = pa.Table.from_pandas(df.sort_values(keys).reset_index(drop=True))
-    return out
-
-
-def assert_same_catalog(a: Any, b: Any) -> None:
-    ta, tb = normalized(a), normalized(b)
-    for name in ta:
-        assert ta[name].equals(tb[name]), name
 
 
 @pytest.fixture()
