@@ -41,7 +41,6 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     """Run the job; return the scan summary and the report tables as pandas DataFrames."""
     import dask
 
-
     import metaextract_dask as mx
     from metaextract_dask.cluster import connect
 
