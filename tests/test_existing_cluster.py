@@ -101,3 +101,24 @@ def test_existing_cluster_workers_do_not_get_client_config(scheduler_address: st
         files = cat.to_pandas("files")
         assert (files["format"].tolist(), files["status"].tolist()) == (["hdf5"], ["error"])  # magic only
     shutil.rmtree(tmp_path / "a")
+
+
+@pytest.mark.slow
+def test_cli_profile_on_existing_scheduler_equals_local_profile(scheduler_address: str, sample_tree: Any,
+                                                                 client: Any, tmp_path: Path) -> None:
+    from metaextract_dask import open_catalog, profile, scan
+
+    root, _ = sample_tree
+    local = scan([root], tmp_path / "local", client=client)
+    profile(local, client=client)
+    remote = scan([root], tmp_path / "remote", client=client)
+    proc = subprocess.run([sys.executable, "-m", "metaextract_dask.cli", "profile", str(tmp_path / "remote"),
+                           "--scheduler", scheduler_address, "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, proc.stderr
+    assert "profiled 39 arrays on cpu: ok 36, skipped 3" in proc.stdout
+    a = open_catalog(local.path).to_pandas("stats").sort_values(["path", "name"])  # same tree: same paths
+    b = open_catalog(remote.path).to_pandas("stats").sort_values(["path", "name"])
+    assert len(a) == len(b) == 39
+    for col in ("path", "name", "status", "valid_count", "fill_count", "min", "max", "mean", "std", "hist_counts", "dask_chunks"):
+        assert [str(x) for x in a[col]] == [str(x) for x in b[col]], col
