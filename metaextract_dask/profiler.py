@@ -217,16 +217,23 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 rows.append({**base, "status": "error", "error_type": type(exc).__name__, "error_message": str(exc)})
                 continue
             (future,) = c.compute([final])
-            todo[future.key] = (base, meta, arr, attrs)
+            todo[future.key] = (base, meta, arr, attrs, final, 0)
             futures.append(future)
 
         bar = Progress(len(futures), progress, unit="array", desc="profile")
         second: list[Any] = []
-        for future in as_completed(futures, loop=c.loop):
-            base, meta, arr, attrs = todo.pop(future.key)
+        ac = as_completed(futures, loop=c.loop)
+        for future in ac:
+            base, meta, arr, attrs, final, retried = todo.pop(future.key)
             try:
                 partial = future.result()
             except Exception as exc:  # e.g. a compressed chunk that does not decode
+                if type(exc).__name__ == "KilledWorker" and not retried:
+                    # a worker died under this array (possibly for another's sake): one more try
+                    (again,) = c.compute([final])
+                    todo[again.key] = (base, meta, arr, attrs, final, 1)
+                    ac.add(again)
+                    continue
                 rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
                              "error_message": str(exc) or repr(exc), "passes": 1})
                 bar.update(1)
