@@ -105,11 +105,29 @@ def _slice_partial(x: Any, xp: Any, fill: Any, bins: int, rng: tuple[float, floa
 try:  # a fused one-pass kernel for numpy blocks; without numba the numpy path below does the same work
     import numba
 
+    @numba.njit(nogil=True, cache=True, fastmath={"nnan", "ninf", "nsz"})
+    def _scan_slice(x, start, stop, fill, has_fill):  # type: ignore[no-untyped-def]
+        # Pass A, branch-free so it vectorises: sum, min, max and how many elements equal the fill value.
+        # (fastmath assumes no NaN/inf; the caller checks the sum and redoes the slice carefully if not.)
+        s = 0.0
+        mn = np.float64(x[start])
+        mx = mn
+        nfill = 0
+        for i in range(start, stop):
+            v = np.float64(x[i])
+            s += v
+            mn = min(mn, v)
+            mx = max(mx, v)
+            if has_fill:
+                nfill += v == fill
+        return s, mn, mx, nfill
+
     @numba.njit(nogil=True, cache=True)
     def _fused(x, fill, has_fill, lo, hi, has_hist, hist):  # type: ignore[no-untyped-def]
-        # Per slice of 64K elements (in cache): pass 1 counts, min, max, sum and histogram; pass 2 the
-        # squared deviations from the slice mean; slices merge with Chan's update. NaN is the one value
-        # unequal to itself.
+        # Per slice of 64K elements (in cache): pass A (above) finds sum/min/max; when the slice is all
+        # finite and fill-free (the usual case), pass B bins it and sums squared deviations from its mean
+        # with no per-element tests. Other slices take the careful path, which tests every element.
+        # Slices merge with Chan's update. NaN is the one value unequal to itself.
         bins = hist.size
         scale = bins / (hi - lo) if hi > lo else 0.0
         big = np.inf
@@ -126,45 +144,70 @@ try:  # a fused one-pass kernel for numpy blocks; without numba the numpy path b
         size = x.size
         for start in range(0, size, 65536):
             stop = min(start + 65536, size)
-            n = 0
-            s = 0.0
-            for i in range(start, stop):
-                v = np.float64(x[i])
-                if has_fill and v == fill:
-                    nfill += 1
-                    continue
-                if v != v:
-                    nan += 1
-                    continue
-                if v == big or v == -big:
-                    inf += 1
-                    continue
-                n += 1
-                s += v
-                if v < mn:
-                    mn = v
-                if v > mx:
-                    mx = v
-                if has_hist:
-                    if v < lo:
-                        under += 1
-                    elif v > hi:
-                        over += 1
-                    else:
+            s, smn, smx, sfill = _scan_slice(x, start, stop, fill, has_fill)
+            if sfill == 0 and np.isfinite(s) and np.isfinite(smn) and np.isfinite(smx):
+                n = stop - start
+                m = s / n
+                q = 0.0
+                if has_hist and smn >= lo and smx <= hi:
+                    for i in range(start, stop):
+                        v = np.float64(x[i])
+                        d = v - m
+                        q += d * d
                         b = int((v - lo) * scale)
-                        if b >= bins:
-                            b = bins - 1
-                        hist[b] += 1
-            if n == 0:
-                continue
-            m = s / n
-            q = 0.0
-            for i in range(start, stop):
-                v = np.float64(x[i])
-                if (has_fill and v == fill) or v != v or v == big or v == -big:
+                        hist[min(b, bins - 1)] += 1
+                else:
+                    for i in range(start, stop):
+                        d = np.float64(x[i]) - m
+                        q += d * d
+                    if has_hist:
+                        for i in range(start, stop):
+                            v = np.float64(x[i])
+                            if v < lo:
+                                under += 1
+                            elif v > hi:
+                                over += 1
+                            else:
+                                hist[min(int((v - lo) * scale), bins - 1)] += 1
+                mn = min(mn, smn)
+                mx = max(mx, smx)
+            else:
+                n = 0
+                s = 0.0
+                for i in range(start, stop):
+                    v = np.float64(x[i])
+                    if has_fill and v == fill:
+                        nfill += 1
+                        continue
+                    if v != v:
+                        nan += 1
+                        continue
+                    if v == big or v == -big:
+                        inf += 1
+                        continue
+                    n += 1
+                    s += v
+                    if v < mn:
+                        mn = v
+                    if v > mx:
+                        mx = v
+                    if has_hist:
+                        if v < lo:
+                            under += 1
+                        elif v > hi:
+                            over += 1
+                        else:
+                            hist[min(int((v - lo) * scale), bins - 1)] += 1
+                if n == 0:
                     continue
-                d = v - m
-                q += d * d
+                m = s / n
+                q = 0.0
+                for i in range(start, stop):
+                    v = np.float64(x[i])
+                    if (has_fill and v == fill) or v != v or v == big or v == -big:
+                        continue
+                    d = v - m
+                    q += d * d
             if total_n == 0:
                 total_n, mean, m2 = n, m, q
             else:

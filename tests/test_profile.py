@@ -216,3 +216,26 @@ def test_array_larger_than_worker_memory_profiles_in_bounded_memory(tmp_path: Pa
     # chunks are capped at a tenth of the worker's memory, in whole stored chunks
     chunk_bytes = np.prod([int(x) for x in st["dask_chunks"]]) * 4
     assert chunk_bytes <= 0.1 * limit and int(st["dask_chunks"][0]) % 4 == 0
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i2", "u1"])
+def test_numba_kernel_equals_array_module_path(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused numba kernel (numpy blocks) and the generic path (what cupy blocks take) agree."""
+    from metaextract_dask import stats as stats_mod
+
+    rng = np.random.default_rng(7)
+    x = (rng.normal(100, 30, size=300_000)).astype(dtype)
+    if x.dtype.kind == "f":
+        x[::997] = np.nan
+        x[5] = np.inf
+    x[11] = 42
+    lo_hi = (0.0, 200.0)
+    fast = stats_mod.block_partial(x, fill=42, bins=32, rng=lo_hi)
+    monkeypatch.setattr(stats_mod, "HAVE_NUMBA", False)
+    slow = stats_mod.block_partial(x, fill=42, bins=32, rng=lo_hi)
+    a, b = finalize(fast), finalize(slow)
+    for key in ("count", "valid_count", "nan_count", "inf_count", "fill_count", "hist_underflow", "hist_overflow"):
+        assert a[key] == b[key], key
+    for key in ("min", "max", "mean", "std"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
+    assert a["hist_counts"] == b["hist_counts"]
