@@ -122,6 +122,21 @@ try:  # a fused one-pass kernel for numpy blocks; without numba the numpy path b
                 nfill += v == fill
         return s, mn, mx, nfill
 
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _excluded(v, fill, has_fill):  # type: ignore[no-untyped-def]
+        # Not a valid value: the fill value, NaN (the one value unequal to itself) or +-inf.
+        return (has_fill and v == fill) or v != v or v == np.inf or v == -np.inf
+
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def _bin_checked(v, lo, hi, scale, hist):  # type: ignore[no-untyped-def]
+        # Count v in its bin; -1 / +1 when it falls below / above the histogram range instead.
+        if v < lo:
+            return -1
+        if v > hi:
+            return 1
+        hist[min(int((v - lo) * scale), hist.size - 1)] += 1
+        return 0
+
     @numba.njit(nogil=True, cache=True)
     def _fused(x, fill, has_fill, lo, hi, has_hist, hist):  # type: ignore[no-untyped-def]
         # Per slice of 64K elements (in cache): pass A (above) finds sum/min/max; when the slice is all
@@ -162,13 +177,9 @@ try:  # a fused one-pass kernel for numpy blocks; without numba the numpy path b
                         q += d * d
                     if has_hist:
                         for i in range(start, stop):
-                            v = np.float64(x[i])
-                            if v < lo:
-                                under += 1
-                            elif v > hi:
-                                over += 1
-                            else:
-                                hist[min(int((v - lo) * scale), bins - 1)] += 1
+                            r = _bin_checked(np.float64(x[i]), lo, hi, scale, hist)
+                            under += r < 0
+                            over += r > 0
                 mn = min(mn, smn)
                 mx = max(mx, smx)
             else:
@@ -192,22 +203,18 @@ try:  # a fused one-pass kernel for numpy blocks; without numba the numpy path b
                     if v > mx:
                         mx = v
                     if has_hist:
-                        if v < lo:
-                            under += 1
-                        elif v > hi:
-                            over += 1
-                        else:
-                            hist[min(int((v - lo) * scale), bins - 1)] += 1
+                        r = _bin_checked(v, lo, hi, scale, hist)
+                        under += r < 0
+                        over += r > 0
                 if n == 0:
                     continue
                 m = s / n
                 q = 0.0
                 for i in range(start, stop):
                     v = np.float64(x[i])
-                    if (has_fill and v == fill) or v != v or v == big or v == -big:
-                        continue
-                    d = v - m
-                    q += d * d
+                    if not _excluded(v, fill, has_fill):
+                        d = v - m
+                        q += d * d
             if total_n == 0:
                 total_n, mean, m2 = n, m, q
             else:
