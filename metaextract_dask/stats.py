@@ -93,152 +93,319 @@ def _slice_partial(x: Any, xp: Any, fill: Any, bins: int, rng: tuple[float, floa
             p.under = int(_to_host((xf < lo).sum()))
             p.over = int(_to_host((xf > hi).sum()))
             vals = xf[(xf >= lo) & (xf <= hi)]
-        # Fixed-width bins over a known range: an index computation and a bincount, no sort.
-        t = vals - lo
-        t *= bins / (hi - lo) if hi > lo else 0.0
+        # Fixed-width bins over a known range: an index computation and a bincount, no sort; float32 data
+        # in float32 arithmetic, as the numba kernel does.
+        if x.dtype == np.float32:
+            lo32, _, scale32 = _f32_range(lo, hi, bins)
+            t = x[(xf >= lo) & (xf <= hi)] if vals is not xf else x
+            t = (t - lo32) * scale32
+            xp.minimum(xp.maximum(t, np.float32(0)), np.float32(bins - 1), out=t)
+        else:
+            t = vals - lo
+            t *= bins / (hi - lo) if hi > lo else 0.0
         idx = t.astype(np.intp)
         xp.minimum(idx, bins - 1, out=idx)  # the top edge belongs to the last bin
         p.hist = np.asarray(_to_host(xp.bincount(idx, minlength=bins)), dtype=np.int64)
     return p
 
 
-try:  # a fused one-pass kernel for numpy blocks; without numba the numpy path below does the same work
+try:  # fused one-pass kernels for numpy blocks; without numba the numpy path above does the same work
     import numba
 
-    @numba.njit(nogil=True, cache=True, fastmath={"nnan", "ninf", "nsz"})
-    def _scan_slice(x, start, stop, fill, has_fill):  # type: ignore[no-untyped-def]
-        # Pass A, branch-free so it vectorises: sum, min, max and how many elements equal the fill value.
-        # (fastmath assumes no NaN/inf; the caller checks the sum and redoes the slice carefully if not.)
-        s = 0.0
-        mn = np.float64(x[start])
-        mx = mn
-        nfill = 0
-        for i in range(start, stop):
-            v = np.float64(x[i])
-            s += v
-            mn = min(mn, v)
-            mx = max(mx, v)
-            if has_fill:
-                nfill += v == fill
-        return s, mn, mx, nfill
+    # nnan/ninf let min/max/sums vectorise; NaN and inf are recognised by their bits instead (integer tests are
+    # untouched by fastmath), and every float result computed from them is discarded by a select.
+    _FAST = {"nnan", "ninf", "nsz", "reassoc", "contract", "arcp"}
+    # Bin arithmetic without reassociation or contraction, so that it rounds as numpy's (x - lo) * scale does.
+    _BIN_FAST = {"nnan", "ninf", "nsz"}
+    _SL = 16384  # elements per slice: a slice and its bin indices stay in L2 between the passes
+    _FOLD = 1 << 30  # int32 counters are folded into int64 totals before they could overflow
 
-    @numba.njit(nogil=True, cache=True, inline="always")
-    def _excluded(v, fill, has_fill):  # type: ignore[no-untyped-def]
-        # Not a valid value: the fill value, NaN (the one value unequal to itself) or +-inf.
-        return (has_fill and v == fill) or v != v or v == np.inf or v == -np.inf
+    @numba.njit(nogil=True, cache=True, fastmath=_BIN_FAST, inline="always")
+    def _bin(x, s, fill, lo, hi, scale, top, emask, eval_, mmask, nb):  # type: ignore[no-untyped-def]
+        # 0..nb-1 in range, nb below it, nb+1 above, nb+2 fill, nb+3 NaN, nb+4 +-inf.
+        t = min(max((x - lo) * scale, top - top), top)
+        b = np.int32(t)
+        b = np.int32(nb) if x < lo else b
+        b = np.int32(nb + 1) if x > hi else b
+        if fill is not None:
+            b = np.int32(nb + 2) if x == fill else b
+        if (s & emask) == eval_:  # a float's exponent all ones (integers: eval_ is unreachable)
+            b = np.int32(nb + 3) if (s & mmask) != 0 else np.int32(nb + 4)
+        return b
 
-    @numba.njit(nogil=True, cache=True, inline="always")
-    def _bin_checked(v, lo, hi, scale, hist):  # type: ignore[no-untyped-def]
-        # Count v in its bin; -1 / +1 when it falls below / above the histogram range instead.
-        if v < lo:
-            return -1
-        if v > hi:
-            return 1
-        hist[min(int((v - lo) * scale), hist.size - 1)] += 1
-        return 0
+    @numba.njit(nogil=True, cache=True, fastmath=_BIN_FAST)
+    def _pass_bins(xs, ks, ku, fill, lo, hi, scale, top, emask, eval_, mmask, nb, smin, umax, idx):  # type: ignore[no-untyped-def]
+        # Bins of pairs, idx[j] = (nb + 6) * bin(x[j]) + bin(x[j + half]): one counter update per two
+        # elements. Also the signed min and unsigned max of the valid elements' bits (see _float_partial).
+        NB = np.int32(nb + 6)
+        valid_end = np.int32(nb + 2)
+        half = xs.size // 2
+        smin0, umax0 = smin, umax
+        for j in range(half):
+            b1 = _bin(xs[j], ks[j], fill, lo, hi, scale, top, emask, eval_, mmask, nb)
+            b2 = _bin(xs[j + half], ks[j + half], fill, lo, hi, scale, top, emask, eval_, mmask, nb)
+            smin = min(smin, ks[j] if b1 < valid_end else smin0)
+            smin = min(smin, ks[j + half] if b2 < valid_end else smin0)
+            umax = max(umax, ku[j] if b1 < valid_end else umax0)
+            umax = max(umax, ku[j + half] if b2 < valid_end else umax0)
+            idx[j] = b1 * NB + b2
+        return smin, umax
+
+    @numba.njit(nogil=True, cache=True, fastmath=_FAST)
+    def _pass_sums(xs, ks, c, fill, emask, eval_, smax, track_max):  # type: ignore[no-untyped-def]
+        # Sums of (x - c) and (x - c)**2 over the valid elements, in float64, with c a data value (see
+        # _float_partial). The signed max of the bits too unless track_max is None (a compile-time choice).
+        s1 = 0.0
+        s2 = 0.0
+        smax0 = smax
+        for i in range(xs.size):
+            x = xs[i]
+            s = ks[i]
+            ok = (s & emask) != eval_
+            if fill is not None:
+                ok = ok & (x != fill)
+            d = np.float64(x) - c
+            d = d if ok else 0.0
+            s1 += d
+            s2 += d * d
+            if track_max is not None:
+                smax = max(smax, s if ok else smax0)
+        return s1, s2, smax
 
     @numba.njit(nogil=True, cache=True)
-    def _fused(x, fill, has_fill, lo, hi, has_hist, hist):  # type: ignore[no-untyped-def]
-        # Per slice of 64K elements (in cache): pass A (above) finds sum/min/max; when the slice is all
-        # finite and fill-free (the usual case), pass B bins it and sums squared deviations from its mean
-        # with no per-element tests. Other slices take the careful path, which tests every element.
-        # Slices merge with Chan's update. NaN is the one value unequal to itself.
-        bins = hist.size
-        scale = bins / (hi - lo) if hi > lo else 0.0
-        big = np.inf
-        total_n = 0
-        mean = 0.0
-        m2 = 0.0
-        mn = big
-        mx = -big
-        nan = 0
-        inf = 0
-        nfill = 0
-        under = 0
-        over = 0
-        size = x.size
-        for start in range(0, size, 65536):
-            stop = min(start + 65536, size)
-            s, smn, smx, sfill = _scan_slice(x, start, stop, fill, has_fill)
-            if sfill == 0 and np.isfinite(s) and np.isfinite(smn) and np.isfinite(smx):
-                n = stop - start
-                m = s / n
-                q = 0.0
-                if has_hist and smn >= lo and smx <= hi:
-                    for i in range(start, stop):
-                        v = np.float64(x[i])
-                        d = v - m
-                        q += d * d
-                        b = int((v - lo) * scale)
-                        hist[min(b, bins - 1)] += 1
-                else:
-                    for i in range(start, stop):
-                        d = np.float64(x[i]) - m
-                        q += d * d
-                    if has_hist:
-                        for i in range(start, stop):
-                            r = _bin_checked(np.float64(x[i]), lo, hi, scale, hist)
-                            under += r < 0
-                            over += r > 0
-                mn = min(mn, smn)
-                mx = max(mx, smx)
+    def _scatter(idx, n, tables):  # type: ignore[no-untyped-def]
+        # Four tables in turn, so that repeated values do not wait on each other's counter store.
+        n4 = n - n % 4
+        for i in range(0, n4, 4):
+            tables[0, idx[i]] += 1
+            tables[1, idx[i + 1]] += 1
+            tables[2, idx[i + 2]] += 1
+            tables[3, idx[i + 3]] += 1
+        for i in range(n4, n):
+            tables[0, idx[i]] += 1
+
+    @numba.njit(nogil=True, cache=True)
+    def _fold_pairs(tables, NB, out):  # type: ignore[no-untyped-def]
+        t = tables.sum(axis=0)
+        for a in range(NB):
+            for b in range(NB):
+                v = t[a * NB + b]
+                out[a] += v
+                out[b] += v
+        tables[:] = 0
+
+    @numba.njit(nogil=True, cache=True)
+    def _float_kernel(xs, ks, ku, fill, lo, hi, scale, top, emask, eval_, mmask, nb, smin0, smax0, umax0, counts):  # type: ignore[no-untyped-def]
+        # Per slice: the bins pass, the counter updates, the sums pass. Returns the sums around c and the
+        # raw-bit extremes; counts gets the per-bin totals (nb bins + below/above/fill/NaN/inf + "none").
+        NB = nb + 6
+        none = np.int32(nb + 5)
+        tables = np.zeros((4, NB * NB), np.int32)
+        idx = np.empty(_SL // 2, np.int32)
+        size = xs.size
+        c = 0.0
+        for i in range(size):  # the shift: the first valid value (any value near the data will do)
+            b = _bin(xs[i], ks[i], fill, lo, hi, scale, top, emask, eval_, mmask, nb)
+            if b < nb + 2:
+                c = np.float64(xs[i])
+                break
+        s1 = 0.0
+        s2 = 0.0
+        smin, smax, umax = smin0, smax0, umax0
+        since_fold = 0
+        for start in range(0, size, _SL):
+            stop = min(start + _SL, size)
+            even = stop - (stop - start) % 2
+            sl_min, sl_umax = _pass_bins(xs[start:even], ks[start:even], ku[start:even], fill, lo, hi, scale, top,
+                                         emask, eval_, mmask, nb, smin0, umax0, idx)
+            _scatter(idx, (even - start) // 2, tables)
+            if even < stop:  # an odd element out (last slice only): paired with "none"
+                b = _bin(xs[even], ks[even], fill, lo, hi, scale, top, emask, eval_, mmask, nb)
+                tables[0, b * NB + none] += 1
+                if b < nb + 2:
+                    sl_min = min(sl_min, ks[even])
+                    sl_umax = max(sl_umax, ku[even])
+            if sl_min == smin0 and sl_umax == umax0:
+                continue  # no valid value in this slice
+            smin = min(smin, sl_min)
+            umax = max(umax, sl_umax)
+            if sl_min >= 0:  # no negative value: the bits' max is the unsigned max, already known
+                a, q, _ = _pass_sums(xs[start:stop], ks[start:stop], c, fill, emask, eval_, smax0, None)
+                smax = max(smax, ks.dtype.type(sl_umax))
             else:
-                n = 0
-                s = 0.0
-                for i in range(start, stop):
-                    v = np.float64(x[i])
-                    if has_fill and v == fill:
-                        nfill += 1
-                        continue
-                    if v != v:
-                        nan += 1
-                        continue
-                    if v == big or v == -big:
-                        inf += 1
-                        continue
-                    n += 1
-                    s += v
-                    if v < mn:
-                        mn = v
-                    if v > mx:
-                        mx = v
-                    if has_hist:
-                        r = _bin_checked(v, lo, hi, scale, hist)
-                        under += r < 0
-                        over += r > 0
-                if n == 0:
-                    continue
-                m = s / n
-                q = 0.0
-                for i in range(start, stop):
-                    v = np.float64(x[i])
-                    if not _excluded(v, fill, has_fill):
-                        d = v - m
-                        q += d * d
-            if total_n == 0:
-                total_n, mean, m2 = n, m, q
-            else:
-                tot = total_n + n
-                delta = m - mean
-                mean += delta * n / tot
-                m2 += q + delta * delta * total_n * n / tot
-                total_n = tot
-        return total_n, nan, inf, nfill, mn, mx, mean, m2, under, over
+                a, q, sl_max = _pass_sums(xs[start:stop], ks[start:stop], c, fill, emask, eval_, smax0, True)
+                smax = max(smax, sl_max)
+            s1 += a
+            s2 += q
+            since_fold += stop - start
+            if since_fold >= _FOLD:
+                _fold_pairs(tables, NB, counts)
+                since_fold = 0
+        _fold_pairs(tables, NB, counts)
+        return c, s1, s2, smin, smax, umax
+
+    @numba.njit(nogil=True, cache=True)
+    def _resum(xs, ks, c, fill, emask, eval_):  # type: ignore[no-untyped-def]
+        s1 = 0.0
+        s2 = 0.0
+        for start in range(0, xs.size, _SL):
+            stop = min(start + _SL, xs.size)
+            a, q, _ = _pass_sums(xs[start:stop], ks[start:stop], c, fill, emask, eval_, ks[0], None)
+            s1 += a
+            s2 += q
+        return s1, s2
+
+    @numba.njit(nogil=True, cache=True)
+    def _count_values(u, tables, out):  # type: ignore[no-untyped-def]
+        # How often each value occurs (u: the data's unsigned view); tables in turn as in _scatter.
+        k = tables.shape[0]
+        for start in range(0, u.size, _FOLD):
+            stop = min(start + _FOLD, u.size)
+            n = stop - start
+            nk = start + n - n % k
+            for i in range(start, nk, k):
+                for t in range(k):
+                    tables[t, u[i + t]] += 1
+            for i in range(nk, stop):
+                tables[0, u[i]] += 1
+            for t in range(k):
+                for v in range(tables.shape[1]):
+                    out[v] += tables[t, v]
+            tables[:] = 0
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - numba is a dependency; kept optional for odd platforms
     HAVE_NUMBA = False
 
 
-def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
-    hist = np.zeros(bins if rng is not None else 1, dtype=np.int64)
+def _native_fill(dt: np.dtype, fill: Any) -> Any:
+    """The fill value as a scalar of `dt`, or None when no element of `dt` can equal it (or it is NaN/inf)."""
+    if fill is None:
+        return None
+    f = float(fill)
+    if not math.isfinite(f):
+        return None  # a NaN fill value: those elements are counted as NaN
+    if dt.kind == "f":
+        return dt.type(f) if float(dt.type(f)) == f else None
+    info = np.iinfo(dt)
+    return dt.type(int(f)) if f.is_integer() and info.min <= f <= info.max else None
+
+
+def _f32_range(lo: float, hi: float, bins: int) -> tuple[np.float32, np.float32, np.float32]:
+    """Histogram bounds for float32 arithmetic, rounded inwards so ``x < lo32`` iff ``x < lo`` for every
+    float32 x (same for hi), and the bin scale in float32."""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if float(lo32) < lo:
+        lo32 = np.nextafter(lo32, np.float32(np.inf))
+    if float(hi32) > hi:
+        hi32 = np.nextafter(hi32, np.float32(-np.inf))
+    return lo32, hi32, np.float32(bins / (hi - lo) if hi > lo else 0.0)
+
+
+def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    """Partial of a float or 32/64-bit integer block with the slice kernels.
+
+    Min and max come from integer reductions of the raw bits, which vectorise where float ones do not:
+    non-negative floats order like their bits as signed integers, negative ones like their bits as unsigned
+    integers, so the signed min, signed max and unsigned max of the valid elements' bits give both extremes.
+    Mean and M2 come from float64 sums of (x - c) and (x - c)**2 with c a data value: exact in real
+    arithmetic, and while the mean is within ~1000 standard deviations of c the rounding is that of a
+    two-pass computation; further off, the sums are recomputed around the mean.
+    """
+    dt = flat.dtype
+    it, ut = np.dtype(f"i{dt.itemsize}"), np.dtype(f"u{dt.itemsize}")
+    if dt.kind == "f":
+        ks, ku = flat.view(it), flat.view(ut)
+        mbits = 52 if dt.itemsize == 8 else 23
+        emask = it.type(((1 << (dt.itemsize * 8 - 1 - mbits)) - 1) << mbits)
+        eval_, mmask = emask, it.type((1 << mbits) - 1)
+    else:  # integers are their own keys and are never NaN/inf: (s & 0) == 1 never holds
+        ks, ku, it = flat, flat.view(ut), dt
+        emask, eval_, mmask = dt.type(0), dt.type(1), dt.type(0)
     lo, hi = rng if rng is not None else (0.0, 0.0)
-    has_fill = fill is not None and not (isinstance(fill, float) and math.isnan(fill))
-    n, nan, inf, nfill, mn, mx, mean, m2, under, over = _fused(
-        flat, float(fill) if has_fill else 0.0, has_fill, float(lo), float(hi), rng is not None, hist)
-    return Partial(count=int(flat.size), n=int(n), nan=int(nan), inf=int(inf), fill=int(nfill),
-                   min=float(mn), max=float(mx), mean=float(mean), m2=float(m2),
-                   hist=hist if rng is not None else None, under=int(under), over=int(over))
+    if dt == np.float32:  # float32 arithmetic for float32 data: twice the vector width
+        lo_w, hi_w, scale = _f32_range(lo, hi, bins)
+        top: Any = np.float32(bins - 1)
+    else:
+        lo_w, hi_w, scale, top = float(lo), float(hi), (bins / (hi - lo) if hi > lo else 0.0), float(bins - 1)
+    smin0, smax0 = it.type(np.iinfo(it).max), it.type(np.iinfo(it).min)
+    counts = np.zeros(bins + 6, dtype=np.int64)
+    f = _native_fill(dt, fill)
+    c, s1, s2, smin, smax, umax = _float_kernel(flat, ks, ku, f, lo_w, hi_w, scale, top, emask, eval_, mmask, bins,
+                                                smin0, smax0, ut.type(0), counts)
+    p = Partial(count=int(flat.size), fill=int(counts[bins + 2]), nan=int(counts[bins + 3]), inf=int(counts[bins + 4]))
+    p.n = p.count - p.fill - p.nan - p.inf
+    if rng is not None:
+        p.hist, p.under, p.over = counts[:bins].copy(), int(counts[bins]), int(counts[bins + 1])
+    if not p.n:
+        return p
+    m2 = s2 - s1 * s1 / p.n
+    if s1 * s1 / p.n > 1e6 * max(m2, 0.0):  # c far from the mean (relative to the spread): sum around the mean
+        c += s1 / p.n
+        s1, s2 = _resum(flat, ks, c, f, emask, eval_)
+        m2 = s2 - s1 * s1 / p.n
+    p.mean, p.m2 = c + s1 / p.n, max(m2, 0.0)
+    if dt.kind == "f":
+        lo_bits, hi_bits = (smin, umax) if smin >= 0 else (umax, smax if smax >= 0 else smin)
+        p.min = float(np.array(lo_bits, dtype=ut if smin < 0 else it).view(dt))
+        p.max = float(np.array(hi_bits, dtype=ut if smin >= 0 else it).view(dt))
+    else:
+        p.min, p.max = float(smin), float(smax)
+    return p
+
+
+def _count_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    """Partial of an 8/16-bit integer block from how often each value occurs: one counter update per element,
+    then every statistic exactly from at most 65,536 (value, count) pairs."""
+    dt = flat.dtype
+    ut = np.dtype(f"u{dt.itemsize}")
+    width = 1 << (8 * dt.itemsize)
+    tables = np.zeros((4 if dt.itemsize == 1 else 2, width), dtype=np.int32)
+    occ = np.zeros(width, dtype=np.int64)
+    _count_values(flat.view(ut), tables, occ)
+    values = np.arange(width, dtype=np.int64).astype(ut).view(dt).astype(np.int64)
+    p = Partial(count=int(flat.size))
+    f = _native_fill(dt, fill)
+    if f is not None:
+        at = int(np.asarray(f, dtype=dt).view(ut))
+        p.fill, occ[at] = int(occ[at]), 0
+    seen = np.nonzero(occ)[0]
+    p.n = int(occ.sum())
+    if rng is not None:
+        p.hist = np.zeros(bins, dtype=np.int64)
+    if not p.n:
+        return p
+    v, k = values[seen], occ[seen]
+    p.min, p.max = float(v.min()), float(v.max())
+    total = int((v * k).sum())  # exact: at most 2**31 * 2**16 per block
+    p.mean = total / p.n
+    p.m2 = float((k * (v - p.mean) ** 2).sum())
+    if rng is not None:
+        p.hist, p.under, p.over = _bin_counts(v.astype(np.float64), k, bins, rng)
+    return p
+
+
+def _bin_counts(v: np.ndarray, k: np.ndarray, bins: int, rng: tuple[float, float]) -> tuple[np.ndarray, int, int]:
+    """Histogram of values `v` occurring `k` times each, with the same bin arithmetic as _slice_partial."""
+    lo, hi = rng
+    under, over = int(k[v < lo].sum()), int(k[v > hi].sum())
+    inside = (v >= lo) & (v <= hi)
+    t = (v[inside] - lo) * (bins / (hi - lo) if hi > lo else 0.0)
+    idx = np.minimum(t.astype(np.intp), bins - 1)
+    return np.bincount(idx, weights=k[inside], minlength=bins).astype(np.int64), under, over
+
+
+def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    dt = flat.dtype
+    if dt.kind == "b":
+        flat, dt = flat.view(np.uint8), np.dtype(np.uint8)
+    if dt.kind == "f" and dt.itemsize == 2:
+        flat, dt = flat.astype(np.float32), np.dtype(np.float32)
+    if not dt.isnative:
+        flat, dt = flat.astype(dt.newbyteorder("=")), dt.newbyteorder("=")
+    if dt.kind in "iu" and dt.itemsize <= 2:
+        return _count_partial(flat, fill, bins, rng)
+    return _float_partial(flat, fill, bins, rng)
 
 
 def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float, float] | None = None) -> Partial:

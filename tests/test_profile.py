@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -218,17 +219,22 @@ def test_array_larger_than_worker_memory_profiles_in_bounded_memory(tmp_path: Pa
     assert chunk_bytes <= 0.1 * limit and int(st["dask_chunks"][0]) % 4 == 0
 
 
-@pytest.mark.parametrize("dtype", ["f4", "f8", "i2", "u1"])
-def test_numba_kernel_equals_array_module_path(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fused numba kernel (numpy blocks) and the generic path (what cupy blocks take) agree."""
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "?"])
+@pytest.mark.parametrize("centre", [100, -60])
+def test_numba_kernel_equals_array_module_path(dtype: str, centre: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numba kernels (numpy blocks) and the generic path (what cupy blocks take) agree, for values of both
+    signs (the kernels take min/max from the bits) and an odd size (elements are binned in pairs)."""
     from metaextract_dask import stats as stats_mod
 
     rng = np.random.default_rng(7)
-    x = (rng.normal(100, 30, size=300_000)).astype(dtype)
+    x = rng.normal(centre, 30, size=300_001)
+    if np.dtype(dtype).kind == "u":
+        x = np.abs(x)
+    x = x.astype(dtype)
     if x.dtype.kind == "f":
         x[::997] = np.nan
         x[5] = np.inf
-    x[11] = 42
+    x[11] = 42 if dtype != "?" else True
     lo_hi = (0.0, 200.0)
     fast = stats_mod.block_partial(x, fill=42, bins=32, rng=lo_hi)
     monkeypatch.setattr(stats_mod, "HAVE_NUMBA", False)
@@ -239,3 +245,38 @@ def test_numba_kernel_equals_array_module_path(dtype: str, monkeypatch: pytest.M
     for key in ("min", "max", "mean", "std"):
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
     assert a["hist_counts"] == b["hist_counts"]
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i2", "i8"])
+def test_kernel_values_against_numpy(dtype: str) -> None:
+    """Every statistic of the numba kernels against numpy on the valid values: NaN/inf/fill counted apart,
+    values outside the histogram range counted as under/overflow, all-negative data, one element."""
+    rng = np.random.default_rng(3)
+    cases = [rng.normal(5, 2, size=100_003), -np.abs(rng.normal(50, 10, size=40_000)) - 1, np.array([3.25])]
+    for raw in cases:
+        x = raw.astype(dtype)
+        if x.dtype.kind == "f" and x.size > 1:
+            x[::11], x[5], x[7] = np.nan, np.inf, -np.inf
+        if x.size > 1:
+            x[13::17] = -99
+        p = block_partial(x, fill=-99, bins=16, rng=(0.0, 10.0))
+        xf = x.astype(np.float64)
+        valid = xf[np.isfinite(xf) & (xf != -99)]
+        assert (p.count, p.n, p.fill) == (x.size, valid.size, int((xf == -99).sum()))
+        assert (p.nan, p.inf) == (int(np.isnan(xf).sum()), int(np.isinf(xf).sum()))
+        assert (p.min, p.max) == (valid.min(), valid.max())
+        assert p.mean == pytest.approx(valid.mean(), rel=1e-12)
+        assert math.sqrt(p.m2 / p.n) == pytest.approx(valid.std(), rel=1e-9, abs=1e-12)
+        assert (p.under, p.over) == (int((valid < 0).sum()), int((valid > 10).sum()))
+        np.testing.assert_array_equal(p.hist, np.histogram(valid, bins=16, range=(0.0, 10.0))[0])
+
+
+def test_kernel_variance_far_from_the_shift() -> None:
+    """A tiny spread around a huge offset, first value an outlier: no cancellation in the variance."""
+    x = 1e9 + np.random.default_rng(4).normal(0, 1e-3, size=200_000)
+    x[0] = -1e9
+    p = block_partial(x)
+    assert p.mean == pytest.approx(x.mean(), rel=1e-15)
+    assert math.sqrt(p.m2 / p.n) == pytest.approx(x.std(), rel=1e-9)
+    y = x[1:]
+    assert math.sqrt(block_partial(y).m2 / y.size) == pytest.approx(y.std(), rel=1e-6)
