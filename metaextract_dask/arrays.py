@@ -271,8 +271,24 @@ class ArrayProxy:
         """Values of the region `key` (one contiguous slice per axis, none empty)."""
         raise NotImplementedError
 
+    def read_region(self, region: tuple[slice, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """Values of `region` (one contiguous slice per axis), into `out` where the format can read in place.
+
+        Parameters
+        ----------
+        region : tuple of slice
+            One ``slice(start, stop)`` per axis.
+        out : numpy.ndarray, optional
+            A C-contiguous array of the region's shape and this proxy's dtype. Formats that read in place fill
+            and return it (no fresh allocation per block: page faults and zeroing of a new buffer cost as much
+            as the read itself); the others return a new array and leave `out` alone.
+        """
+        return self[region]
+
 
 class _HDF5Array(ArrayProxy):
+    reads_in_place: ClassVar[bool] = True  # read_region fills the caller's buffer (h5py read_direct)
+
     def __init__(self, path: str, name: str, shape: Sequence[int], dtype: Any, *, strings: bool = False) -> None:
         super().__init__(path, shape, dtype)
         self.name = name
@@ -287,6 +303,15 @@ class _HDF5Array(ArrayProxy):
             if self.strings:
                 dset = dset.asstr()
             return dset[key] if key else dset[()]
+
+    def read_region(self, region: tuple[slice, ...], out: np.ndarray | None = None) -> np.ndarray:  # noqa: D102
+        if out is None or self.strings or not region or 0 in out.shape:
+            return self[region]
+        with _COUNT_LOCK:
+            ArrayProxy.reads += 1
+        with HDF5_LOCK:
+            _H5_CACHE.get(self.path)[self.name].read_direct(out, region)  # HDF5 converts byte order if needed
+        return out
 
 
 class _NetCDFArray(ArrayProxy):
@@ -824,6 +849,15 @@ def open_array(path: PathLike, name: str, *, decode: bool = True, chunks: Any = 
     fmt = _format_of(path)
     spec = _OPENERS[fmt](path, name)
     return _to_dataarray(spec, name, fmt, decode=decode, chunks=chunks, memory_limit=memory_limit)
+
+
+def _open_raw(path: PathLike, name: str, *, memory_limit: int | None = None) -> tuple[xarray.DataArray, ArrayProxy]:
+    """:func:`open_array` with ``decode=False``, and the recipe behind it (for tasks that read regions
+    themselves, as the profiler does)."""
+    path = os.fspath(path)
+    fmt = _format_of(path)
+    spec = _OPENERS[fmt](path, name)
+    return _to_dataarray(spec, name, fmt, decode=False, chunks=None, memory_limit=memory_limit), spec.proxy
 
 
 def list_arrays(path: PathLike) -> list[str]:

@@ -10,7 +10,9 @@ Results go to the catalog's ``stats`` table (keyed like ``arrays`` by path and n
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +26,7 @@ from metaextract_dask.progress import Progress
 from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.stats import Partial, block_partial, finalize, histogram_range, merge_all
 
-__all__ = ["profile", "profile_array", "resolve_device", "gpu_available"]
+__all__ = ["profile", "profile_array", "resolve_device", "gpu_available", "release_buffers"]
 
 _FAN_IN = 32  # partials merged per task
 
@@ -63,6 +65,41 @@ def _pass_partial(block: Any, fill: Any, bins: int, rng: tuple[float, float] | N
     return block_partial(block, fill=fill, bins=bins, rng=rng)
 
 
+# One read buffer per worker thread, reused from block to block while a profile runs (released at its end).
+_BUFFERS: dict[int, np.ndarray] = {}
+_BUFFERS_LOCK = threading.Lock()
+
+
+def _buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    nbytes = math.prod(shape) * dtype.itemsize
+    key = threading.get_ident()
+    with _BUFFERS_LOCK:
+        buf = _BUFFERS.pop(key, None)
+    if buf is None or buf.nbytes < nbytes:
+        del buf  # the old one goes before the new one comes
+        buf = np.empty(nbytes, dtype=np.uint8)
+    with _BUFFERS_LOCK:
+        _BUFFERS[key] = buf
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def release_buffers() -> int:
+    """Drop this process's profile read buffers; returns the bytes released (run on workers by profile)."""
+    with _BUFFERS_LOCK:
+        nbytes = sum(b.nbytes for b in _BUFFERS.values())
+        _BUFFERS.clear()
+    return nbytes
+
+
+def _region_partial(source: Any, region: tuple[slice, ...], fill: Any, bins: int,
+                    rng: tuple[float, float] | None) -> Partial:
+    """Read one block of `source` (an ArrayProxy: a recipe, opened through the worker's handle cache) and
+    summarise it, in one task: no block travels between tasks, and formats that read in place reuse one buffer."""
+    shape = tuple(s.stop - s.start for s in region)
+    out = _buffer(shape, source.dtype) if getattr(source, "reads_in_place", False) and region else None
+    return block_partial(source.read_region(region, out=out), fill=fill, bins=bins, rng=rng)
+
+
 def _tree(parts: list[Any]) -> Any:
     from dask import delayed
 
@@ -91,7 +128,7 @@ def _scalar(attrs: dict[str, Any], *keys: str) -> Any:
 
 def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy: str = "full",
                   sample_fraction: float = 0.1, device: str = "cpu", key: str = "",
-                  rng: tuple[float, float] | None = None) -> tuple[Any, dict[str, Any]]:
+                  rng: tuple[float, float] | None = None, source: Any = None) -> tuple[Any, dict[str, Any]]:
     """The delayed merged partial of one raw dask array, and the metadata of how it is computed.
 
     Parameters
@@ -102,13 +139,16 @@ def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy:
         The array's attributes (``_FillValue``/``missing_value``, ``valid_range``, ...).
     rng : (float, float), optional
         Histogram range; default from metadata (:func:`~metaextract_dask.stats.histogram_range`).
+    source : ArrayProxy, optional
+        The recipe `data` reads from. On the CPU, each block is then read and summarised by one task
+        (:func:`_region_partial`) instead of a read task feeding a summary task.
     """
     from dask import delayed
 
     if rng is None:
-        rng, source = histogram_range(data.dtype, attrs)
+        rng, range_source = histogram_range(data.dtype, attrs)
     else:
-        source = "data (second pass)"
+        range_source = "data (second pass)"
     fill = _scalar(attrs, "_FillValue", "missing_value")
     if device == "gpu":
         data = data.map_blocks(_to_cupy, dtype=data.dtype, meta=data._meta)
@@ -119,8 +159,13 @@ def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy:
         chosen = _sample_blocks(len(blocks), sample_fraction, key)
     elif strategy != "full":
         raise ValueError(f"strategy must be full or sample, not {strategy!r}")
-    part = delayed(_pass_partial, pure=True)
-    final = _tree([part(blocks[i], fill, bins, rng) for i in chosen])
+    if source is not None and device == "cpu":
+        regions = _block_regions(data.chunks)
+        part = delayed(_region_partial, pure=True)
+        final = _tree([part(source, regions[i], fill, bins, rng) for i in chosen])
+    else:
+        part = delayed(_pass_partial, pure=True)
+        final = _tree([part(blocks[i], fill, bins, rng) for i in chosen])
     total = max(1, int(data.size))
     meta = {
         "dask_chunks": [int(c[0]) for c in data.chunks],
@@ -129,16 +174,20 @@ def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy:
         "sampled_fraction": sum(sizes[i] for i in chosen) / total if data.size else 1.0,
         "hist_min": rng[0] if rng else None,
         "hist_max": rng[1] if rng else None,
-        "hist_range_source": source or None,
+        "hist_range_source": range_source or None,
         "bins": bins,
     }
     return final, meta
 
 
 def _block_shapes(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]:
-    import itertools
-
     return list(itertools.product(*chunks))
+
+
+def _block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, ...]]:
+    """Each block's region, in the order of ``to_delayed().ravel()`` (C order)."""
+    axes = [[slice(o - c, o) for c, o in zip(cs, itertools.accumulate(cs))] for cs in chunks]
+    return list(itertools.product(*axes))
 
 
 def _profilable(row: dict[str, Any]) -> str | None:
@@ -183,7 +232,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     """
     from distributed import as_completed
 
-    from metaextract_dask.arrays import open_array
+    from metaextract_dask.arrays import _open_raw
     from metaextract_dask.catalog import Catalog
     from metaextract_dask.chunking import worker_memory_limit
     from metaextract_dask.sinks import ParquetSink
@@ -208,62 +257,66 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 rows.append({**base, "status": "skipped", "error_message": reason})
                 continue
             try:
-                arr = open_array(row["path"], row["name"], decode=False, memory_limit=memory_limit)
+                arr, source = _open_raw(row["path"], row["name"], memory_limit=memory_limit)
                 attrs = dict(arr.attrs)
                 final, meta = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
                                             sample_fraction=sample_fraction, device=dev,
-                                            key=f"{row['path']}::{row['name']}")
+                                            key=f"{row['path']}::{row['name']}", source=source)
             except Exception as exc:  # the graph could not even be built (e.g. unreadable metadata)
                 rows.append({**base, "status": "error", "error_type": type(exc).__name__, "error_message": str(exc)})
                 continue
             (future,) = c.compute([final])
-            todo[future.key] = (base, meta, arr, attrs, final, 0)
+            todo[future.key] = (base, meta, (arr, source), attrs, final, 0)
             futures.append(future)
 
-        bar = Progress(len(futures), progress, unit="array", desc="profile")
-        second: list[Any] = []
-        ac = as_completed(futures, loop=c.loop)
-        for future in ac:
-            base, meta, arr, attrs, final, retried = todo.pop(future.key)
-            try:
-                partial = future.result()
-            except Exception as exc:  # e.g. a compressed chunk that does not decode
-                if type(exc).__name__ == "KilledWorker" and not retried:
-                    # a worker died under this array (possibly for another's sake): one more try
-                    (again,) = c.compute([final])
-                    todo[again.key] = (base, meta, arr, attrs, final, 1)
-                    ac.add(again)
+        try:
+            bar = Progress(len(futures), progress, unit="array", desc="profile")
+            second: list[Any] = []
+            ac = as_completed(futures, loop=c.loop)
+            for future in ac:
+                base, meta, opened, attrs, final, retried = todo.pop(future.key)
+                try:
+                    partial = future.result()
+                except Exception as exc:  # e.g. a compressed chunk that does not decode
+                    if type(exc).__name__ == "KilledWorker" and not retried:
+                        # a worker died under this array (possibly for another's sake): one more try
+                        (again,) = c.compute([final])
+                        todo[again.key] = (base, meta, opened, attrs, final, 1)
+                        ac.add(again)
+                        continue
+                    rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
+                                 "error_message": str(exc) or repr(exc), "passes": 1})
+                    bar.update(1)
                     continue
-                rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
-                             "error_message": str(exc) or repr(exc), "passes": 1})
+                finally:
+                    future.release()
+                if meta["hist_min"] is None and partial.n:
+                    # The documented exception: float data without a valid range needs its min/max first.
+                    lo, hi = partial.min, partial.max
+                    if lo == hi:  # one distinct value: numpy's convention, a unit-wide range around it
+                        lo, hi = lo - 0.5, hi + 0.5
+                    final, meta2 = profile_array(opened[0].data, attrs, bins=bins, strategy=strategy,
+                                                 sample_fraction=sample_fraction, device=dev,
+                                                 key=f"{base['path']}::{base['name']}", rng=(lo, hi),
+                                                 source=opened[1])
+                    (f2,) = c.compute([final])
+                    second.append((f2, base, {**meta, **{k: meta2[k] for k in ("hist_min", "hist_max",
+                                                                                "hist_range_source")}}, partial, attrs))
+                    continue
+                rows.append(_row(base, meta, partial, attrs, passes=1))
                 bar.update(1)
-                continue
-            finally:
-                future.release()
-            if meta["hist_min"] is None and partial.n:
-                # The documented exception: float data without a valid range needs its min/max first.
-                lo, hi = partial.min, partial.max
-                if lo == hi:  # one distinct value: numpy's convention, a unit-wide range around it
-                    lo, hi = lo - 0.5, hi + 0.5
-                final, meta2 = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
-                                             sample_fraction=sample_fraction, device=dev,
-                                             key=f"{base['path']}::{base['name']}", rng=(lo, hi))
-                (f2,) = c.compute([final])
-                second.append((f2, base, {**meta, **{k: meta2[k] for k in ("hist_min", "hist_max",
-                                                                            "hist_range_source")}}, partial, attrs))
-                continue
-            rows.append(_row(base, meta, partial, attrs, passes=1))
-            bar.update(1)
-        for f2, base, meta, partial, attrs in second:
-            try:
-                hist = f2.result()
-                partial.hist, partial.under, partial.over = hist.hist, hist.under, hist.over
-                rows.append(_row(base, meta, partial, attrs, passes=2))
-            except Exception as exc:
-                rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
-                             "error_message": str(exc) or repr(exc), "passes": 2})
-            bar.update(1)
-        bar.close()
+            for f2, base, meta, partial, attrs in second:
+                try:
+                    hist = f2.result()
+                    partial.hist, partial.under, partial.over = hist.hist, hist.under, hist.over
+                    rows.append(_row(base, meta, partial, attrs, passes=2))
+                except Exception as exc:
+                    rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
+                                 "error_message": str(exc) or repr(exc), "passes": 2})
+                bar.update(1)
+            bar.close()
+        finally:
+            c.run(release_buffers)  # the per-thread read buffers (see _region_partial)
 
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
     with ParquetSink(catalog.path) as sink:
