@@ -109,6 +109,11 @@ def _slice_partial(x: Any, xp: Any, fill: Any, bins: int, rng: tuple[float, floa
     return p
 
 
+try:  # the one-loop AVX2 float32 kernel, built at install time where a C compiler was found
+    from metaextract_dask import _kernels
+except ImportError:  # pragma: no cover - no compiler at install time: the numba kernels below
+    _kernels = None
+
 try:  # fused one-pass kernels for numpy blocks; without numba the numpy path above does the same work
     import numba
 
@@ -328,11 +333,19 @@ def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         top: Any = np.float32(bins - 1)
     else:
         lo_w, hi_w, scale, top = float(lo), float(hi), (bins / (hi - lo) if hi > lo else 0.0), float(bins - 1)
-    smin0, smax0 = it.type(np.iinfo(it).max), it.type(np.iinfo(it).min)
     counts = np.zeros(bins + 6, dtype=np.int64)
     f = _native_fill(dt, fill)
-    c, s1, s2, smin, smax, umax = _float_kernel(flat, ks, ku, f, lo_w, hi_w, scale, top, emask, eval_, mmask, bins,
-                                                smin0, smax0, ut.type(0), counts)
+    done = None
+    if _kernels is not None and dt == np.float32:  # the one-loop AVX2 kernel (None: this CPU has no AVX2)
+        c = _shift(flat, f)
+        done = _kernels.f32_block(flat, float(lo_w), float(hi_w), float(scale), float(top), bins,
+                                  None if f is None else float(f), c, counts)
+    if done is None:
+        smin0, smax0 = it.type(np.iinfo(it).max), it.type(np.iinfo(it).min)
+        c, s1, s2, smin, smax, umax = _float_kernel(flat, ks, ku, f, lo_w, hi_w, scale, top, emask, eval_, mmask,
+                                                    bins, smin0, smax0, ut.type(0), counts)
+    else:
+        s1, s2, vmin, vmax = done
     p = Partial(count=int(flat.size), fill=int(counts[bins + 2]), nan=int(counts[bins + 3]), inf=int(counts[bins + 4]))
     p.n = p.count - p.fill - p.nan - p.inf
     if rng is not None:
@@ -345,13 +358,30 @@ def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         s1, s2 = _resum(flat, ks, c, f, emask, eval_)
         m2 = s2 - s1 * s1 / p.n
     p.mean, p.m2 = c + s1 / p.n, max(m2, 0.0)
-    if dt.kind == "f":
+    if done is not None:
+        p.min, p.max = vmin, vmax
+    elif dt.kind == "f":
         lo_bits, hi_bits = (smin, umax) if smin >= 0 else (umax, smax if smax >= 0 else smin)
         p.min = float(np.array(lo_bits, dtype=ut if smin < 0 else it).view(dt))
         p.max = float(np.array(hi_bits, dtype=ut if smin >= 0 else it).view(dt))
     else:
         p.min, p.max = float(smin), float(smax)
     return p
+
+
+def _shift(flat: np.ndarray, fill: Any) -> float:
+    """The first valid value of `flat` (finite, not `fill`), or 0.0: the shift of the kernels' sums."""
+    step = 4096
+    for start in range(0, flat.size, step):
+        head = flat[start:start + step]
+        ok = np.isfinite(head)
+        if fill is not None:
+            ok &= head != fill
+        hit = np.flatnonzero(ok)
+        if hit.size:
+            return float(head[hit[0]])
+        step = min(step * 4, 1 << 22)
+    return 0.0
 
 
 def _count_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
