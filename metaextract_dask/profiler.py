@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from metaextract_dask import config
 from metaextract_dask.cluster import connect
 from metaextract_dask.progress import Progress
 from metaextract_dask.schema import SCHEMAS
@@ -145,31 +146,39 @@ def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy:
     """
     from dask import delayed
 
-    if rng is None:
-        rng, range_source = histogram_range(data.dtype, attrs)
-    else:
-        range_source = "data (second pass)"
-    fill = _scalar(attrs, "_FillValue", "missing_value")
-    if device == "gpu":
-        data = data.map_blocks(_to_cupy, dtype=data.dtype, meta=data._meta)
-    blocks = data.to_delayed().ravel().tolist()
-    sizes = [math.prod(s) for s in _block_shapes(data.chunks)]
-    chosen = list(range(len(blocks)))
-    if strategy == "sample":
-        chosen = _sample_blocks(len(blocks), sample_fraction, key)
-    elif strategy != "full":
-        raise ValueError(f"strategy must be full or sample, not {strategy!r}")
+    rng, fill, chosen, meta = _plan(data, attrs, bins=bins, strategy=strategy, sample_fraction=sample_fraction,
+                                    key=key, rng=rng)
     if source is not None and device == "cpu":
         regions = _block_regions(data.chunks)
         part = delayed(_region_partial, pure=True)
         final = _tree([part(source, regions[i], fill, bins, rng) for i in chosen])
     else:
+        if device == "gpu":
+            data = data.map_blocks(_to_cupy, dtype=data.dtype, meta=data._meta)
+        blocks = data.to_delayed().ravel().tolist()
         part = delayed(_pass_partial, pure=True)
         final = _tree([part(blocks[i], fill, bins, rng) for i in chosen])
+    return final, meta
+
+
+def _plan(data: Any, attrs: dict[str, Any], *, bins: int, strategy: str, sample_fraction: float, key: str,
+          rng: tuple[float, float] | None) -> tuple[tuple[float, float] | None, Any, list[int], dict[str, Any]]:
+    """Histogram range, fill value, the blocks to read and the row metadata of one array's profile."""
+    if rng is None:
+        rng, range_source = histogram_range(data.dtype, attrs)
+    else:
+        range_source = "data (second pass)"
+    fill = _scalar(attrs, "_FillValue", "missing_value")
+    sizes = [math.prod(s) for s in _block_shapes(data.chunks)]
+    chosen = list(range(len(sizes)))
+    if strategy == "sample":
+        chosen = _sample_blocks(len(sizes), sample_fraction, key)
+    elif strategy != "full":
+        raise ValueError(f"strategy must be full or sample, not {strategy!r}")
     total = max(1, int(data.size))
     meta = {
         "dask_chunks": [int(c[0]) for c in data.chunks],
-        "n_chunks": len(blocks),
+        "n_chunks": len(sizes),
         "chunks_read": len(chosen),
         "sampled_fraction": sum(sizes[i] for i in chosen) / total if data.size else 1.0,
         "hist_min": rng[0] if rng else None,
@@ -177,7 +186,33 @@ def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy:
         "hist_range_source": range_source or None,
         "bins": bins,
     }
-    return final, meta
+    return rng, fill, chosen, meta
+
+
+def _data_range(p: Partial) -> tuple[float, float]:
+    """The histogram range of the two-pass exception: the data's min and max (one value: a unit-wide range)."""
+    lo, hi = p.min, p.max
+    return (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+
+
+def _small_partials(items: list[tuple[Any, Any, int, tuple[float, float] | None]]) -> list[tuple[Any, ...]]:
+    """Profile many small arrays (one block each) in one task: one task per tiny array would cost more in
+    scheduling than in reading. Each array is read once; the two-pass exception (float data without a valid
+    range) takes its second pass over the values already in memory. Errors stay per array."""
+    out: list[tuple[Any, ...]] = []
+    for source, fill, bins, rng in items:
+        try:
+            data = source.read_region(tuple(slice(0, n) for n in source.shape))
+            p = block_partial(data, fill=fill, bins=bins, rng=rng)
+            second = None
+            if rng is None and p.n:
+                second = _data_range(p)
+                h = block_partial(data, fill=fill, bins=bins, rng=second)
+                p.hist, p.under, p.over = h.hist, h.under, h.over
+            out.append(("ok", p, second))
+        except Exception as exc:  # this array's error row; the others of the batch go on
+            out.append(("error", type(exc).__name__, str(exc) or repr(exc)))
+    return out
 
 
 def _block_shapes(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]:
@@ -248,40 +283,58 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     with connect(scheduler, client=client, n_workers=n_workers) as c:
         dev = resolve_device(device, c)
         memory_limit = worker_memory_limit(c)
-        todo: dict[str, tuple[dict[str, Any], dict[str, Any], Any, dict[str, Any]]] = {}
-        futures = []
+        batch_bytes = config.parse_bytes(config.get("profile-batch", "64MiB"))
+        todo: dict[str, dict[str, Any]] = {}
+        futures: list[Any] = []
+        small: list[dict[str, Any]] = []
         for row in arrays:
             base = {"path": row["path"], "name": row["name"], "device": dev, "strategy": strategy}
             reason = _profilable(row)
             if reason:
                 rows.append({**base, "status": "skipped", "error_message": reason})
                 continue
+            key = f"{row['path']}::{row['name']}"
             try:
                 arr, source = _open_raw(row["path"], row["name"], memory_limit=memory_limit)
                 attrs = dict(arr.attrs)
+                if dev == "cpu" and arr.data.npartitions == 1 and arr.data.nbytes <= batch_bytes:
+                    rng, fill, _, meta = _plan(arr.data, attrs, bins=bins, strategy=strategy,
+                                               sample_fraction=sample_fraction, key=key, rng=None)
+                    small.append({"base": base, "meta": meta, "attrs": attrs, "item": (source, fill, bins, rng),
+                                  "nbytes": arr.data.nbytes})
+                    continue
                 final, meta = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
-                                            sample_fraction=sample_fraction, device=dev,
-                                            key=f"{row['path']}::{row['name']}", source=source)
+                                            sample_fraction=sample_fraction, device=dev, key=key, source=source)
             except Exception as exc:  # the graph could not even be built (e.g. unreadable metadata)
                 rows.append({**base, "status": "error", "error_type": type(exc).__name__, "error_message": str(exc)})
                 continue
             (future,) = c.compute([final])
-            todo[future.key] = (base, meta, (arr, source), attrs, final, 0)
+            todo[future.key] = {"kind": "array", "base": base, "meta": meta, "opened": (arr, source),
+                                "attrs": attrs, "final": final, "retried": False}
+            futures.append(future)
+        for batch in _batches(small, batch_bytes):
+            future = c.submit(_small_partials, [entry["item"] for entry in batch], pure=False)
+            todo[future.key] = {"kind": "batch", "entries": batch, "retried": False}
             futures.append(future)
 
         try:
-            bar = Progress(len(futures), progress, unit="array", desc="profile")
+            bar = Progress(len(small) + sum(1 for t in todo.values() if t["kind"] == "array"), progress,
+                           unit="array", desc="profile")
             second: list[Any] = []
             ac = as_completed(futures, loop=c.loop)
             for future in ac:
-                base, meta, opened, attrs, final, retried = todo.pop(future.key)
+                job = todo.pop(future.key)
+                if job["kind"] == "batch":
+                    _batch_done(c, ac, todo, future, job, rows, bar)
+                    continue
+                base, meta, opened, attrs = job["base"], job["meta"], job["opened"], job["attrs"]
                 try:
                     partial = future.result()
                 except Exception as exc:  # e.g. a compressed chunk that does not decode
-                    if type(exc).__name__ == "KilledWorker" and not retried:
+                    if type(exc).__name__ == "KilledWorker" and not job["retried"]:
                         # a worker died under this array (possibly for another's sake): one more try
-                        (again,) = c.compute([final])
-                        todo[again.key] = (base, meta, opened, attrs, final, 1)
+                        (again,) = c.compute([job["final"]])
+                        todo[again.key] = {**job, "retried": True}
                         ac.add(again)
                         continue
                     rows.append({**base, **meta, "status": "error", "error_type": type(exc).__name__,
@@ -292,12 +345,9 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                     future.release()
                 if meta["hist_min"] is None and partial.n:
                     # The documented exception: float data without a valid range needs its min/max first.
-                    lo, hi = partial.min, partial.max
-                    if lo == hi:  # one distinct value: numpy's convention, a unit-wide range around it
-                        lo, hi = lo - 0.5, hi + 0.5
                     final, meta2 = profile_array(opened[0].data, attrs, bins=bins, strategy=strategy,
                                                  sample_fraction=sample_fraction, device=dev,
-                                                 key=f"{base['path']}::{base['name']}", rng=(lo, hi),
+                                                 key=f"{base['path']}::{base['name']}", rng=_data_range(partial),
                                                  source=opened[1])
                     (f2,) = c.compute([final])
                     second.append((f2, base, {**meta, **{k: meta2[k] for k in ("hist_min", "hist_max",
@@ -323,6 +373,50 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         sink.replace_table("stats", table, {"strategy": strategy, "device": dev, "arrays": len(rows),
                                             "seconds": time.perf_counter() - t0})
     return table.to_pandas()
+
+
+def _batches(small: list[dict[str, Any]], budget: int, most: int = 256) -> list[list[dict[str, Any]]]:
+    """Small arrays in catalog order (neighbours share files), cut into batches of at most `budget` bytes and
+    `most` arrays (so that progress moves and a lost batch costs little)."""
+    out: list[list[dict[str, Any]]] = []
+    size = 0
+    for entry in small:
+        if not out or size + entry["nbytes"] > budget or len(out[-1]) >= most:
+            out.append([])
+            size = 0
+        out[-1].append(entry)
+        size += entry["nbytes"]
+    return out
+
+
+def _batch_done(c: Any, ac: Any, todo: dict[str, dict[str, Any]], future: Any, job: dict[str, Any],
+                rows: list[dict[str, Any]], bar: Progress) -> None:
+    """Rows of a finished batch of small arrays; a batch whose worker died is retried one array per task."""
+    entries = job["entries"]
+    try:
+        outcomes = future.result()
+    except Exception as exc:
+        if type(exc).__name__ == "KilledWorker" and not job["retried"]:
+            for entry in entries:  # alone, so that an array that kills its worker takes no other down with it
+                again = c.submit(_small_partials, [entry["item"]], pure=False)
+                todo[again.key] = {"kind": "batch", "entries": [entry], "retried": True}
+                ac.add(again)
+            return
+        outcomes = [("error", type(exc).__name__, str(exc) or repr(exc))] * len(entries)
+    finally:
+        future.release()
+    for entry, outcome in zip(entries, outcomes):
+        base, meta, attrs = entry["base"], entry["meta"], entry["attrs"]
+        if outcome[0] == "ok":
+            _, partial, second = outcome
+            if second is not None:
+                meta = {**meta, "hist_min": second[0], "hist_max": second[1],
+                        "hist_range_source": "data (second pass)"}
+            rows.append(_row(base, meta, partial, attrs, passes=2 if second is not None else 1))
+        else:
+            rows.append({**base, **meta, "status": "error", "error_type": outcome[1], "error_message": outcome[2],
+                         "passes": 1})
+    bar.update(len(entries))
 
 
 def _row(base: dict[str, Any], meta: dict[str, Any], partial: Partial, attrs: dict[str, Any], passes: int

@@ -280,3 +280,48 @@ def test_kernel_variance_far_from_the_shift() -> None:
     assert math.sqrt(p.m2 / p.n) == pytest.approx(x.std(), rel=1e-9)
     y = x[1:]
     assert math.sqrt(block_partial(y).m2 / y.size) == pytest.approx(y.std(), rel=1e-6)
+
+
+def test_small_arrays_are_profiled_many_per_task(client: Any, tmp_path: Path) -> None:
+    """120 files of two tiny arrays each: a handful of batch tasks, not 240 (or 480) tasks; every value right,
+    the float arrays without a valid range binned over their own min..max in a second pass over memory."""
+    import h5py
+    from distributed import get_task_stream
+
+    rng = np.random.default_rng(5)
+    expected = {}
+    for i in range(120):
+        path = tmp_path / "tree" / f"f{i:03d}.h5"
+        path.parent.mkdir(exist_ok=True)
+        counts, level = rng.integers(0, 500, size=(16, 16)).astype("i2"), rng.normal(i, 1, size=50)
+        with h5py.File(path, "w") as f:
+            f["counts"] = counts
+            f["level"] = level
+        expected[(str(path), "/counts")], expected[(str(path), "/level")] = counts, level
+    cat = scan([tmp_path / "tree"], tmp_path / "cat", client=client)
+    with get_task_stream(client) as ts:
+        st = profile(cat, client=client)
+    names = [t["key"][0] if isinstance(t["key"], tuple) else t["key"] for t in ts.data]
+    assert 1 <= len([n for n in names if n.startswith("_small_partials")]) <= 4 and len(names) <= 8, names
+    assert (st["status"] == "ok").all() and len(st) == 240
+    for row in st.to_dict("records"):
+        values = expected[(row["path"], row["name"])].astype(np.float64)
+        assert (row["valid_count"], row["min"], row["max"]) == (values.size, values.min(), values.max())
+        assert row["mean"] == pytest.approx(values.mean(), rel=1e-12)
+        assert row["std"] == pytest.approx(values.std(), rel=1e-9)
+        assert row["chunks_read"] == row["n_chunks"] == 1
+        if row["name"] == "/level":
+            assert (row["passes"], row["hist_range_source"]) == (2, "data (second pass)")
+            assert (row["hist_min"], row["hist_max"]) == (values.min(), values.max())
+        else:
+            assert (row["passes"], row["hist_range_source"]) == (1, "dtype")
+        ref, _ = np.histogram(values, bins=64, range=(row["hist_min"], row["hist_max"]))
+        np.testing.assert_array_equal(row["hist_counts"], ref)
+
+
+def test_batches_respect_the_byte_budget_and_count() -> None:
+    from metaextract_dask.profiler import _batches
+
+    small = [{"nbytes": n} for n in (40, 40, 30, 100, 5, 5, 5)]
+    assert [[e["nbytes"] for e in b] for b in _batches(small, 100)] == [[40, 40], [30], [100], [5, 5, 5]]
+    assert [len(b) for b in _batches([{"nbytes": 1}] * 600, 10**9)] == [256, 256, 88]
