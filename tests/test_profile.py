@@ -325,3 +325,38 @@ def test_batches_respect_the_byte_budget_and_count() -> None:
     small = [{"nbytes": n} for n in (40, 40, 30, 100, 5, 5, 5)]
     assert [[e["nbytes"] for e in b] for b in _batches(small, 100)] == [[40, 40], [30], [100], [5, 5, 5]]
     assert [len(b) for b in _batches([{"nbytes": 1}] * 600, 10**9)] == [256, 256, 88]
+
+
+def _avx2_kernel_reason() -> str | None:
+    from metaextract_dask import stats as stats_mod
+
+    if stats_mod._kernels is None:
+        return "the C extension was not built (no compiler at install time)"
+    if stats_mod._kernels.f32_block(np.zeros(8, "f4"), 0.0, 1.0, 1.0, 0.0, 1, None, 0.0,
+                                    np.zeros(7, np.int64)) is None:
+        return "this CPU has no AVX2/FMA"
+    return None
+
+
+@pytest.mark.skipif(_avx2_kernel_reason() is not None, reason=str(_avx2_kernel_reason()))
+@pytest.mark.parametrize("size", [1, 7, 8, 9, 100_003])
+def test_avx2_kernel_equals_numba_kernel(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C float32 kernel and the numba one give the same counts, bins and extremes, and equal moments."""
+    from metaextract_dask import stats as stats_mod
+
+    rng = np.random.default_rng(size)
+    x = rng.normal(-3, 40, size=size).astype("f4")
+    if size > 8:
+        x[::13], x[3], x[4], x[6::29] = np.nan, np.inf, -np.inf, -999
+        x[7] = np.float32(100.0)  # exactly the top edge: the last bin
+    for fill, rng_ in [(-999, (-50.0, 100.0)), (None, None), (12345.0, (-1e3, 1e3))]:
+        c = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
+        monkeypatch.setattr(stats_mod, "_kernels", None)
+        n = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
+        monkeypatch.undo()
+        assert (c.count, c.n, c.nan, c.inf, c.fill, c.under, c.over) == (n.count, n.n, n.nan, n.inf, n.fill,
+                                                                          n.under, n.over)
+        assert (c.min, c.max) == (n.min, n.max)
+        assert c.mean == pytest.approx(n.mean, rel=1e-12, abs=1e-12)
+        assert c.m2 == pytest.approx(n.m2, rel=1e-10, abs=1e-10)
+        assert (c.hist is None and n.hist is None) or c.hist.tolist() == n.hist.tolist()
