@@ -45,11 +45,13 @@ client (or `memory_limit`).
 
 from __future__ import annotations
 
+import itertools
 import math
+import mmap
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -142,7 +144,25 @@ def _open_fits(path: str) -> Any:
                      uint=False)
 
 
+class _FileMap:
+    """A read-only memory map of a whole file (pages are mapped only as they are read)."""
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            self.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.map.close()  # BufferError while a view is alive: the cache ignores it, the GC unmaps later
+
+
 _H5_CACHE = _HandleCache(_open_h5, HDF5_LOCK)
+_MAP_CACHE = _HandleCache(_FileMap, threading.Lock(), maxsize=16)
+# Per (path, name, stamp): how an HDF5 dataset is stored, if its bytes can be used as they are (see _h5_layout).
+_H5_LAYOUTS: OrderedDict[tuple[str, str, tuple[int, int]], Any] = OrderedDict()
+_MIN_MAPPED_PIECE = 1 << 18  # below this a piece costs more per call than the copy it saves
 _NC_CACHE = _HandleCache(_open_nc, HDF5_LOCK)
 _FITS_CACHE = _HandleCache(_open_fits, _FITS_LOCK)
 _ZARR_CACHE: OrderedDict[tuple[str, str, tuple[int, int]], Any] = OrderedDict()
@@ -312,6 +332,97 @@ class _HDF5Array(ArrayProxy):
         with HDF5_LOCK:
             _H5_CACHE.get(self.path)[self.name].read_direct(out, region)  # HDF5 converts byte order if needed
         return out
+
+    def iter_region(self, region: tuple[slice, ...]) -> Iterator[np.ndarray] | None:
+        """The values of `region` as pieces in file order (each element once; the order of elements within
+        the region is lost), straight from the page cache through a read-only memory map: no copy.
+
+        Only for datasets whose bytes are the values (no filters, native byte order, a plain file) and
+        regions made of whole allocated chunks (or one contiguous range) of at least ~256 KiB per piece;
+        None otherwise, and the caller reads with :meth:`read_region`. Each piece's pages are dropped from
+        this process's mapping once the caller asks for the next one, so resident memory stays one piece.
+        """
+        if self.strings or not region:
+            return None
+        spans = _h5_spans(self.path, self.name, region)
+        if spans is None:
+            return None
+        with _COUNT_LOCK:
+            ArrayProxy.reads += 1
+        return _mapped_pieces(_MAP_CACHE.get(self.path).map, spans, self.dtype)
+
+
+def _h5_layout(path: str, name: str) -> Any:
+    """("contiguous", byte offset) or ("chunked", chunk shape) when the dataset's stored bytes are its values
+    as numpy would read them, else None. Cached per process and file version."""
+    import h5py
+
+    key = (path, name, _stamp(path))
+    if key in _H5_LAYOUTS:
+        return _H5_LAYOUTS[key]
+    with HDF5_LOCK:
+        dset = _H5_CACHE.get(path)[name]
+        dcpl = dset.id.get_create_plist()
+        layout = None
+        plain = (dset.file.driver == "sec2" and dcpl.get_nfilters() == 0 and dcpl.get_external_count() == 0
+                 and dset.dtype.isnative and dset.dtype.kind in "biuf" and dset.dtype.fields is None)
+        if plain and dcpl.get_layout() == h5py.h5d.CHUNKED:
+            layout = ("chunked", tuple(dset.chunks))
+        elif plain and dcpl.get_layout() == h5py.h5d.CONTIGUOUS and dset.id.get_offset() is not None:
+            layout = ("contiguous", int(dset.id.get_offset()))
+    _H5_LAYOUTS[key] = layout
+    while len(_H5_LAYOUTS) > 256:
+        _H5_LAYOUTS.popitem(last=False)
+    return layout
+
+
+def _h5_spans(path: str, name: str, region: tuple[slice, ...]) -> list[tuple[int, int]] | None:
+    """(byte offset, bytes) ranges of the file holding exactly the values of `region`, adjacent ranges merged,
+    or None when the region is not made of whole allocated chunks / one contiguous range."""
+    layout = _h5_layout(path, name)
+    if layout is None:
+        return None
+    with HDF5_LOCK:
+        dset = _H5_CACHE.get(path)[name]
+        shape, itemsize = dset.shape, dset.dtype.itemsize
+        if layout[0] == "contiguous":
+            inner = region[1:]
+            if any(r.start != 0 or r.stop != n for r, n in zip(inner, shape[1:])):
+                return None  # not one contiguous run of bytes
+            row = math.prod(shape[1:]) * itemsize
+            spans = [(layout[1] + region[0].start * row, (region[0].stop - region[0].start) * row)]
+        else:
+            chunks = layout[1]
+            if any(r.start % c or (r.stop % c and r.stop != n) for r, c, n in zip(region, chunks, shape)):
+                return None  # not aligned with the chunk grid
+            if any(r.stop % c for r, c in zip(region, chunks)):
+                return None  # edge chunks are stored whole: their values are not one byte range
+            nbytes = math.prod(chunks) * itemsize
+            spans = []
+            for corner in itertools.product(*(range(r.start, r.stop, c) for r, c in zip(region, chunks))):
+                info = dset.id.get_chunk_info_by_coord(corner)
+                if info.byte_offset is None or info.filter_mask or info.size != nbytes:
+                    return None  # never written (fill value) or stored otherwise
+                spans.append((int(info.byte_offset), nbytes))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for off, size in spans:
+        if merged and merged[-1][0] + merged[-1][1] == off:
+            merged[-1] = (merged[-1][0], merged[-1][1] + size)
+        else:
+            merged.append((off, size))
+    if sum(size for _, size in merged) / len(merged) < _MIN_MAPPED_PIECE:
+        return None
+    return merged
+
+
+def _mapped_pieces(mm: mmap.mmap, spans: list[tuple[int, int]], dtype: np.dtype) -> Iterator[np.ndarray]:
+    for off, size in spans:
+        try:
+            yield np.frombuffer(mm, dtype=dtype, count=size // dtype.itemsize, offset=off)
+        finally:  # the caller is done with this piece: unmap its pages here (the page cache keeps them)
+            start = off - off % mmap.PAGESIZE
+            mm.madvise(mmap.MADV_DONTNEED, start, off + size - start)
 
 
 class _NetCDFArray(ArrayProxy):

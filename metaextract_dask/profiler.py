@@ -96,6 +96,9 @@ def _region_partial(source: Any, region: tuple[slice, ...], fill: Any, bins: int
                     rng: tuple[float, float] | None) -> Partial:
     """Read one block of `source` (an ArrayProxy: a recipe, opened through the worker's handle cache) and
     summarise it, in one task: no block travels between tasks, and formats that read in place reuse one buffer."""
+    pieces = source.iter_region(region) if hasattr(source, "iter_region") else None
+    if pieces is not None:  # the stored bytes are the values: summarise them where they lie (page cache)
+        return merge_all([block_partial(piece, fill=fill, bins=bins, rng=rng) for piece in pieces])
     shape = tuple(s.stop - s.start for s in region)
     out = _buffer(shape, source.dtype) if getattr(source, "reads_in_place", False) and region else None
     return block_partial(source.read_region(region, out=out), fill=fill, bins=bins, rng=rng)

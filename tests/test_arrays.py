@@ -470,3 +470,38 @@ def test_corrupt_hdf5_chunk_raises_at_compute(sample_tree: Any, tmp_path: Path) 
     arr = open_array(path, "/instrument/detector/counts", decode=False)
     with pytest.raises(Exception):
         arr.compute(scheduler="threads")
+
+
+def test_hdf5_plain_storage_is_read_through_a_memory_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unfiltered, native-order datasets give their values straight from the file (each element once);
+    everything else (filters, byte order, edge or unwritten chunks, non-contiguous regions) says None."""
+    import h5py
+
+    from metaextract_dask import arrays as arrays_mod
+    from metaextract_dask.arrays import _open_raw
+
+    monkeypatch.setattr(arrays_mod, "_MIN_MAPPED_PIECE", 0)
+    path = tmp_path / "plain.h5"
+    values = np.arange(70 * 64, dtype="f4").reshape(70, 64)
+    with h5py.File(path, "w") as f:
+        f["contiguous"] = values
+        f.create_dataset("chunked", data=values, chunks=(16, 64))
+        f.create_dataset("gzip", data=values, chunks=(16, 64), compression="gzip")
+        f.create_dataset("big_endian", data=values.astype(">f4"), chunks=(16, 64))
+        sparse = f.create_dataset("sparse", shape=(64, 64), dtype="f4", chunks=(16, 64))
+        sparse[:16] = 1.0  # chunks 1..3 never written: fill values, not in the file
+
+    def pieces(name: str, region: tuple[slice, ...]) -> Any:
+        _, proxy = _open_raw(path, name)
+        it = proxy.iter_region(region)
+        return None if it is None else np.sort(np.concatenate([p.copy() for p in it]))
+
+    rows = (slice(16, 48), slice(0, 64))
+    np.testing.assert_array_equal(pieces("/contiguous", rows), np.sort(values[rows].ravel()))
+    np.testing.assert_array_equal(pieces("/chunked", rows), np.sort(values[rows].ravel()))
+    assert pieces("/contiguous", (slice(0, 10), slice(0, 32))) is None  # not one byte range
+    assert pieces("/chunked", (slice(8, 40), slice(0, 64))) is None  # not on the chunk grid
+    assert pieces("/chunked", (slice(64, 70), slice(0, 64))) is None  # the edge chunk is stored whole
+    assert pieces("/gzip", rows) is None and pieces("/big_endian", rows) is None
+    assert pieces("/sparse", (slice(0, 16), slice(0, 64))) is not None
+    assert pieces("/sparse", (slice(0, 32), slice(0, 64))) is None  # an unwritten chunk
