@@ -150,7 +150,7 @@ class _FileMap:
     def __init__(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
-            self.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            self.map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
 
@@ -163,6 +163,7 @@ _MAP_CACHE = _HandleCache(_FileMap, threading.Lock(), maxsize=16)
 # Per (path, name, stamp): how an HDF5 dataset is stored, if its bytes can be used as they are (see _h5_layout).
 _H5_LAYOUTS: OrderedDict[tuple[str, str, tuple[int, int]], Any] = OrderedDict()
 _MIN_MAPPED_PIECE = 1 << 18  # below this a piece costs more per call than the copy it saves
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # POSIX; elsewhere pages leave when the map is closed
 _NC_CACHE = _HandleCache(_open_nc, HDF5_LOCK)
 _FITS_CACHE = _HandleCache(_open_fits, _FITS_LOCK)
 _ZARR_CACHE: OrderedDict[tuple[str, str, tuple[int, int]], Any] = OrderedDict()
@@ -421,8 +422,9 @@ def _mapped_pieces(mm: mmap.mmap, spans: list[tuple[int, int]], dtype: np.dtype)
         try:
             yield np.frombuffer(mm, dtype=dtype, count=size // dtype.itemsize, offset=off)
         finally:  # the caller is done with this piece: unmap its pages here (the page cache keeps them)
-            start = off - off % mmap.PAGESIZE
-            mm.madvise(mmap.MADV_DONTNEED, start, off + size - start)
+            if _DONTNEED is not None:
+                start = off - off % mmap.PAGESIZE
+                mm.madvise(_DONTNEED, start, off + size - start)
 
 
 class _NetCDFArray(ArrayProxy):
