@@ -149,7 +149,9 @@ def main() -> int:
     print(f"(b) naive xarray, 7 computes : {gb / b:6.2f} GB/s  ({b:.2f} s)"
           + (f"  [{len(naive)} of {args.repeat} runs; others failed: {naive_failure}]" if naive_failure else ""))
     print(f"(c) raw h5py read, 1 process : {gb / c:6.2f} GB/s  ({c:.2f} s)")
-    print(f"ratio a/b: {b / a:5.2f}x (target >= 3)   ratio a/c: {c / a:5.2f} (target >= 0.7)")
+    pairs = sorted(r / o for r, o in zip(raw, ours))
+    print(f"ratio a/b: {b / a:5.2f}x (target >= 3)   ratio a/c: {c / a:5.2f} (target >= 0.7); "
+          f"a/c per run: median {pairs[len(pairs) // 2]:.2f}, range {pairs[0]:.2f}-{pairs[-1]:.2f}")
     print(f"memory limit per worker: {limit / 2**20:,.0f} MiB")
     print(f"peak worker RSS during (a): {max(peaks) / 2**20:,.0f} MiB of a {limit / 2**20:,.0f} MiB memory limit "
           f"(dataset {nbytes / 2**20:,.0f} MiB)")

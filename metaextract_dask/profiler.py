@@ -315,6 +315,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
             todo[future.key] = {"kind": "array", "base": base, "meta": meta, "opened": (arr, source),
                                 "attrs": attrs, "final": final, "retried": False}
             futures.append(future)
+        jobs = list(todo.values())
         for batch in _batches(small, batch_bytes):
             future = c.submit(_small_partials, [entry["item"] for entry in batch], pure=False)
             todo[future.key] = {"kind": "batch", "entries": batch, "retried": False}
@@ -369,7 +370,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 bar.update(1)
             bar.close()
         finally:
-            c.run(release_buffers)  # the per-thread read buffers (see _region_partial)
+            if any(getattr(job.get("opened", (None, None))[1], "reads_in_place", False) for job in jobs):
+                c.run(release_buffers)  # the per-thread read buffers (see _region_partial)
 
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
     with ParquetSink(catalog.path) as sink:
