@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from metaextract_dask import config
+
 __all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", "finalize", "HAVE_NUMBA"]
 
 # Elements per slice inside a block: the passes of one slice stay in the CPU cache.
@@ -342,7 +344,8 @@ def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
     counts = np.zeros(bins + 6, dtype=np.int64)
     f = _native_fill(dt, fill)
     done = None
-    if _kernels is not None and dt == np.float32:  # the one-loop AVX2 kernel (None: this CPU has no AVX2)
+    if _kernels is not None and dt == np.float32 and config.get("kernel", "auto") != "numba":
+        # the one-loop AVX2 kernel (it returns None where the CPU has no AVX2)
         c = _shift(flat, f)
         done = _kernels.f32_block(flat, float(lo_w), float(hi_w), float(scale), float(top), bins,
                                   None if f is None else float(f), c, counts)

@@ -340,7 +340,7 @@ def _avx2_kernel_reason() -> str | None:
 
 @pytest.mark.skipif(_avx2_kernel_reason() is not None, reason=str(_avx2_kernel_reason()))
 @pytest.mark.parametrize("size", [1, 7, 8, 9, 100_003])
-def test_avx2_kernel_equals_numba_kernel(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_avx2_kernel_equals_numba_kernel(size: int) -> None:
     """The C float32 kernel and the numba one give the same counts, bins and extremes, and equal moments."""
     from metaextract_dask import stats as stats_mod
 
@@ -351,9 +351,8 @@ def test_avx2_kernel_equals_numba_kernel(size: int, monkeypatch: pytest.MonkeyPa
         x[7] = np.float32(100.0)  # exactly the top edge: the last bin
     for fill, rng_ in [(-999, (-50.0, 100.0)), (None, None), (12345.0, (-1e3, 1e3))]:
         c = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
-        monkeypatch.setattr(stats_mod, "_kernels", None)
-        n = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
-        monkeypatch.undo()
+        with dask.config.set({"metaextract.kernel": "numba"}):  # the documented switch
+            n = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
         assert (c.count, c.n, c.nan, c.inf, c.fill, c.under, c.over) == (n.count, n.n, n.nan, n.inf, n.fill,
                                                                           n.under, n.over)
         assert (c.min, c.max) == (n.min, n.max)
