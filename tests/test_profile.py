@@ -340,7 +340,7 @@ def _avx2_kernel_reason() -> str | None:
 
 @pytest.mark.skipif(_avx2_kernel_reason() is not None, reason=str(_avx2_kernel_reason()))
 @pytest.mark.parametrize("size", [1, 7, 8, 9, 100_003])
-def test_avx2_kernel_equals_numba_kernel(size: int) -> None:
+def test_avx2_kernel_equals_numba_kernel(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The C float32 kernel and the numba one give the same counts, bins and extremes, and equal moments."""
     from metaextract_dask import stats as stats_mod
 
@@ -351,11 +351,29 @@ def test_avx2_kernel_equals_numba_kernel(size: int) -> None:
         x[7] = np.float32(100.0)  # exactly the top edge: the last bin
     for fill, rng_ in [(-999, (-50.0, 100.0)), (None, None), (12345.0, (-1e3, 1e3))]:
         c = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
-        with dask.config.set({"metaextract.kernel": "numba"}):  # the documented switch
-            n = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
+        monkeypatch.setattr(stats_mod, "_kernels", None)
+        n = stats_mod.block_partial(x, fill=fill, bins=24, rng=rng_)
+        monkeypatch.undo()
         assert (c.count, c.n, c.nan, c.inf, c.fill, c.under, c.over) == (n.count, n.n, n.nan, n.inf, n.fill,
                                                                           n.under, n.over)
         assert (c.min, c.max) == (n.min, n.max)
         assert c.mean == pytest.approx(n.mean, rel=1e-12, abs=1e-12)
         assert c.m2 == pytest.approx(n.m2, rel=1e-10, abs=1e-10)
         assert (c.hist is None and n.hist is None) or c.hist.tolist() == n.hist.tolist()
+
+
+def test_kernel_setting_numba_bypasses_the_c_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """metaextract.kernel = numba: float32 blocks never reach the C extension."""
+    from metaextract_dask import stats as stats_mod
+
+    class Refuses:
+        def f32_block(self, *args: Any) -> None:
+            raise AssertionError("the C kernel was called")
+
+    monkeypatch.setattr(stats_mod, "_kernels", Refuses())
+    x = np.arange(1000, dtype="f4")
+    with dask.config.set({"metaextract.kernel": "numba"}):
+        p = stats_mod.block_partial(x, bins=10, rng=(0.0, 1000.0))
+    assert (p.n, p.min, p.max, p.mean) == (1000, 0.0, 999.0, 499.5)
+    with pytest.raises(AssertionError, match="C kernel was called"):
+        stats_mod.block_partial(x, bins=10, rng=(0.0, 1000.0))
