@@ -364,7 +364,7 @@ def _h5_layout(path: str, name: str) -> Any:
     with HDF5_LOCK:
         dset = _H5_CACHE.get(path)[name]
         dcpl = dset.id.get_create_plist()
-        layout = None
+        layout: tuple[str, Any] | None = None
         plain = (dset.file.driver == "sec2" and dcpl.get_nfilters() == 0 and dcpl.get_external_count() == 0
                  and dset.dtype.isnative and dset.dtype.kind in "biuf" and dset.dtype.fields is None)
         if plain and dcpl.get_layout() == h5py.h5d.CHUNKED:

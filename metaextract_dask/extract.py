@@ -196,7 +196,7 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     """
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
     with dask.config.set({"metaextract.scan": settings} if settings else {}):
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "sniff_bytes": int(config.get("scan.sniff-bytes", 1024)),
             "retries": int(config.get("scan.retries", 0)),
             "backoff": float(config.get("scan.retry-backoff", 0.5)),

@@ -123,7 +123,7 @@ class ParquetSink:
         self._lock_fd = fd
 
     def _referenced(self) -> set[str]:
-        refs = set()
+        refs: set[str] = set()
         for batch in self.manifest["batches"] + self.manifest["pending"]:
             refs.update(os.path.join(name, part) for name, part in batch["parts"].items())
         return refs

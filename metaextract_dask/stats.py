@@ -336,9 +336,13 @@ def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         ks, ku, it = flat, flat.view(ut), dt
         emask, eval_, mmask = dt.type(0), dt.type(1), dt.type(0)
     lo, hi = rng if rng is not None else (0.0, 0.0)
+    lo_w: Any
+    hi_w: Any
+    scale: Any
+    top: Any
     if dt == np.float32:  # float32 arithmetic for float32 data: twice the vector width
         lo_w, hi_w, scale = _f32_range(lo, hi, bins)
-        top: Any = np.float32(bins - 1)
+        top = np.float32(bins - 1)
     else:
         lo_w, hi_w, scale, top = float(lo), float(hi), (bins / (hi - lo) if hi > lo else 0.0), float(bins - 1)
     counts = np.zeros(bins + 6, dtype=np.int64)
