@@ -2,9 +2,12 @@
 
 Each array is opened lazily with its raw stored values (:func:`metaextract_dask.arrays.open_array`,
 ``decode=False``) in adaptive chunks; every dask block becomes one partial (:mod:`metaextract_dask.stats`) and
-the partials of an array merge in a small tree. All arrays are submitted together; each array's result is its
-own future, so an array whose chunks fail to decode becomes an error row without stopping the others.
-Results go to the catalog's ``stats`` table (keyed like ``arrays`` by path and name).
+the partials of an array merge in a small tree. On the CPU one task reads a block from the array's recipe and
+summarises it (:func:`_region_partial`: in place from a memory map where the stored bytes are the values,
+else into a reused buffer); arrays of a single block go many to a task (:func:`_small_partials`). All arrays
+are submitted together; each array's (or batch's) result is its own future, so an array whose chunks fail to
+decode becomes an error row without stopping the others. Results go to the catalog's ``stats`` table (keyed
+like ``arrays`` by path and name).
 """
 
 from __future__ import annotations
