@@ -343,37 +343,51 @@ class _HDF5Array(ArrayProxy):
         None otherwise, and the caller reads with :meth:`read_region`. Each piece's pages are dropped from
         this process's mapping once the caller asks for the next one, so resident memory stays one piece.
         """
-        if self.strings or not region:
-            return None
-        spans = _h5_spans(self.path, self.name, region)
-        if spans is None:
-            return None
-        with _COUNT_LOCK:
-            ArrayProxy.reads += 1
-        return _mapped_pieces(_MAP_CACHE.get(self.path).map, spans, self.dtype)
+        return None if self.strings else _mapped_region(self.path, self.name, region, self.dtype)
+
+
+def _mapped_region(path: str, name: str, region: tuple[slice, ...], dtype: np.dtype) -> Iterator[np.ndarray] | None:
+    """Pieces of `region` of HDF5 dataset `name` straight from a memory map of the file, or None."""
+    if not region or (layout := _h5_layout(path, name)) is None or layout[2] != dtype:
+        return None
+    spans = _h5_spans(path, name, region)
+    if spans is None:
+        return None
+    with _COUNT_LOCK:
+        ArrayProxy.reads += 1
+    return _mapped_pieces(_MAP_CACHE.get(path).map, spans, dtype)
 
 
 def _h5_layout(path: str, name: str) -> Any:
-    """("contiguous", byte offset) or ("chunked", chunk shape) when the dataset's stored bytes are its values
-    as numpy would read them, else None. Cached per process and file version."""
-    import h5py
-
+    """("contiguous", byte offset, dtype) or ("chunked", chunk shape, dtype) when the stored bytes are the values
+    as numpy would read them, else None (also when h5py cannot open the file or find `name`: netCDF-3 files).
+    Cached per process and file version."""
     key = (path, name, _stamp(path))
     if key in _H5_LAYOUTS:
         return _H5_LAYOUTS[key]
-    with HDF5_LOCK:
-        dset = _H5_CACHE.get(path)[name]
-        dcpl = dset.id.get_create_plist()
-        layout: tuple[str, Any] | None = None
-        plain = (dset.file.driver == "sec2" and dcpl.get_nfilters() == 0 and dcpl.get_external_count() == 0
-                 and dset.dtype.isnative and dset.dtype.kind in "biuf" and dset.dtype.fields is None)
-        if plain and dcpl.get_layout() == h5py.h5d.CHUNKED:
-            layout = ("chunked", tuple(dset.chunks))
-        elif plain and dcpl.get_layout() == h5py.h5d.CONTIGUOUS and dset.id.get_offset() is not None:
-            layout = ("contiguous", int(dset.id.get_offset()))
+    try:
+        layout = _h5_inspect(path, name)
+    except (OSError, KeyError, ValueError, TypeError):
+        layout = None
     _H5_LAYOUTS[key] = layout
     while len(_H5_LAYOUTS) > 256:
         _H5_LAYOUTS.popitem(last=False)
+    return layout
+
+
+def _h5_inspect(path: str, name: str) -> tuple[str, Any, np.dtype] | None:
+    import h5py
+
+    with HDF5_LOCK:
+        dset = _H5_CACHE.get(path)[name]
+        dcpl = dset.id.get_create_plist()
+        layout: tuple[str, Any, np.dtype] | None = None
+        plain = (dset.file.driver == "sec2" and dcpl.get_nfilters() == 0 and dcpl.get_external_count() == 0
+                 and dset.dtype.isnative and dset.dtype.kind in "biuf" and dset.dtype.fields is None)
+        if plain and dcpl.get_layout() == h5py.h5d.CHUNKED:
+            layout = ("chunked", tuple(dset.chunks), dset.dtype)
+        elif plain and dcpl.get_layout() == h5py.h5d.CONTIGUOUS and dset.id.get_offset() is not None:
+            layout = ("contiguous", int(dset.id.get_offset()), dset.dtype)
     return layout
 
 
@@ -441,6 +455,11 @@ class _NetCDFArray(ArrayProxy):
             var.set_auto_maskandscale(False)
             var.set_auto_chartostring(False)
             return var[key] if key else var[...]
+
+    def iter_region(self, region: tuple[slice, ...]) -> Iterator[np.ndarray] | None:
+        """As :meth:`_HDF5Array.iter_region`: a netCDF-4 file is an HDF5 file and the variable the HDF5 dataset
+        of the same path (opened with h5py, read-only, beside netCDF-C's handle). None for netCDF-3."""
+        return _mapped_region(self.path, self.name, region, self.dtype)
 
 
 def _zarr_meta_file(path: str, component: str) -> str:

@@ -505,3 +505,34 @@ def test_hdf5_plain_storage_is_read_through_a_memory_map(tmp_path: Path, monkeyp
     assert pieces("/gzip", rows) is None and pieces("/big_endian", rows) is None
     assert pieces("/sparse", (slice(0, 16), slice(0, 64))) is not None
     assert pieces("/sparse", (slice(0, 32), slice(0, 64))) is None  # an unwritten chunk
+
+
+def test_netcdf4_plain_variables_are_read_through_a_memory_map(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A netCDF-4 file is HDF5 underneath: uncompressed variables come from the map too (each element once);
+    zlib ones and netCDF-3 files do not."""
+    import netCDF4
+
+    from metaextract_dask import arrays as arrays_mod
+    from metaextract_dask.arrays import _open_raw
+
+    monkeypatch.setattr(arrays_mod, "_MIN_MAPPED_PIECE", 0)
+    values = np.random.default_rng(2).normal(size=(40, 30)).astype("f4")
+    for fmt in ("NETCDF4", "NETCDF3_CLASSIC"):
+        path = tmp_path / f"{fmt}.nc"
+        with netCDF4.Dataset(path, "w", format=fmt) as ds:
+            ds.createDimension("y", 40)
+            ds.createDimension("x", 30)
+            grp = ds.createGroup("g") if fmt == "NETCDF4" else ds
+            grp.createVariable("plain", "f4", ("y", "x"))[:] = values
+            if fmt == "NETCDF4":
+                grp.createVariable("zipped", "f4", ("y", "x"), zlib=True)[:] = values
+        name = "/g/plain" if fmt == "NETCDF4" else "/plain"
+        _, proxy = _open_raw(path, name)
+        pieces = proxy.iter_region((slice(0, 40), slice(0, 30)))
+        if fmt == "NETCDF4":
+            assert pieces is not None
+            np.testing.assert_array_equal(np.sort(np.concatenate(list(pieces))), np.sort(values.ravel()))
+            assert _open_raw(path, "/g/zipped")[1].iter_region((slice(0, 40), slice(0, 30))) is None
+        else:
+            assert pieces is None
