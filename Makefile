@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml setup.py metaextract_dask/_kernels.c
 
 setup: $(STAMP)
 
-## make demo: write sample data of every format, scan it on an embedded LocalCluster, summarise the catalog
+## make demo: write sample data of every format, scan and profile it on an embedded LocalCluster, summarise the catalog
 demo: setup
 	$(BIN)/metaextract-dask sample-data demo-data --preset small
-	$(BIN)/metaextract-dask scan demo-data -o demo-catalog
+	$(BIN)/metaextract-dask scan demo-data -o demo-catalog --profile
 	$(BIN)/metaextract-dask info demo-catalog
 
 ## make test: the whole suite (slow tests included, as in CI)
