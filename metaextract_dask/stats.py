@@ -31,6 +31,8 @@ __all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", 
 
 # Elements per slice inside a block: the passes of one slice stay in the CPU cache.
 _SLICE = 1 << 20
+# Most bins for the pair-counting kernels: (bins + 6)**2 counters in 4 tables, 1 MiB at 250 bins.
+_PAIR_BINS = 250
 
 
 @dataclass
@@ -448,6 +450,9 @@ def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         flat, dt = flat.astype(dt.newbyteorder("=")), dt.newbyteorder("=")
     if dt.kind in "iu" and dt.itemsize <= 2:
         return _count_partial(flat, fill, bins, rng)
+    if bins > _PAIR_BINS:  # pair tables grow with bins squared: the generic slices instead
+        return merge_all([_slice_partial(flat[i:i + _SLICE], np, fill, bins, rng)
+                          for i in range(0, max(flat.size, 1), _SLICE)])
     return _float_partial(flat, fill, bins, rng)
 
 

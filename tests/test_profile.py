@@ -377,3 +377,17 @@ def test_kernel_setting_numba_bypasses_the_c_kernel(monkeypatch: pytest.MonkeyPa
     assert (p.n, p.min, p.max, p.mean) == (1000, 0.0, 999.0, 499.5)
     with pytest.raises(AssertionError, match="C kernel was called"):
         stats_mod.block_partial(x, bins=10, rng=(0.0, 1000.0))
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i2"])
+def test_many_bins_stay_small_and_exact(dtype: str) -> None:
+    """2,000 bins: no (bins + 6)**2 pair tables (they would take 64 MiB per block); numpy's counts up to
+    values within rounding of an edge (bin arithmetic in float32 for float32 data; see README)."""
+    x = np.random.default_rng(9).normal(0, 100, size=50_001).astype(dtype)
+    p = block_partial(x, bins=2000, rng=(-300.0, 300.0))
+    xf = x.astype(np.float64)
+    ref = np.histogram(xf, bins=2000, range=(-300.0, 300.0))[0]
+    assert p.hist.sum() == ref.sum() and np.abs(p.hist - ref).sum() <= 10
+    if dtype != "f4":
+        np.testing.assert_array_equal(p.hist, ref)
+    assert (p.under, p.over, p.n) == (int((xf < -300).sum()), int((xf > 300).sum()), x.size)
