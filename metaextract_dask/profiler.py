@@ -278,6 +278,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     from metaextract_dask.chunking import worker_memory_limit
     from metaextract_dask.sinks import ParquetSink
 
+    if isinstance(bins, bool) or int(bins) != bins or bins < 1:
+        raise ValueError(f"bins must be a positive integer, not {bins!r}")
     if not isinstance(catalog, Catalog):
         catalog = Catalog(catalog)
     t0 = time.perf_counter()

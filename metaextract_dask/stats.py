@@ -470,6 +470,9 @@ def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float
     rng : (float, float), optional
         Histogram range; no histogram without one.
     """
+    if int(bins) != bins or bins < 1:
+        raise ValueError(f"bins must be a positive integer, not {bins!r}")
+    bins = int(bins)
     xp = _xp(block)
     flat = block.reshape(-1)
     if flat.dtype.kind not in "biufc":

@@ -391,3 +391,10 @@ def test_many_bins_stay_small_and_exact(dtype: str) -> None:
     if dtype != "f4":
         np.testing.assert_array_equal(p.hist, ref)
     assert (p.under, p.over, p.n) == (int((xf < -300).sum()), int((xf > 300).sum()), x.size)
+
+
+def test_bins_must_be_positive(catalog: Any) -> None:
+    with pytest.raises(ValueError, match="bins must be a positive integer"):
+        block_partial(np.zeros(10, "f4"), bins=0, rng=(0.0, 1.0))
+    with pytest.raises(ValueError, match="bins must be a positive integer"):
+        profile(catalog, bins=-3)
