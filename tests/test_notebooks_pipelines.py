@@ -29,6 +29,7 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "dashboard: http://127.0.0.1:" in text
     assert "SYNTH-CCD-A" in text  # the HIERARCH keyword came out of duckdb's JSON query
     assert "truncated" in text  # the error row is shown
+    assert "tas histogram 150.0 .. 350.0" in text  # the profile section: range from the CF valid_range
 
 
 @pytest.mark.slow
