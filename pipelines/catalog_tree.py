@@ -4,7 +4,10 @@
 
 Writes the catalog (``pipeline.output``) and a report directory (``pipeline.report``) with Parquet tables
 ``by_format`` (files, bytes, errors, arrays per format) and ``by_directory`` (files, bytes, errors per parent
-directory), both computed as one dask graph on the same cluster as the scan.
+directory), both computed as one dask graph on the same cluster as the scan. With ``pipeline.profile``
+(``strategy``, ``sample_fraction``, ``device``), the arrays are profiled on that cluster too (the catalog's
+``stats`` table) and the report gets ``profile_by_format`` (arrays profiled, errors, elements, NaN and fill
+counts per format).
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         # One graph: both aggregations share the read of the files table.
         by_format, by_directory, arrays_per_format = dask.compute(by_format, by_directory, arrays_per_format,
                                                                    scheduler=client.get)
+        profile_by_format = None
+        settings = job.get("profile")
+        if settings:
+            settings = {} if settings is True else dict(settings)
+            stats = mx.profile(catalog, client=client, strategy=settings.get("strategy", "full"),
+                               sample_fraction=float(settings.get("sample_fraction", 0.1)),
+                               device=settings.get("device", "auto"))
+            formats = catalog.to_pandas("files")[["path", "format"]]
+            stats = stats.merge(formats, on="path").assign(error=lambda t: (t.status == "error").astype("int64"),
+                                                           ok=lambda t: (t.status == "ok").astype("int64"))
+            profile_by_format = stats.groupby("format").agg(
+                arrays=("ok", "sum"), errors=("error", "sum"), elements=("count", "sum"),
+                nan=("nan_count", "sum"), fill=("fill_count", "sum"))
     rename = {"path": "files", "size_bytes": "bytes", "error": "errors"}
     by_format = by_format.rename(columns=rename)
     by_format["arrays"] = arrays_per_format.reindex(by_format.index, fill_value=0)
@@ -66,7 +82,10 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         os.makedirs(report, exist_ok=True)
         by_format.to_parquet(os.path.join(report, "by_format.parquet"))
         by_directory.to_parquet(os.path.join(report, "by_directory.parquet"))
-    return {"summary": catalog.scan_summary, "by_format": by_format, "by_directory": by_directory}
+        if profile_by_format is not None:
+            profile_by_format.to_parquet(os.path.join(report, "profile_by_format.parquet"))
+    return {"summary": catalog.scan_summary, "by_format": by_format, "by_directory": by_directory,
+            "profile_by_format": profile_by_format}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     result = run(load_job(args.config, args.set))
     print(result["by_format"].to_string())
+    if result["profile_by_format"] is not None:
+        print(result["profile_by_format"].to_string())
     return 0
 
 

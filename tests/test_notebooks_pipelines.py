@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,7 +40,8 @@ def test_catalog_tree_pipeline(sample_tree: Any, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "pipelines" / "catalog_tree.py"), str(ROOT / "conf" / "catalog_tree.yaml"),
          "--set", f"pipeline.inputs=[{root}]", "--set", f"pipeline.output={out}",
-         "--set", f"pipeline.report={report}", "--set", "metaextract.scan.batch-max-files=3"],
+         "--set", f"pipeline.report={report}", "--set", "metaextract.scan.batch-max-files=3",
+         "--set", "pipeline.profile={strategy: full, device: cpu}"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr
     by_format = pd.read_parquet(report / "by_format.parquet")
@@ -54,3 +56,12 @@ def test_catalog_tree_pipeline(sample_tree: Any, tmp_path: Path) -> None:
     from metaextract_dask import open_catalog
 
     assert open_catalog(out).manifest["summary"]["batches"] >= 6  # the metaextract section was applied
+    # pipeline.profile: the stats table of every numeric array, summarised per format
+    prof = pd.read_parquet(report / "profile_by_format.parquet")
+    numeric = {f: [a for e in manifest["files"] if e["format"] == f for a in e["arrays"] if a.get("stats")]
+               for f in expected.index}
+    numeric = {f: arrs for f, arrs in numeric.items() if arrs}
+    assert prof["arrays"].to_dict() == {f: len(arrs) for f, arrs in numeric.items()}
+    assert prof["errors"].sum() == 0
+    assert prof["elements"].to_dict() == {f: sum(int(np.prod(a["shape"])) for a in arrs)
+                                          for f, arrs in numeric.items()}
