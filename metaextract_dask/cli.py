@@ -66,6 +66,7 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-fraction", type=float, default=0.1, metavar="F", help="share of chunks for --strategy sample")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cupy on the workers' GPUs (gpu), numpy (cpu), or GPU when every worker has one (auto)")
+    p.add_argument("--bins", type=int, default=64, metavar="N", help="histogram bins (default 64)")
 
 
 def _run_profile(catalog: Any, args: argparse.Namespace, client: Any = None) -> int:
@@ -73,7 +74,7 @@ def _run_profile(catalog: Any, args: argparse.Namespace, client: Any = None) -> 
 
     try:
         stats = profile(catalog, strategy=args.strategy, sample_fraction=args.sample_fraction, device=args.device,
-                        client=client, scheduler=getattr(args, "scheduler", None), n_workers=args.workers,
+                        bins=args.bins, client=client, scheduler=getattr(args, "scheduler", None), n_workers=args.workers,
                         progress=not args.no_progress)
     except (RuntimeError, ValueError) as exc:
         return _error(str(exc))

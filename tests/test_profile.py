@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from helpers import none
-from metaextract_dask import open_array, profile, scan
+from metaextract_dask import open_array, open_catalog, profile, scan
 from metaextract_dask.stats import block_partial, finalize, merge_all
 
 
@@ -181,8 +181,15 @@ def test_cli_profile_and_scan_with_profile(sample_tree: Any, tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert "profiled 39 arrays on cpu: ok 36, skipped 3" in proc.stdout
     proc = subprocess.run([*exe, "profile", str(out), "--strategy", "sample", "--sample-fraction", "0.5",
-                           "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=300)
+                           "--bins", "10", "--workers", "1", "--no-progress"], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
+    stats = open_catalog(out).to_pandas("stats")
+    ok = stats[stats["status"] == "ok"]
+    assert set(ok["bins"]) == {10} and all(len(h) == 10 for h in ok["hist_counts"])
+    proc = subprocess.run([*exe, "profile", str(out), "--bins", "0", "--workers", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "bins must be a positive integer" in proc.stderr
     proc = subprocess.run([*exe, "profile", str(out), "--device", "gpu", "--workers", "1", "--no-progress"],
                           capture_output=True, text=True, timeout=300)
     if "profiled" not in proc.stdout:  # no GPU here: a clear error, exit 2
