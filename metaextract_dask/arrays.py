@@ -162,6 +162,7 @@ _H5_CACHE = _HandleCache(_open_h5, HDF5_LOCK)
 _MAP_CACHE = _HandleCache(_FileMap, threading.Lock(), maxsize=16)
 # Per (path, name, stamp): how an HDF5 dataset is stored, if its bytes can be used as they are (see _h5_layout).
 _H5_LAYOUTS: OrderedDict[tuple[str, str, tuple[int, int]], Any] = OrderedDict()
+_LAYOUTS_LOCK = threading.Lock()
 _MIN_MAPPED_PIECE = 1 << 18  # below this a piece costs more per call than the copy it saves
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # POSIX; elsewhere pages leave when the map is closed
 _NC_CACHE = _HandleCache(_open_nc, HDF5_LOCK)
@@ -363,15 +364,17 @@ def _h5_layout(path: str, name: str) -> Any:
     as numpy would read them, else None (also when h5py cannot open the file or find `name`: netCDF-3 files).
     Cached per process and file version."""
     key = (path, name, _stamp(path))
-    if key in _H5_LAYOUTS:
-        return _H5_LAYOUTS[key]
+    with _LAYOUTS_LOCK:
+        if key in _H5_LAYOUTS:
+            return _H5_LAYOUTS[key]
     try:
         layout = _h5_inspect(path, name)
     except (OSError, KeyError, ValueError, TypeError):
         layout = None
-    _H5_LAYOUTS[key] = layout
-    while len(_H5_LAYOUTS) > 256:
-        _H5_LAYOUTS.popitem(last=False)
+    with _LAYOUTS_LOCK:
+        _H5_LAYOUTS[key] = layout
+        while len(_H5_LAYOUTS) > 256:
+            _H5_LAYOUTS.popitem(last=False)
     return layout
 
 
@@ -408,10 +411,8 @@ def _h5_spans(path: str, name: str, region: tuple[slice, ...]) -> list[tuple[int
             spans = [(layout[1] + region[0].start * row, (region[0].stop - region[0].start) * row)]
         else:
             chunks = layout[1]
-            if any(r.start % c or (r.stop % c and r.stop != n) for r, c, n in zip(region, chunks, shape)):
-                return None  # not aligned with the chunk grid
-            if any(r.stop % c for r, c in zip(region, chunks)):
-                return None  # edge chunks are stored whole: their values are not one byte range
+            if any(r.start % c or r.stop % c for r, c in zip(region, chunks)):
+                return None  # off the chunk grid, or an edge chunk (stored whole: not only the values)
             nbytes = math.prod(chunks) * itemsize
             spans = []
             for corner in itertools.product(*(range(r.start, r.stop, c) for r, c in zip(region, chunks))):
@@ -977,18 +978,20 @@ def open_array(path: PathLike, name: str, *, decode: bool = True, chunks: Any = 
     ValueError
         If `path` is of no known format, or of one without arrays.
     """
+    spec, fmt = _spec_of(path, name)
+    return _to_dataarray(spec, name, fmt, decode=decode, chunks=chunks, memory_limit=memory_limit)
+
+
+def _spec_of(path: PathLike, name: str) -> tuple[_Spec, str]:
     path = os.fspath(path)
     fmt = _format_of(path)
-    spec = _OPENERS[fmt](path, name)
-    return _to_dataarray(spec, name, fmt, decode=decode, chunks=chunks, memory_limit=memory_limit)
+    return _OPENERS[fmt](path, name), fmt
 
 
 def _open_raw(path: PathLike, name: str, *, memory_limit: int | None = None) -> tuple[xarray.DataArray, ArrayProxy]:
     """:func:`open_array` with ``decode=False``, and the recipe behind it (for tasks that read regions
     themselves, as the profiler does)."""
-    path = os.fspath(path)
-    fmt = _format_of(path)
-    spec = _OPENERS[fmt](path, name)
+    spec, fmt = _spec_of(path, name)
     return _to_dataarray(spec, name, fmt, decode=False, chunks=None, memory_limit=memory_limit), spec.proxy
 
 
