@@ -405,3 +405,21 @@ def test_bins_must_be_positive(catalog: Any) -> None:
         block_partial(np.zeros(10, "f4"), bins=0, rng=(0.0, 1.0))
     with pytest.raises(ValueError, match="bins must be a positive integer"):
         profile(catalog, bins=-3)
+
+
+def test_file_truncated_after_the_scan_is_an_error_row(client: Any, tmp_path: Path) -> None:
+    """Between scan and profile a file loses its second half: its array is an error row, with a message;
+    the other file's array is profiled."""
+    import h5py
+
+    values = np.arange(64 * 1024, dtype="f4").reshape(64, 1024)
+    for name in ("a.h5", "b.h5"):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("x", data=values, chunks=(16, 1024))
+    cat = scan([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "cat", client=client)
+    with open(tmp_path / "b.h5", "r+b") as f:
+        f.truncate((tmp_path / "b.h5").stat().st_size // 2)
+    st = profile(cat, client=client).set_index("path")
+    a, b = st.loc[str(tmp_path / "a.h5")], st.loc[str(tmp_path / "b.h5")]
+    assert a["status"] == "ok" and a["valid_count"] == values.size and a["max"] == values.max()
+    assert b["status"] == "error" and b["error_message"]
