@@ -31,6 +31,9 @@ test-fast: setup
 ## make bench: ratio benchmarks (results go to BENCHMARKS.md by hand, with the command)
 bench: setup
 	$(BIN)/python benchmarks/bench_scan.py
+	$(BIN)/python benchmarks/bench_rescan.py
+	$(BIN)/python benchmarks/bench_profile.py --repeat 3
+	$(BIN)/python benchmarks/bench_kernels.py
 
 clean:
 	rm -rf $(VENV) demo-data demo-catalog bench-data .pytest_cache
