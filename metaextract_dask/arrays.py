@@ -616,7 +616,8 @@ def _h5_names(f: Any) -> list[str]:
 def _open_hdf5(path: str, name: str) -> _Spec:
     import h5py
 
-    with HDF5_LOCK, h5py.File(path, "r") as f:
+    with HDF5_LOCK:
+        f = _H5_CACHE.get(path)  # the handle reads will use too: one open per file and process, not per array
         obj = f.get(name) if name.startswith("/") else None
         if not isinstance(obj, h5py.Dataset):
             raise _missing("HDF5", path, name, _h5_names(f))
@@ -664,9 +665,8 @@ def _nc_names(ds: Any) -> list[str]:
 
 
 def _open_netcdf(path: str, name: str) -> _Spec:
-    import netCDF4
-
-    with HDF5_LOCK, netCDF4.Dataset(path, "r") as ds:
+    with HDF5_LOCK:
+        ds = _NC_CACHE.get(path)  # the handle reads will use too: one open per file and process, not per array
         group_path, _, var_name = name.rpartition("/")
         var = None
         if name.startswith("/") and var_name:

@@ -18,6 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -201,23 +202,53 @@ def _data_range(p: Partial) -> tuple[float, float]:
     return (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
 
 
-def _small_partials(items: list[tuple[Any, Any, int, tuple[float, float] | None]]) -> list[tuple[Any, ...]]:
-    """Profile many small arrays (one block each) in one task: one task per tiny array would cost more in
-    scheduling than in reading. Each array is read once; the two-pass exception (float data without a valid
-    range) takes its second pass over the values already in memory. Errors stay per array."""
+@dataclass(frozen=True)
+class _ArrayShape:
+    """What :func:`_plan` needs of an array: dtype and dask chunks (a dask array also qualifies)."""
+
+    dtype: np.dtype
+    chunks: tuple[tuple[int, ...], ...]
+
+    @property
+    def size(self) -> int:  # noqa: D102
+        return math.prod(sum(c) for c in self.chunks)
+
+
+def _small_partials(items: list[tuple[str, str, int, int | None, str, float]]) -> list[tuple[Any, ...]]:
+    """Profile many small arrays (one block each) in one task, opening them here on the worker: one task (or
+    one client-side open) per tiny array would cost more than reading it. Each array is read once; the
+    two-pass exception (float data without a valid range) takes its second pass over the values already in
+    memory. Errors stay per array.
+
+    Items are ``(path, name, bins, memory_limit, strategy, sample_fraction)``; results are
+    ``("ok", partial, row metadata, {scale_factor, add_offset}, passes)`` or ``("error", type, message,
+    row metadata so far)``.
+    """
+    from metaextract_dask.arrays import _dask_chunks, _spec_of
+
     out: list[tuple[Any, ...]] = []
-    for source, fill, bins, rng in items:
+    for path, name, bins, memory_limit, strategy, sample_fraction in items:
+        meta: dict[str, Any] = {}
         try:
-            data = source.read_region(tuple(slice(0, n) for n in source.shape))
-            p = block_partial(data, fill=fill, bins=bins, rng=rng)
-            second = None
+            spec, _ = _spec_of(path, name)  # the recipe and attributes; no dask or xarray object is needed here
+            source, attrs = spec.proxy, dict(spec.attrs)
+            shape = _ArrayShape(source.dtype, _dask_chunks(spec, None, memory_limit))  # adaptive, as open_array
+            rng, fill, chosen, meta = _plan(shape, attrs, bins=bins, strategy=strategy,
+                                            sample_fraction=sample_fraction, key=f"{path}::{name}", rng=None)
+            regions = _block_regions(shape.chunks)
+            blocks = [source.read_region(regions[i]) for i in chosen]  # one: the catalog said it is small
+            p = merge_all([block_partial(b, fill=fill, bins=bins, rng=rng) for b in blocks])
+            passes = 1
             if rng is None and p.n:
                 second = _data_range(p)
-                h = block_partial(data, fill=fill, bins=bins, rng=second)
+                h = merge_all([block_partial(b, fill=fill, bins=bins, rng=second) for b in blocks])
                 p.hist, p.under, p.over = h.hist, h.under, h.over
-            out.append(("ok", p, second))
-        except Exception as exc:  # this array's error row; the others of the batch go on
-            out.append(("error", type(exc).__name__, str(exc) or repr(exc)))
+                meta.update(hist_min=second[0], hist_max=second[1], hist_range_source="data (second pass)")
+                passes = 2
+            units = {k: attrs[k] for k in ("scale_factor", "add_offset") if k in attrs}
+            out.append(("ok", p, meta, units, passes))
+        except Exception as exc:  # this array's error row (with what is known of it); the batch goes on
+            out.append(("error", type(exc).__name__, str(exc) or repr(exc), meta))
     return out
 
 
@@ -275,7 +306,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
 
     from metaextract_dask.arrays import _open_raw
     from metaextract_dask.catalog import Catalog
-    from metaextract_dask.chunking import worker_memory_limit
+    from metaextract_dask.chunking import chunk_limit, worker_memory_limit
     from metaextract_dask.sinks import ParquetSink
 
     if isinstance(bins, bool) or int(bins) != bins or bins < 1:
@@ -292,6 +323,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         dev = resolve_device(device, c)
         memory_limit = worker_memory_limit(c)
         batch_bytes = config.parse_bytes(config.get("profile-batch", "64MiB"))
+        small_bytes = min(batch_bytes, chunk_limit(memory_limit))
         todo: dict[str, dict[str, Any]] = {}
         futures: list[Any] = []
         small: list[dict[str, Any]] = []
@@ -302,15 +334,16 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 rows.append({**base, "status": "skipped", "error_message": reason})
                 continue
             key = f"{row['path']}::{row['name']}"
+            nbytes = row.get("nbytes")
+            if dev == "cpu" and nbytes is not None and nbytes == nbytes and nbytes <= small_bytes:
+                # one dask chunk (adaptive_chunks keeps arrays under the chunk limit whole): opened, read and
+                # summarised on a worker, many per task; the client does no I/O for it
+                small.append({"base": base, "nbytes": int(nbytes),
+                              "item": (row["path"], row["name"], bins, memory_limit, strategy, sample_fraction)})
+                continue
             try:
                 arr, source = _open_raw(row["path"], row["name"], memory_limit=memory_limit)
                 attrs = dict(arr.attrs)
-                if dev == "cpu" and arr.data.npartitions == 1 and arr.data.nbytes <= batch_bytes:
-                    rng, fill, _, meta = _plan(arr.data, attrs, bins=bins, strategy=strategy,
-                                               sample_fraction=sample_fraction, key=key, rng=None)
-                    small.append({"base": base, "meta": meta, "attrs": attrs, "item": (source, fill, bins, rng),
-                                  "nbytes": arr.data.nbytes})
-                    continue
                 final, meta = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
                                             sample_fraction=sample_fraction, device=dev, key=key, source=source)
             except Exception as exc:  # the graph could not even be built (e.g. unreadable metadata)
@@ -416,16 +449,13 @@ def _batch_done(c: Any, ac: Any, todo: dict[str, dict[str, Any]], future: Any, j
     finally:
         future.release()
     for entry, outcome in zip(entries, outcomes):
-        base, meta, attrs = entry["base"], entry["meta"], entry["attrs"]
         if outcome[0] == "ok":
-            _, partial, second = outcome
-            if second is not None:
-                meta = {**meta, "hist_min": second[0], "hist_max": second[1],
-                        "hist_range_source": "data (second pass)"}
-            rows.append(_row(base, meta, partial, attrs, passes=2 if second is not None else 1))
+            _, partial, meta, units, passes = outcome
+            rows.append(_row(entry["base"], meta, partial, units, passes=passes))
         else:
-            rows.append({**base, **meta, "status": "error", "error_type": outcome[1], "error_message": outcome[2],
-                         "passes": 1})
+            meta = outcome[3] if len(outcome) > 3 else {}
+            rows.append({**entry["base"], **meta, "status": "error", "error_type": outcome[1],
+                         "error_message": outcome[2], **({"passes": 1} if meta else {})})
     bar.update(len(entries))
 
 

@@ -20,6 +20,7 @@ other floats and 32/64-bit integers (:func:`_float_partial`), and per-value coun
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,9 @@ __all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", 
 _SLICE = 1 << 20
 # Most bins for the pair-counting kernels: (bins + 6)**2 counters in 4 tables, 1 MiB at 250 bins.
 _PAIR_BINS = 250
+# Fewest elements for counting 8/16-bit integers per value: below, zeroing and folding the 65,536-entry
+# tables costs more than the pair kernel takes.
+_COUNT_MIN = 1 << 16
 
 
 @dataclass
@@ -55,12 +59,17 @@ class Partial:
 
 
 def _xp(x: Any) -> Any:
-    try:
-        import cupy
-
-        return cupy.get_array_module(x)
-    except ImportError:
+    """numpy or cupy, whichever `x` belongs to. Without importing cupy for numpy arrays: a failed import is
+    not cached by Python and costs a search of sys.path on every call."""
+    if isinstance(x, np.ndarray):
         return np
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        try:
+            import cupy
+        except ImportError:
+            return np
+    return cupy.get_array_module(x)
 
 
 def _to_host(v: Any) -> Any:
@@ -448,7 +457,7 @@ def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         flat, dt = flat.astype(np.float32), np.dtype(np.float32)
     if not dt.isnative:
         flat, dt = flat.astype(dt.newbyteorder("=")), dt.newbyteorder("=")
-    if dt.kind in "iu" and dt.itemsize <= 2:
+    if dt.kind in "iu" and dt.itemsize <= 2 and flat.size >= _COUNT_MIN:
         return _count_partial(flat, fill, bins, rng)
     if bins > _PAIR_BINS:  # pair tables grow with bins squared: the generic slices instead
         return merge_all([_slice_partial(flat[i:i + _SLICE], np, fill, bins, rng)

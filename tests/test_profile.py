@@ -115,6 +115,7 @@ def test_corrupt_chunk_is_an_error_row(sample_tree: Any, client: Any, tmp_path: 
     cat = scan([store], tmp_path / "cat", client=client)
     st = profile(cat, client=client).set_index("name")
     assert st.loc["/velocity", "status"] == "error" and none(st.loc["/velocity", "error_type"])
+    assert st.loc["/velocity", "n_chunks"] >= 1 and st.loc["/velocity", "passes"] == 1  # what is known of it
     assert st.loc["/temperature", "status"] == "ok" and st.loc["/analysis/anomaly", "status"] == "ok"
     assert len(cat.to_pandas("stats")) == 3  # written to the catalog
 
