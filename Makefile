@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_rescan.py
 	$(BIN)/python benchmarks/bench_profile.py --repeat 3
 	$(BIN)/python benchmarks/bench_kernels.py
+	$(BIN)/python benchmarks/bench_profile_many.py
 
 clean:
 	rm -rf $(VENV) demo-data demo-catalog bench-data .pytest_cache
