@@ -214,34 +214,42 @@ class _ArrayShape:
         return math.prod(sum(c) for c in self.chunks)
 
 
-def _small_partials(items: list[tuple[str, str, int, int | None, str, float]]) -> list[tuple[Any, ...]]:
+def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str, float]]
+                    ) -> list[tuple[Any, ...]]:
     """Profile many small arrays (one block each) in one task, opening them here on the worker: one task (or
     one client-side open) per tiny array would cost more than reading it. Each array is read once; the
     two-pass exception (float data without a valid range) takes its second pass over the values already in
     memory. Errors stay per array.
 
-    Items are ``(path, name, bins, memory_limit, strategy, sample_fraction)``; results are
+    Items are ``(path, name, bins, (memory_limit, chunk limit), strategy, sample_fraction)``; results are
     ``("ok", partial, row metadata, {scale_factor, add_offset}, passes)`` or ``("error", type, message,
     row metadata so far)``.
     """
-    from metaextract_dask.arrays import _dask_chunks, _spec_of
+    from metaextract_dask.arrays import _spec_of
+    from metaextract_dask.chunking import adaptive_chunks
 
     out: list[tuple[Any, ...]] = []
-    for path, name, bins, memory_limit, strategy, sample_fraction in items:
+    for path, name, bins, (memory_limit, limit), strategy, sample_fraction in items:
         meta: dict[str, Any] = {}
         try:
             spec, _ = _spec_of(path, name)  # the recipe and attributes; no dask or xarray object is needed here
             source, attrs = spec.proxy, dict(spec.attrs)
-            shape = _ArrayShape(source.dtype, _dask_chunks(spec, None, memory_limit))  # adaptive, as open_array
+            # the chunks open_array would choose, with the client's chunk settings (not this worker's config)
+            chunks = adaptive_chunks(source.shape, source.dtype, spec.disk_chunks, memory_limit=memory_limit,
+                                     limit=limit)
+            shape = _ArrayShape(source.dtype, chunks)
             rng, fill, chosen, meta = _plan(shape, attrs, bins=bins, strategy=strategy,
                                             sample_fraction=sample_fraction, key=f"{path}::{name}", rng=None)
-            regions = _block_regions(shape.chunks)
-            blocks = [source.read_region(regions[i]) for i in chosen]  # one: the catalog said it is small
-            p = merge_all([block_partial(b, fill=fill, bins=bins, rng=rng) for b in blocks])
+            regions = [_block_regions(shape.chunks)[i] for i in chosen]
+            # One block, as the catalog's size said; should the file have grown since, blocks are read one at
+            # a time (and read again for a second pass), never all held at once.
+            kept = source.read_region(regions[0]) if len(regions) == 1 else None
+            blocks = (lambda: [kept]) if kept is not None else (lambda: (source.read_region(r) for r in regions))
+            p = merge_all([block_partial(b, fill=fill, bins=bins, rng=rng) for b in blocks()])
             passes = 1
             if rng is None and p.n:
                 second = _data_range(p)
-                h = merge_all([block_partial(b, fill=fill, bins=bins, rng=second) for b in blocks])
+                h = merge_all([block_partial(b, fill=fill, bins=bins, rng=second) for b in blocks()])
                 p.hist, p.under, p.over = h.hist, h.under, h.over
                 meta.update(hist_min=second[0], hist_max=second[1], hist_range_source="data (second pass)")
                 passes = 2
@@ -339,7 +347,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 # one dask chunk (adaptive_chunks keeps arrays under the chunk limit whole): opened, read and
                 # summarised on a worker, many per task; the client does no I/O for it
                 small.append({"base": base, "nbytes": int(nbytes),
-                              "item": (row["path"], row["name"], bins, memory_limit, strategy, sample_fraction)})
+                              "item": (row["path"], row["name"], bins, (memory_limit, chunk_limit(memory_limit)),
+                                       strategy, sample_fraction)})
                 continue
             try:
                 arr, source = _open_raw(row["path"], row["name"], memory_limit=memory_limit)

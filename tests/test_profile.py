@@ -424,3 +424,23 @@ def test_file_truncated_after_the_scan_is_an_error_row(client: Any, tmp_path: Pa
     a, b = st.loc[str(tmp_path / "a.h5")], st.loc[str(tmp_path / "b.h5")]
     assert a["status"] == "ok" and a["valid_count"] == values.size and a["max"] == values.max()
     assert b["status"] == "error" and b["error_message"]
+
+
+def test_array_grown_since_the_scan_is_still_read_block_by_block(client: Any, tmp_path: Path) -> None:
+    """The catalog says the array is small (one task of many); by profile time it has grown to several
+    chunks: the batch task reads it block by block and the values are right."""
+    import h5py
+
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(100, dtype="f8"), maxshape=(None,), chunks=(1000,))
+    cat = scan([path], tmp_path / "cat", client=client)
+    big = np.random.default_rng(1).normal(size=300_000)
+    with h5py.File(path, "a") as f:
+        f["x"].resize((big.size,))
+        f["x"][:] = big
+    with dask.config.set({"metaextract.chunk-target": "512KiB"}):
+        st = profile(cat, client=client).iloc[0]
+    assert st["status"] == "ok" and st["n_chunks"] > 1 and st["valid_count"] == big.size
+    assert st["mean"] == pytest.approx(big.mean(), rel=1e-12) and st["std"] == pytest.approx(big.std(), rel=1e-9)
+    assert st["passes"] == 2 and (st["hist_min"], st["hist_max"]) == (big.min(), big.max())
