@@ -19,6 +19,7 @@ other floats and 32/64-bit integers (:func:`_float_partial`), and per-value coun
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from dataclasses import dataclass, field
@@ -63,13 +64,13 @@ def _xp(x: Any) -> Any:
     not cached by Python and costs a search of sys.path on every call."""
     if isinstance(x, np.ndarray):
         return np
-    cupy = sys.modules.get("cupy")
-    if cupy is None:
+    cp: Any = sys.modules.get("cupy")
+    if cp is None:
         try:
-            import cupy
+            cp = importlib.import_module("cupy")
         except ImportError:
             return np
-    return cupy.get_array_module(x)
+    return cp.get_array_module(x)
 
 
 def _to_host(v: Any) -> Any:
