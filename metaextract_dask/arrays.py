@@ -351,7 +351,7 @@ def _mapped_region(path: str, name: str, region: tuple[slice, ...], dtype: np.dt
     """Pieces of `region` of HDF5 dataset `name` straight from a memory map of the file, or None."""
     if not region or (layout := _h5_layout(path, name)) is None or layout[2] != dtype:
         return None
-    spans = _h5_spans(path, name, region)
+    spans = _h5_spans(path, name, region, layout)
     if spans is None:
         return None
     with _COUNT_LOCK:
@@ -394,12 +394,11 @@ def _h5_inspect(path: str, name: str) -> tuple[str, Any, np.dtype] | None:
     return layout
 
 
-def _h5_spans(path: str, name: str, region: tuple[slice, ...]) -> list[tuple[int, int]] | None:
-    """(byte offset, bytes) ranges of the file holding exactly the values of `region`, adjacent ranges merged,
-    or None when the region is not made of whole allocated chunks / one contiguous range."""
-    layout = _h5_layout(path, name)
-    if layout is None:
-        return None
+def _h5_spans(path: str, name: str, region: tuple[slice, ...], layout: tuple[str, Any, np.dtype]
+              ) -> list[tuple[int, int]] | None:
+    """(byte offset, bytes) ranges of the file holding exactly the values of `region` (dataset stored as
+    `layout`, from :func:`_h5_layout`), adjacent ranges merged, or None when the region is not made of whole
+    allocated chunks / one contiguous range."""
     with HDF5_LOCK:
         dset = _H5_CACHE.get(path)[name]
         shape, itemsize = dset.shape, dset.dtype.itemsize

@@ -240,7 +240,8 @@ def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str
             shape = _ArrayShape(source.dtype, chunks)
             rng, fill, chosen, meta = _plan(shape, attrs, bins=bins, strategy=strategy,
                                             sample_fraction=sample_fraction, key=f"{path}::{name}", rng=None)
-            regions = [_block_regions(shape.chunks)[i] for i in chosen]
+            every = _block_regions(shape.chunks)
+            regions = [every[i] for i in chosen]
             # One block, as the catalog's size said; should the file have grown since, blocks are read one at
             # a time (and read again for a second pass), never all held at once.
             kept = source.read_region(regions[0]) if len(regions) == 1 else None

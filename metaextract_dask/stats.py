@@ -451,9 +451,7 @@ def _bin_counts(v: np.ndarray, k: np.ndarray, bins: int, rng: tuple[float, float
 
 
 def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
-    dt = flat.dtype
-    if dt.kind == "b":
-        flat, dt = flat.view(np.uint8), np.dtype(np.uint8)
+    dt = flat.dtype  # integer or float: block_partial sends booleans and complex numbers the generic way
     if dt.kind == "f" and dt.itemsize == 2:
         flat, dt = flat.astype(np.float32), np.dtype(np.float32)
     if not dt.isnative:
