@@ -2,9 +2,10 @@
 
 Each array is opened lazily with its raw stored values (:func:`metaextract_dask.arrays.open_array`,
 ``decode=False``) in adaptive chunks; every dask block becomes one partial (:mod:`metaextract_dask.stats`) and
-the partials of an array merge in a small tree. On the CPU one task reads a block from the array's recipe and
+the partials of an array merge in a small tree. One task reads a block from the array's recipe and
 summarises it (:func:`_region_partial`: in place from a memory map where the stored bytes are the values,
-else into a reused buffer); arrays of a single block go many to a task (:func:`_small_partials`). All arrays
+else into a reused buffer; on the GPU after one host-to-device copy); arrays of a single block go many to a
+task (:func:`_small_partials`). All arrays
 are submitted together; each array's (or batch's) result is its own future, so an array whose chunks fail to
 decode becomes an error row without stopping the others. Results go to the catalog's ``stats`` table (keyed
 like ``arrays`` by path and name).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -89,23 +91,48 @@ def _buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def release_buffers() -> int:
-    """Drop this process's profile read buffers; returns the bytes released (run on workers by profile)."""
+    """Drop this process's profile read buffers (and cupy's cached device memory, where cupy was used);
+    returns the host bytes released (run on workers by profile)."""
     with _BUFFERS_LOCK:
         nbytes = sum(b.nbytes for b in _BUFFERS.values())
         _BUFFERS.clear()
+    if "cupy" in sys.modules:
+        from metaextract_dask._cuda import release
+
+        release()
     return nbytes
 
 
 def _region_partial(source: Any, region: tuple[slice, ...], fill: Any, bins: int,
-                    rng: tuple[float, float] | None) -> Partial:
+                    rng: tuple[float, float] | None, device: str = "cpu") -> Partial:
     """Read one block of `source` (an ArrayProxy: a recipe, opened through the worker's handle cache) and
-    summarise it, in one task: no block travels between tasks, and formats that read in place reuse one buffer."""
+    summarise it, in one task: no block travels between tasks, and formats that read in place reuse one buffer.
+    With ``device="gpu"`` the block is copied to the GPU and summarised there."""
     pieces = source.iter_region(region) if hasattr(source, "iter_region") else None
+    if device == "gpu":
+        from metaextract_dask._cuda import thread_stream
+
+        with thread_stream():  # this block's copies and kernels on this thread's stream
+            return block_partial(_device_block(source, region, pieces), fill=fill, bins=bins, rng=rng)
     if pieces is not None:  # the stored bytes are the values: summarise them where they lie (page cache)
         return merge_all([block_partial(piece, fill=fill, bins=bins, rng=rng) for piece in pieces])
     shape = tuple(s.stop - s.start for s in region)
     out = _buffer(shape, source.dtype) if getattr(source, "reads_in_place", False) and region else None
     return block_partial(source.read_region(region, out=out), fill=fill, bins=bins, rng=rng)
+
+
+def _device_block(source: Any, region: tuple[slice, ...], pieces: Any) -> Any:
+    """One block's values in GPU memory, flat: mapped pieces straight from the page cache (the statistics do
+    not depend on element order), else the block read into the host buffer; either way through this
+    thread's pinned staging buffers (:func:`metaextract_dask._cuda.to_device`)."""
+    from metaextract_dask._cuda import to_device
+
+    if pieces is None:
+        shape = tuple(s.stop - s.start for s in region)
+        out = _buffer(shape, source.dtype) if getattr(source, "reads_in_place", False) and region else None
+        block = source.read_region(region, out=out)
+        return to_device([block], block.nbytes, block.dtype)
+    return to_device(pieces, math.prod(s.stop - s.start for s in region) * source.dtype.itemsize, source.dtype)
 
 
 def _tree(parts: list[Any]) -> Any:
@@ -148,17 +175,17 @@ def profile_array(data: Any, attrs: dict[str, Any], *, bins: int = 64, strategy:
     rng : (float, float), optional
         Histogram range; default from metadata (:func:`~metaextract_dask.stats.histogram_range`).
     source : ArrayProxy, optional
-        The recipe `data` reads from. On the CPU, each block is then read and summarised by one task
-        (:func:`_region_partial`) instead of a read task feeding a summary task.
+        The recipe `data` reads from. Each block is then read (and on the GPU, copied there) and summarised by
+        one task (:func:`_region_partial`) instead of a read task feeding a summary task.
     """
     from dask import delayed
 
     rng, fill, chosen, meta = _plan(data, attrs, bins=bins, strategy=strategy, sample_fraction=sample_fraction,
                                     key=key, rng=rng)
-    if source is not None and device == "cpu":
+    if source is not None:
         regions = _block_regions(data.chunks)
         part = delayed(_region_partial, pure=True)
-        final = _tree([part(source, regions[i], fill, bins, rng) for i in chosen])
+        final = _tree([part(source, regions[i], fill, bins, rng, device) for i in chosen])
     else:
         if device == "gpu":
             data = data.map_blocks(_to_cupy, dtype=data.dtype, meta=data._meta)
@@ -214,14 +241,14 @@ class _ArrayShape:
         return math.prod(sum(c) for c in self.chunks)
 
 
-def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str, float]]
+def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str, float, str]]
                     ) -> list[tuple[Any, ...]]:
     """Profile many small arrays (one block each) in one task, opening them here on the worker: one task (or
     one client-side open) per tiny array would cost more than reading it. Each array is read once; the
     two-pass exception (float data without a valid range) takes its second pass over the values already in
     memory. Errors stay per array.
 
-    Items are ``(path, name, bins, (memory_limit, chunk limit), strategy, sample_fraction)``; results are
+    Items are ``(path, name, bins, (memory_limit, chunk limit), strategy, sample_fraction, device)``; results are
     ``("ok", partial, row metadata, {scale_factor, add_offset}, passes)`` or ``("error", type, message,
     row metadata so far)``.
     """
@@ -229,7 +256,7 @@ def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str
     from metaextract_dask.chunking import adaptive_chunks
 
     out: list[tuple[Any, ...]] = []
-    for path, name, bins, (memory_limit, limit), strategy, sample_fraction in items:
+    for path, name, bins, (memory_limit, limit), strategy, sample_fraction, device in items:
         meta: dict[str, Any] = {}
         try:
             spec, _ = _spec_of(path, name)  # the recipe and attributes; no dask or xarray object is needed here
@@ -244,8 +271,9 @@ def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str
             regions = [every[i] for i in chosen]
             # One block, as the catalog's size said; should the file have grown since, blocks are read one at
             # a time (and read again for a second pass), never all held at once.
-            kept = source.read_region(regions[0]) if len(regions) == 1 else None
-            blocks = (lambda: [kept]) if kept is not None else (lambda: (source.read_region(r) for r in regions))
+            read = source.read_region if device == "cpu" else (lambda r: _to_cupy(source.read_region(r)))
+            kept = read(regions[0]) if len(regions) == 1 else None
+            blocks = (lambda: [kept]) if kept is not None else (lambda: (read(r) for r in regions))
             p = merge_all([block_partial(b, fill=fill, bins=bins, rng=rng) for b in blocks()])
             passes = 1
             if rng is None and p.n:
@@ -344,12 +372,12 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 continue
             key = f"{row['path']}::{row['name']}"
             nbytes = row.get("nbytes")
-            if dev == "cpu" and nbytes is not None and nbytes == nbytes and nbytes <= small_bytes:
+            if nbytes is not None and nbytes == nbytes and nbytes <= small_bytes:
                 # one dask chunk (adaptive_chunks keeps arrays under the chunk limit whole): opened, read and
                 # summarised on a worker, many per task; the client does no I/O for it
                 small.append({"base": base, "nbytes": int(nbytes),
                               "item": (row["path"], row["name"], bins, (memory_limit, chunk_limit(memory_limit)),
-                                       strategy, sample_fraction)})
+                                       strategy, sample_fraction, dev)})
                 continue
             try:
                 arr, source = _open_raw(row["path"], row["name"], memory_limit=memory_limit)
@@ -418,8 +446,9 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 bar.update(1)
             bar.close()
         finally:
-            if any(getattr(job.get("opened", (None, None))[1], "reads_in_place", False) for job in jobs):
-                c.run(release_buffers)  # the per-thread read buffers (see _region_partial)
+            if dev == "gpu" or any(getattr(job.get("opened", (None, None))[1], "reads_in_place", False)
+                                   for job in jobs):
+                c.run(release_buffers)  # the per-thread read buffers (see _region_partial), cupy's pool
 
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
     with ParquetSink(catalog.path) as sink:

@@ -35,6 +35,8 @@ __all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", 
 _SLICE = 1 << 20
 # Most bins for the pair-counting kernels: (bins + 6)**2 counters in 4 tables, 1 MiB at 250 bins.
 _PAIR_BINS = 250
+# cupy blocks go through the fused CUDA kernels of _cuda.py (False: the array-module path, as tests compare).
+_GPU_FUSED = True
 # Fewest elements for counting 8/16-bit integers per value: below, zeroing and folding the 65,536-entry
 # tables costs more than the pair kernel takes.
 _COUNT_MIN = 1 << 16
@@ -489,6 +491,14 @@ def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float
         return _fused_partial(np.ascontiguousarray(flat), fill, bins, rng)
     if flat.dtype.kind == "c":  # complex: statistics of the magnitude
         flat = xp.abs(flat)
+    if xp is not np and _GPU_FUSED:  # cupy: the fused CUDA kernels where they compiled (same results)
+        from metaextract_dask._cuda import fused_partial
+
+        # bool counts as 0/1 and float16 is binned in float64 on every path
+        wide = {"b": np.uint8, "f": np.float64}.get(flat.dtype.kind) if flat.dtype.itemsize < 4 else None
+        p = fused_partial(xp.ascontiguousarray(flat.astype(wide) if wide else flat), fill, bins, rng)
+        if p is not None:
+            return p
     # numpy: cache-sized slices; cupy: the whole block at once (kernel launches and host syncs per slice
     # would cost more than the GPU's memory bandwidth saves)
     step = _SLICE if xp is np else max(flat.size, 1)

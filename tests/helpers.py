@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["assert_same_catalog", "assert_subset", "by_relpath", "install_plugin", "loads", "none", "normalized"]
+__all__ = ["assert_same_catalog", "assert_subset", "auto_device", "by_relpath", "install_plugin", "loads", "none",
+           "normalized"]
 
 
 def none(value: Any) -> Any:
@@ -92,3 +93,10 @@ def assert_same_catalog(a: Any, b: Any, tables: tuple[str, ...] | None = None) -
     ta, tb = normalized(a, tables), normalized(b, tables)
     for name in ta:
         assert ta[name].equals(tb[name]), name
+
+
+def auto_device() -> str:
+    """The device ``--device auto`` picks on this machine's local workers."""
+    from metaextract_dask.profiler import gpu_available
+
+    return "gpu" if gpu_available() else "cpu"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import assert_same_catalog
+from helpers import assert_same_catalog, auto_device
 
 DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
 WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
@@ -116,7 +116,7 @@ def test_cli_profile_on_existing_scheduler_equals_local_profile(scheduler_addres
                            "--scheduler", scheduler_address, "--no-progress"],
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert proc.returncode == 0, proc.stderr
-    assert "profiled 39 arrays on cpu: ok 36, skipped 3" in proc.stdout
+    assert f"profiled 39 arrays on {auto_device()}: ok 36, skipped 3" in proc.stdout
     a = open_catalog(local.path).to_pandas("stats").sort_values(["path", "name"])  # same tree: same paths
     b = open_catalog(remote.path).to_pandas("stats").sort_values(["path", "name"])
     assert len(a) == len(b) == 39

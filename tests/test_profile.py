@@ -15,7 +15,7 @@ import dask.config
 import numpy as np
 import pytest
 
-from helpers import none
+from helpers import auto_device, none
 from metaextract_dask import open_array, open_catalog, profile, scan
 from metaextract_dask.stats import block_partial, finalize, merge_all
 
@@ -161,6 +161,83 @@ def test_partials_equal_on_numpy_and_cupy(xp_name: str) -> None:
     np.testing.assert_array_equal(res["hist_counts"], np.histogram(valid, 32, (200, 400))[0])
 
 
+_EXACT = ("count", "valid_count", "nan_count", "inf_count", "fill_count", "hist_underflow", "hist_overflow",
+          "min", "max", "n_chunks", "chunks_read", "passes", "hist_min", "hist_max")
+
+
+def _assert_same_stats(cpu: Any, gpu: Any) -> None:
+    """Two stats tables of the same catalog agree: counts, min/max and histograms exactly, moments to float
+    tolerance (the GPU sums in another order)."""
+    a, b = cpu.set_index(["path", "name"]).sort_index(), gpu.set_index(["path", "name"]).sort_index()
+    assert list(a.index) == list(b.index) and list(a["status"]) == list(b["status"])
+    for key in a.index[a["status"] == "ok"]:
+        ra, rb = a.loc[key], b.loc[key]
+        for col in _EXACT:
+            assert ra[col] == rb[col], (key, col)
+        for col in ("mean", "std", "phys_mean"):
+            assert rb[col] == pytest.approx(ra[col], rel=1e-9, abs=1e-12, nan_ok=True), (key, col)
+        np.testing.assert_array_equal(rb["hist_counts"], ra["hist_counts"], err_msg=str(key))
+
+
+def _need_gpu_workers(client: Any) -> None:
+    from metaextract_dask.profiler import gpu_available
+
+    if not all(client.run(gpu_available).values()):
+        pytest.skip("cupy sees no CUDA device on the workers")
+
+
+@pytest.mark.gpu
+def test_gpu_profile_of_the_sample_tree_equals_cpu(catalog: Any, client: Any) -> None:
+    _need_gpu_workers(client)
+    cpu = profile(catalog, client=client, device="cpu")
+    gpu = profile(catalog, client=client, device="gpu")
+    assert set(cpu["device"]) == {"cpu"} and set(gpu["device"]) == {"gpu"}
+    _assert_same_stats(cpu, gpu)
+    assert set(profile(catalog, client=client, device="auto")["device"]) == {"gpu"}  # auto takes the GPU
+
+
+@pytest.mark.gpu
+def test_gpu_profile_of_multi_block_arrays_equals_cpu(client: Any, tmp_path: Path) -> None:
+    """Arrays of many blocks, each block read, copied to the GPU and summarised in one task: HDF5 pieces
+    straight from the memory map (contiguous and chunked), netCDF-3 and compressed Zarr through host reads,
+    float data without a valid range in two passes."""
+    import h5py
+    import netCDF4
+    import zarr
+
+    _need_gpu_workers(client)
+    rng = np.random.default_rng(11)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    temp = rng.normal(280, 15, size=(2048, 1024)).astype("f4")
+    temp[::97, ::13] = np.nan
+    temp[5, :40] = -999
+    with h5py.File(tree / "a.h5", "w") as f:
+        d = f.create_dataset("temp", data=temp)  # contiguous
+        d.attrs["valid_range"] = np.array([200, 360], dtype="f4")
+        d.attrs["_FillValue"] = np.float32(-999)
+        f.create_dataset("counts", data=rng.integers(-500, 3000, size=(1024, 1024)).astype("i2"),
+                         chunks=(128, 1024))
+        f.create_dataset("level", data=rng.normal(-3, 2, size=(512, 512)), chunks=(64, 512))  # two passes
+    with netCDF4.Dataset(tree / "b.nc", "w", format="NETCDF3_64BIT_OFFSET") as nc:
+        nc.createDimension("y", 1024)
+        nc.createDimension("x", 512)
+        nc.createVariable("v", "i4", ("y", "x"))[:] = rng.integers(-10**6, 10**6, size=(1024, 512))
+    z = zarr.create_array(str(tree / "c.zarr"), shape=(1024, 1024), chunks=(128, 1024), dtype="f8")
+    z[:] = rng.normal(0, 1, size=(1024, 1024))
+    cat = scan([tree], tmp_path / "cat", client=client)
+    with dask.config.set({"metaextract.chunk-target": "1MiB", "metaextract.profile-batch": "64KiB"}):
+        cpu = profile(cat, client=client, device="cpu")
+        gpu = profile(cat, client=client, device="gpu")
+    assert (cpu["status"] == "ok").all() and len(cpu) == 5 and (cpu["n_chunks"] > 1).all()
+    assert set(gpu["device"]) == {"gpu"}
+    _assert_same_stats(cpu, gpu)
+    row = gpu.set_index("name").loc["/temp"]
+    valid = temp[np.isfinite(temp) & (temp != -999)].astype(np.float64)
+    assert (row["valid_count"], row["fill_count"]) == (valid.size, 40)
+    assert row["std"] == pytest.approx(valid.std(), rel=1e-9)
+
+
 def test_rescan_drops_stats_of_changed_files(sample_tree: Any, client: Any, tmp_path: Path) -> None:
     root, _ = sample_tree
     tree = tmp_path / "t"
@@ -180,7 +257,7 @@ def test_cli_profile_and_scan_with_profile(sample_tree: Any, tmp_path: Path) -> 
     proc = subprocess.run([*exe, "scan", str(root), "-o", str(out), "--profile", "--workers", "2", "--no-progress"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "profiled 39 arrays on cpu: ok 36, skipped 3" in proc.stdout
+    assert f"profiled 39 arrays on {auto_device()}: ok 36, skipped 3" in proc.stdout
     proc = subprocess.run([*exe, "profile", str(out), "--strategy", "sample", "--sample-fraction", "0.5",
                            "--bins", "10", "--workers", "1", "--no-progress"], capture_output=True, text=True,
                           timeout=300)
@@ -227,15 +304,9 @@ def test_array_larger_than_worker_memory_profiles_in_bounded_memory(tmp_path: Pa
     assert chunk_bytes <= 0.1 * limit and int(st["dask_chunks"][0]) % 4 == 0
 
 
-@pytest.mark.parametrize("dtype", ["f4", "f8", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "?"])
-@pytest.mark.parametrize("centre", [100, -60])
-def test_numba_kernel_equals_array_module_path(dtype: str, centre: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The numba kernels (numpy blocks) and the generic path (what cupy blocks take) agree, for values of both
-    signs (the kernels take min/max from the bits) and an odd size (elements are binned in pairs)."""
-    from metaextract_dask import stats as stats_mod
-
-    rng = np.random.default_rng(7)
-    x = rng.normal(centre, 30, size=300_001)
+def _kernel_case(dtype: str, centre: int, size: int = 300_001) -> np.ndarray:
+    """Values of both signs around `centre` (unsigned: folded), NaN and inf for floats, one fill value (42)."""
+    x = np.random.default_rng(7).normal(centre, 30, size=size)
     if np.dtype(dtype).kind == "u":
         x = np.abs(x)
     x = x.astype(dtype)
@@ -243,6 +314,17 @@ def test_numba_kernel_equals_array_module_path(dtype: str, centre: int, monkeypa
         x[::997] = np.nan
         x[5] = np.inf
     x[11] = 42 if dtype != "?" else True
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "?"])
+@pytest.mark.parametrize("centre", [100, -60])
+def test_numba_kernel_equals_array_module_path(dtype: str, centre: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numba kernels (numpy blocks) and the generic path (what cupy blocks take) agree, for values of both
+    signs (the kernels take min/max from the bits) and an odd size (elements are binned in pairs)."""
+    from metaextract_dask import stats as stats_mod
+
+    x = _kernel_case(dtype, centre)
     lo_hi = (0.0, 200.0)
     fast = stats_mod.block_partial(x, fill=42, bins=32, rng=lo_hi)
     monkeypatch.setattr(stats_mod, "HAVE_NUMBA", False)
@@ -253,6 +335,51 @@ def test_numba_kernel_equals_array_module_path(dtype: str, centre: int, monkeypa
     for key in ("min", "max", "mean", "std"):
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
     assert a["hist_counts"] == b["hist_counts"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "?"])
+@pytest.mark.parametrize("centre", [100, -60])
+@pytest.mark.parametrize("bins", [32, 10_000])
+def test_cuda_kernels_equal_cpu_kernels(dtype: str, centre: int, bins: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused CUDA kernels (cupy blocks) give the CPU kernels' counts, extremes and histogram exactly (bins
+    in shared memory, and beyond it in global atomics) and their moments to rounding; so does cupy's generic
+    array-module path. Also an all-fill block and an empty one."""
+    from metaextract_dask import _cuda
+    from metaextract_dask import stats as stats_mod
+
+    cupy = _cupy_with_gpu()
+    assert _cuda.kernels_available(), _cuda._STATE.get("error")
+    x = _kernel_case(dtype, centre)
+    lo_hi = (0.0, 200.0)
+    cpu = finalize(block_partial(x, fill=42, bins=bins, rng=lo_hi))
+    dev = cupy.asarray(x.reshape(-1, 1))  # not 1-D: flattened on the device
+    fused = finalize(block_partial(dev, fill=42, bins=bins, rng=lo_hi))
+    monkeypatch.setattr(stats_mod, "_GPU_FUSED", False)
+    generic = finalize(block_partial(dev, fill=42, bins=bins, rng=lo_hi))
+    for other in (fused, generic):
+        for key in ("count", "valid_count", "nan_count", "inf_count", "fill_count", "hist_underflow",
+                    "hist_overflow", "min", "max", "hist_counts"):
+            assert other[key] == cpu[key], key
+        for key in ("mean", "std"):
+            assert other[key] == pytest.approx(cpu[key], rel=1e-9), key
+    monkeypatch.setattr(stats_mod, "_GPU_FUSED", True)
+    if dtype != "?":
+        p = block_partial(cupy.full(1000, 42, dtype=dtype), fill=42, bins=bins, rng=lo_hi)
+        assert (p.count, p.fill, p.n, p.hist) == (1000, 1000, 0, None)
+    p = block_partial(cupy.empty(0, dtype=dtype), fill=42, bins=bins, rng=lo_hi)
+    assert (p.count, p.n) == (0, 0)
+
+
+def _cupy_with_gpu() -> Any:
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+    except Exception as exc:  # ImportError, or CUDA runtime errors without a driver
+        pytest.skip(f"cupy unavailable: {type(exc).__name__}")
+    pytest.skip("no CUDA device visible")
 
 
 @pytest.mark.parametrize("dtype", ["f4", "f8", "i2", "i8"])
