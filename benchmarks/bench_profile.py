@@ -111,7 +111,7 @@ def main() -> int:
     nbytes = os.path.getsize(args.data)
     warm(args.data)
     work = tempfile.mkdtemp(prefix="bench-profile-")
-    ours, naive, raw, gpu, peaks = [], [], [], [], []
+    ours, naive, raw, gpu, peaks, gpu_peaks = [], [], [], [], [], []
     naive_failure = ""
     try:
         with connect(n_workers=args.workers, memory_limit=args.memory_limit) as client:
@@ -134,9 +134,11 @@ def main() -> int:
 
             if all(client.run(gpu_available).values()):
                 for _ in range(args.repeat):
-                    t0 = time.perf_counter()
-                    sg = profile(cat, client=client, device="gpu")
-                    gpu.append(time.perf_counter() - t0)
+                    with PeakRSS(client) as rss:
+                        t0 = time.perf_counter()
+                        sg = profile(cat, client=client, device="gpu")
+                        gpu.append(time.perf_counter() - t0)
+                    gpu_peaks.append(rss.peak)
                 cpu_row, gpu_row = st.iloc[0], sg.iloc[0]  # the same statistics, whichever device
                 assert gpu_row["device"] == "gpu" and gpu_row["valid_count"] == cpu_row["valid_count"]
                 assert list(gpu_row["hist_counts"]) == list(cpu_row["hist_counts"])
@@ -163,6 +165,8 @@ def main() -> int:
         g = min(gpu)
         print(f"(a) on GPU (cupy)             : {gb / g:6.2f} GB/s  ({g:.2f} s); ratio to (c): {c / g:.2f}, "
               f"to (a) on CPU: {a / g:.2f}; statistics equal to the CPU's")
+        print(f"peak worker RSS during (a) on GPU: {max(gpu_peaks) / 2**20:,.0f} MiB (host memory, CUDA context "
+              "included)")
     return 0
 
 

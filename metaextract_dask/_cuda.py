@@ -171,27 +171,29 @@ _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {}
 
 
-def _module() -> Any:
-    """The compiled module (once per process; cupy also caches the binary on disk), or None if NVRTC failed."""
+def _module(ctype: str = "float") -> Any:
+    """The kernels for C type `ctype`, compiled on first use in this process (cupy also caches the binary on
+    disk), or None if NVRTC failed; then the array-module path is used."""
     with _LOCK:
-        if "module" not in _STATE:
+        if ctype not in _STATE:
             import cupy
 
-            names = [f"pass{i}<{c}>" for c in _CTYPES.values() for i in (1, 2)]
+            names = [f"pass1<{ctype}>", f"pass2<{ctype}>"]
             try:
                 mod = cupy.RawModule(code=_SOURCE, options=("--fmad=false", "-std=c++17"), name_expressions=names)
                 mod.get_function(names[0])  # compiles now, so a failure shows here, once
                 props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
                 _STATE["grid"] = 4 * int(props["multiProcessorCount"])
-                _STATE["module"] = mod
-            except Exception as exc:  # no NVRTC, or an unsupported device: the array-module path instead
-                _STATE["module"], _STATE["error"] = None, f"{type(exc).__name__}: {exc}"
-        return _STATE["module"]
+                _STATE[ctype] = mod
+            except Exception as exc:  # no NVRTC, or an unsupported device
+                _STATE[ctype], _STATE["error"] = None, f"{type(exc).__name__}: {exc}"
+        return _STATE[ctype]
 
 
-def kernels_available() -> bool:
-    """True when the fused kernels compiled for this process's current GPU."""
-    return _module() is not None
+def kernels_available(dtype: Any = "float32") -> bool:
+    """True when the fused kernels for `dtype` compiled for this process's current GPU."""
+    dt = np.dtype(dtype)
+    return dt in _CTYPES and _module(_CTYPES[dt]) is not None
 
 
 def fused_partial(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | None) -> Any:
@@ -201,9 +203,9 @@ def fused_partial(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | No
 
     from metaextract_dask.stats import Partial, _f32_range, _native_fill
 
-    mod = _module()
     dt = np.dtype(flat.dtype)
-    if mod is None or dt not in _CTYPES:
+    mod = _module(_CTYPES[dt]) if dt in _CTYPES else None
+    if mod is None:
         return None
     ctype, size = _CTYPES[dt], int(flat.size)
     p = Partial(count=size)
