@@ -15,6 +15,7 @@ CPU's bit for bit and the moments agree to rounding.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -187,6 +188,9 @@ def _module(ctype: str = "float") -> Any:
                 _STATE[ctype] = mod
             except Exception as exc:  # no NVRTC, or an unsupported device
                 _STATE[ctype], _STATE["error"] = None, f"{type(exc).__name__}: {exc}"
+                logging.getLogger(__name__).warning(
+                    "fused CUDA kernels for %s unavailable (%s); cupy's array functions are used instead",
+                    ctype, _STATE["error"])
         return _STATE[ctype]
 
 
