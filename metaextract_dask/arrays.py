@@ -45,6 +45,7 @@ client (or `memory_limit`).
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import math
 import mmap
@@ -172,12 +173,17 @@ _ZARR_LOCK = threading.Lock()
 
 
 def close_cached_files() -> None:
-    """Close every file handle cached by array reads in this process (h5py, netCDF4, astropy, zarr)."""
+    """Close every file handle cached by array reads in this process (h5py, netCDF4, astropy, zarr, memory
+    maps). Also runs at interpreter exit, so that files are closed before their libraries are torn down."""
     _H5_CACHE.clear()
     _NC_CACHE.clear()
     _FITS_CACHE.clear()
+    _MAP_CACHE.clear()
     with _ZARR_LOCK:
         _ZARR_CACHE.clear()
+
+
+atexit.register(close_cached_files)
 
 
 # --------------------------------------------------------------------------- #
