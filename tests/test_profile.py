@@ -238,6 +238,29 @@ def test_gpu_profile_of_multi_block_arrays_equals_cpu(client: Any, tmp_path: Pat
     assert row["std"] == pytest.approx(valid.std(), rel=1e-9)
 
 
+@pytest.mark.gpu
+def test_gpu_profile_array_of_a_dask_array_without_recipe(client: Any) -> None:
+    """A dask array given without its recipe: blocks go to cupy with map_blocks(cupy.asarray), then the kernels."""
+    import dask.array as da
+
+    from metaextract_dask.profiler import profile_array
+
+    _need_gpu_workers(client)
+    x = np.random.default_rng(2).normal(10, 3, size=(400, 300)).astype("f4")
+    x[0, :5] = np.nan
+    data = da.from_array(x, chunks=(100, 300))
+    res = {}
+    for dev in ("cpu", "gpu"):
+        final, meta = profile_array(data, {"valid_range": [0.0, 20.0]}, bins=16, device=dev)
+        res[dev] = finalize(client.compute(final).result())
+    assert meta["n_chunks"] == 4
+    valid = x[np.isfinite(x)].astype(np.float64)
+    assert (res["gpu"]["valid_count"], res["gpu"]["nan_count"]) == (valid.size, 5)
+    assert res["gpu"]["hist_counts"] == res["cpu"]["hist_counts"]
+    assert sum(res["gpu"]["hist_counts"]) == ((valid >= 0) & (valid <= 20)).sum()
+    assert res["gpu"]["std"] == pytest.approx(valid.std(), rel=1e-9)
+
+
 def test_rescan_drops_stats_of_changed_files(sample_tree: Any, client: Any, tmp_path: Path) -> None:
     root, _ = sample_tree
     tree = tmp_path / "t"
