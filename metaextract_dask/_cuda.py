@@ -297,6 +297,8 @@ def to_device(pieces: Any, nbytes: int, dtype: np.dtype) -> Any:
             events[turn] = ev
             pos += part.size
             turn ^= 1
+    if cupy.cuda.get_current_stream().ptr != stream.ptr:
+        stream.synchronize()  # the caller's kernels would not be ordered after these copies
     if pos != nbytes:
         out = out[:pos]
     return out.view(dtype)

@@ -5,9 +5,8 @@ Each array is opened lazily with its raw stored values (:func:`metaextract_dask.
 the partials of an array merge in a small tree. One task reads a block from the array's recipe and
 summarises it (:func:`_region_partial`: in place from a memory map where the stored bytes are the values,
 else into a reused buffer; on the GPU after one host-to-device copy); arrays of a single block go many to a
-task (:func:`_small_partials`). All arrays
-are submitted together; each array's (or batch's) result is its own future, so an array whose chunks fail to
-decode becomes an error row without stopping the others. Results go to the catalog's ``stats`` table (keyed
+task (:func:`_small_partials`). All arrays are submitted together; each array's (or batch's) result is its
+own future, so an array whose chunks fail to decode becomes an error row without stopping the others. Results go to the catalog's ``stats`` table (keyed
 like ``arrays`` by path and name).
 """
 
@@ -15,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 import sys
 import threading
@@ -91,15 +91,17 @@ def _buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def release_buffers() -> int:
-    """Drop this process's profile read buffers (and cupy's cached device memory, where cupy was used);
-    returns the host bytes released (run on workers by profile)."""
+    """Drop this process's profile read buffers (and, where blocks went to a GPU, the staging buffers and
+    cupy's cached memory); returns the host read-buffer bytes released (run on workers by profile)."""
     with _BUFFERS_LOCK:
         nbytes = sum(b.nbytes for b in _BUFFERS.values())
         _BUFFERS.clear()
-    if "cupy" in sys.modules:
-        from metaextract_dask._cuda import release
-
-        release()
+    cuda = sys.modules.get("metaextract_dask._cuda")
+    if cuda is not None:  # this process summarised blocks on a GPU: its staging buffers and cupy's pools
+        try:
+            cuda.release()
+        except Exception:  # a broken CUDA context must not cost the profile that is being written
+            logging.getLogger(__name__).warning("could not release GPU buffers", exc_info=True)
     return nbytes
 
 
