@@ -41,41 +41,20 @@ typedef unsigned long long u64;
 
 __device__ __forceinline__ double inf_d() { return __longlong_as_double(0x7ff0000000000000LL); }
 
-// Block-wide reductions: warp shuffles, then the first warp over the warps' results (blockDim.x == NT).
-__device__ double block_sum_d(double v, double* sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+// Block-wide reduction with `op`: warp shuffles, then the first warp over the warps' results
+// (blockDim.x == NT). The result is valid in thread 0.
+struct Sum { template <typename T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct Min { __device__ double operator()(double a, double b) const { return fmin(a, b); } };
+struct Max { __device__ double operator()(double a, double b) const { return fmax(a, b); } };
+
+template <typename T, typename Op>
+__device__ T block_reduce(T v, T identity, T* sh, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
     if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
     __syncthreads();
-    v = threadIdx.x < NT / 32 ? sh[threadIdx.x] : 0.0;
-    if (threadIdx.x < 32) for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    __syncthreads();
-    return v;
-}
-__device__ double block_min_d(double v, double* sh) {
-    for (int o = 16; o > 0; o >>= 1) v = fmin(v, __shfl_down_sync(0xffffffffu, v, o));
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    v = threadIdx.x < NT / 32 ? sh[threadIdx.x] : inf_d();
-    if (threadIdx.x < 32) for (int o = 16; o > 0; o >>= 1) v = fmin(v, __shfl_down_sync(0xffffffffu, v, o));
-    __syncthreads();
-    return v;
-}
-__device__ double block_max_d(double v, double* sh) {
-    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, o));
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    v = threadIdx.x < NT / 32 ? sh[threadIdx.x] : -inf_d();
-    if (threadIdx.x < 32) for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, o));
-    __syncthreads();
-    return v;
-}
-__device__ u64 block_sum_u(u64 v, u64* sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    v = threadIdx.x < NT / 32 ? sh[threadIdx.x] : 0ull;
-    if (threadIdx.x < 32) for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    __syncthreads();
+    v = threadIdx.x < NT / 32 ? sh[threadIdx.x] : identity;
+    if (threadIdx.x < 32) for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+    __syncthreads();  // `sh` is free for the next reduction
     return v;
 }
 
@@ -97,13 +76,13 @@ __global__ void __launch_bounds__(NT) pass1(const T* __restrict__ x, long long s
         mn = fmin(mn, d);
         mx = fmax(mx, d);
     }
-    nnan = block_sum_u(nnan, shu);
-    ninf = block_sum_u(ninf, shu);
-    nfill = block_sum_u(nfill, shu);
-    nvalid = block_sum_u(nvalid, shu);
-    s = block_sum_d(s, shd);
-    mn = block_min_d(mn, shd);
-    mx = block_max_d(mx, shd);
+    nnan = block_reduce(nnan, 0ull, shu, Sum());
+    ninf = block_reduce(ninf, 0ull, shu, Sum());
+    nfill = block_reduce(nfill, 0ull, shu, Sum());
+    nvalid = block_reduce(nvalid, 0ull, shu, Sum());
+    s = block_reduce(s, 0.0, shd, Sum());
+    mn = block_reduce(mn, inf_d(), shd, Min());
+    mx = block_reduce(mx, -inf_d(), shd, Max());
     if (threadIdx.x == 0) {
         u64* c = counts + 4 * blockIdx.x;
         c[0] = nnan; c[1] = ninf; c[2] = nfill; c[3] = nvalid;
@@ -152,9 +131,9 @@ __global__ void __launch_bounds__(NT) pass2(const T* __restrict__ x, long long s
         if (shared_bins) atomicAdd(&shh[k], 1u);
         else atomicAdd(&hist[k], 1ull);
     }
-    acc = block_sum_d(acc, shd);
-    under = block_sum_u(under, shu);
-    over = block_sum_u(over, shu);
+    acc = block_reduce(acc, 0.0, shd, Sum());
+    under = block_reduce(under, 0ull, shu, Sum());
+    over = block_reduce(over, 0ull, shu, Sum());
     if (threadIdx.x == 0) {
         m2[blockIdx.x] = acc;
         outside[2 * blockIdx.x] = under;
