@@ -6,7 +6,8 @@ The tree is `generate_many` (the scan benchmark's mixed small files: HDF5, netCD
 (a) `profile(catalog)` on an already started 2-worker embedded cluster; (b) the loop a user would write without
 it: for every numeric array of the catalog, read it whole with the same readers (no dask) and compute the same
 statistics with numpy (NaN and fill counts, min, max, mean, std, a 64-bin histogram over the valid range or the
-data's range). Prints arrays/s of both and the ratio (best of --repeat, interleaved).
+data's range). Prints arrays/s of both and the ratio (best of --repeat, interleaved); with cupy and a GPU on
+the workers, also (a) with ``device="gpu"``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def main() -> int:
     if not os.path.isdir(args.data):
         generate_many(args.data, n_files=args.files, seed=0)
     work = tempfile.mkdtemp(prefix="bench-profile-many-")
-    ours, loop = [], []
+    ours, loop, gpu = [], [], []
     try:
         with connect(n_workers=2) as client:
             cat = scan([args.data], os.path.join(work, "cat"), client=client)
@@ -73,6 +74,15 @@ def main() -> int:
                 t0 = time.perf_counter()
                 n_loop = plain_loop(numeric)
                 loop.append(time.perf_counter() - t0)
+            from metaextract_dask.profiler import gpu_available
+
+            if all(client.run(gpu_available).values()):
+                profile(cat, client=client, device="gpu")  # warm: CUDA kernels compiled in the workers
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    sg = profile(cat, client=client, device="gpu")
+                    gpu.append(time.perf_counter() - t0)
+                assert int((sg["status"] == "ok").sum()) == int((st["status"] == "ok").sum())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n = int((st["status"] == "ok").sum())
@@ -82,6 +92,10 @@ def main() -> int:
     print(f"(a) metaextract-dask profile : {n / a:8.0f} arrays/s ({a:.2f} s)")
     print(f"(b) plain loop, numpy        : {n_loop / b:8.0f} arrays/s ({b:.2f} s)")
     print(f"ratio a/b: {(n / a) / (n_loop / b):.2f}x")
+    if gpu:
+        g = min(gpu)
+        print(f"(a) on GPU (cupy)            : {n / g:8.0f} arrays/s ({g:.2f} s); ratio to (b): "
+              f"{(n / g) / (n_loop / b):.2f}x, to (a) on CPU: {a / g:.2f}")
     return 0
 
 
