@@ -363,6 +363,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         memory_limit = worker_memory_limit(c)
         batch_bytes = config.parse_bytes(config.get("profile-batch", "64MiB"))
         small_bytes = min(batch_bytes, chunk_limit(memory_limit))
+        # on a GPU, tiny arrays go to the CPU kernels: per array, the copy and launches cost more than they save
+        gpu_min = config.parse_bytes(config.get("gpu-min-bytes", "4MiB")) if dev == "gpu" else 0
         todo: dict[str, dict[str, Any]] = {}
         futures: list[Any] = []
         small: list[dict[str, Any]] = []
@@ -377,9 +379,10 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
             if nbytes is not None and nbytes == nbytes and nbytes <= small_bytes:
                 # one dask chunk (adaptive_chunks keeps arrays under the chunk limit whole): opened, read and
                 # summarised on a worker, many per task; the client does no I/O for it
-                small.append({"base": base, "nbytes": int(nbytes),
+                where = "cpu" if nbytes < gpu_min else dev
+                small.append({"base": {**base, "device": where}, "nbytes": int(nbytes),
                               "item": (row["path"], row["name"], bins, (memory_limit, chunk_limit(memory_limit)),
-                                       strategy, sample_fraction, dev)})
+                                       strategy, sample_fraction, where)})
                 continue
             try:
                 arr, source = _open_raw(row["path"], row["name"], memory_limit=memory_limit)

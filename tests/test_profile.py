@@ -190,10 +190,27 @@ def _need_gpu_workers(client: Any) -> None:
 def test_gpu_profile_of_the_sample_tree_equals_cpu(catalog: Any, client: Any) -> None:
     _need_gpu_workers(client)
     cpu = profile(catalog, client=client, device="cpu")
-    gpu = profile(catalog, client=client, device="gpu")
+    with dask.config.set({"metaextract.gpu-min-bytes": 0}):  # every array on the GPU, however small
+        gpu = profile(catalog, client=client, device="gpu")
+        assert set(profile(catalog, client=client, device="auto")["device"]) == {"gpu"}  # auto takes the GPU
     assert set(cpu["device"]) == {"cpu"} and set(gpu["device"]) == {"gpu"}
     _assert_same_stats(cpu, gpu)
-    assert set(profile(catalog, client=client, device="auto")["device"]) == {"gpu"}  # auto takes the GPU
+
+
+def test_tiny_arrays_stay_on_the_cpu_when_profiling_on_a_gpu(catalog: Any, client: Any,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below gpu-min-bytes the CPU kernels summarise an array even with device gpu, and its row says so.
+    (The device is forced to "gpu" here, so that this routing is checked on machines without one too: every
+    array of the sample tree is tiny, so no block reaches cupy.)"""
+    from metaextract_dask import profiler
+
+    cpu = profile(catalog, client=client, device="cpu")
+    monkeypatch.setattr(profiler, "resolve_device", lambda device, client=None: "gpu")
+    routed = profile(catalog, client=client, device="gpu")
+    ok = routed["status"] == "ok"
+    assert catalog.to_pandas("arrays")["nbytes"].max() < 4 << 20
+    assert ok.sum() == 36 and set(routed.loc[ok, "device"]) == {"cpu"}
+    _assert_same_stats(cpu, routed)
 
 
 @pytest.mark.gpu
