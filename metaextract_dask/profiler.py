@@ -6,8 +6,8 @@ the partials of an array merge in a small tree. One task reads a block from the 
 summarises it (:func:`_region_partial`: in place from a memory map where the stored bytes are the values,
 else into a reused buffer; on the GPU after one host-to-device copy); arrays of a single block go many to a
 task (:func:`_small_partials`). All arrays are submitted together; each array's (or batch's) result is its
-own future, so an array whose chunks fail to decode becomes an error row without stopping the others. Results go to the catalog's ``stats`` table (keyed
-like ``arrays`` by path and name).
+own future, so an array whose chunks fail to decode becomes an error row without stopping the others.
+Results go to the catalog's ``stats`` table (keyed like ``arrays`` by path and name).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ by the first pass's min and max.
 
 Blocks may be numpy or cupy arrays: the module works with whichever array module the block belongs to and
 returns host (numpy / Python) values. cupy blocks go through two fused CUDA kernels (:mod:`._cuda`) where
-they compile, with the same results as the CPU kernels. numpy blocks go through compiled kernels instead (same results): a
-one-loop AVX2 kernel for float32 where the C extension was built (``_kernels.c``), numba slice kernels for
-other floats and 32/64-bit integers (:func:`_float_partial`), and per-value counts for 8/16-bit integers
-(:func:`_count_partial`), from which every statistic follows exactly.
+they compile, with the same results as the CPU kernels. numpy blocks go through compiled kernels instead
+(same results): a one-loop AVX2 kernel for float32 where the C extension was built (``_kernels.c``), numba
+slice kernels for other floats and 32/64-bit integers (:func:`_float_partial`), and per-value counts for
+8/16-bit integers (:func:`_count_partial`), from which every statistic follows exactly.
 """
 
 from __future__ import annotations
