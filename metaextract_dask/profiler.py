@@ -118,9 +118,14 @@ def _region_partial(source: Any, region: tuple[slice, ...], fill: Any, bins: int
             return block_partial(_device_block(source, region, pieces), fill=fill, bins=bins, rng=rng)
     if pieces is not None:  # the stored bytes are the values: summarise them where they lie (page cache)
         return merge_all([block_partial(piece, fill=fill, bins=bins, rng=rng) for piece in pieces])
+    return block_partial(_read_block(source, region), fill=fill, bins=bins, rng=rng)
+
+
+def _read_block(source: Any, region: tuple[slice, ...]) -> np.ndarray:
+    """The values of `region`, into this thread's reused buffer where the format reads in place."""
     shape = tuple(s.stop - s.start for s in region)
     out = _buffer(shape, source.dtype) if getattr(source, "reads_in_place", False) and region else None
-    return block_partial(source.read_region(region, out=out), fill=fill, bins=bins, rng=rng)
+    return source.read_region(region, out=out)
 
 
 def _device_block(source: Any, region: tuple[slice, ...], pieces: Any) -> Any:
@@ -130,9 +135,7 @@ def _device_block(source: Any, region: tuple[slice, ...], pieces: Any) -> Any:
     from metaextract_dask._cuda import to_device
 
     if pieces is None:
-        shape = tuple(s.stop - s.start for s in region)
-        out = _buffer(shape, source.dtype) if getattr(source, "reads_in_place", False) and region else None
-        block = source.read_region(region, out=out)
+        block = _read_block(source, region)
         return to_device([block], block.nbytes, block.dtype)
     return to_device(pieces, math.prod(s.stop - s.start for s in region) * source.dtype.itemsize, source.dtype)
 

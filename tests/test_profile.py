@@ -131,18 +131,22 @@ def test_gpu_device_without_gpu_is_a_clear_error(catalog: Any, client: Any) -> N
     assert set(auto["device"]) == {"cpu"}
 
 
-def _array_libraries() -> list[Any]:
-    libs = [pytest.param("numpy", id="numpy")]
+def _local_cupy() -> tuple[Any, str]:
+    """cupy where it imports and sees a CUDA device in this process, else None and why not."""
     try:
         import cupy
 
-        has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
-        reason = "no CUDA device visible"
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy, ""
+        return None, "no CUDA device visible"
     except Exception as exc:  # ImportError, or CUDA runtime errors without a driver
-        has_gpu, reason = False, f"cupy unavailable: {type(exc).__name__}"
-    libs.append(pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu,
-                                                       pytest.mark.skipif(not has_gpu, reason=reason)]))
-    return libs
+        return None, f"cupy unavailable: {type(exc).__name__}"
+
+
+def _array_libraries() -> list[Any]:
+    cupy, reason = _local_cupy()
+    return [pytest.param("numpy", id="numpy"),
+            pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(cupy is None, reason=reason)])]
 
 
 @pytest.mark.parametrize("xp_name", _array_libraries())
@@ -415,14 +419,10 @@ def test_cuda_kernels_equal_cpu_kernels(dtype: str, centre: int, bins: int, monk
 
 
 def _cupy_with_gpu() -> Any:
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            return cupy
-    except Exception as exc:  # ImportError, or CUDA runtime errors without a driver
-        pytest.skip(f"cupy unavailable: {type(exc).__name__}")
-    pytest.skip("no CUDA device visible")
+    cupy, reason = _local_cupy()
+    if cupy is None:
+        pytest.skip(reason)
+    return cupy
 
 
 @pytest.mark.parametrize("dtype", ["f4", "f8", "i2", "i8"])
