@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from metaextract_dask import stats
+from metaextract_dask import _cuda
 from metaextract_dask._cuda import thread_stream, to_device
 from metaextract_dask.stats import block_partial, finalize
 
@@ -53,11 +53,11 @@ def main() -> int:
     pinned[:] = x
     dev = cupy.asarray(x)
     def generic(d):  # cupy's array-module path, as before the fused kernels
-        stats._GPU_FUSED = False
+        _cuda.FUSED = False
         try:
             return block_partial(d, **kw)
         finally:
-            stats._GPU_FUSED = True
+            _cuda.FUSED = True
 
     cpu_p, gpu_p = finalize(block_partial(x, **kw)), finalize(block_partial(dev, **kw))
     for key in ("valid_count", "nan_count", "fill_count", "min", "max", "hist_counts"):

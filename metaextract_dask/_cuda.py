@@ -4,13 +4,16 @@ Two kernels, two passes over device memory (cheap next to the host-to-device cop
 the first counts fill / NaN / inf / valid elements and takes the sum, min and max of the valid ones; the
 second, given the mean, takes the sum of squared deviations (the exact two-pass variance) and the histogram
 (per-thread-block counters in shared memory). No temporaries the size of the block are allocated, where the
-array-module path (:func:`metaextract_dask.stats._slice_partial`) makes several float64 copies, and the host
+array-module path (:func:`metaextract_dask.partials.slice_partial`) makes several float64 copies, and the host
 waits on the device twice per block instead of a dozen times.
 
-Values are classified and binned exactly as the CPU paths do: the fill value as :func:`stats._native_fill`
-gives it, float32 data binned in float32 over bounds rounded inwards (:func:`stats._f32_range`), everything
+Values are classified and binned exactly as the CPU paths do: the fill value as :func:`partials.native_fill`
+gives it, float32 data binned in float32 over bounds rounded inwards (:func:`partials.f32_range`), everything
 else in float64, and no fused multiply-add (``--fmad=false``), so counts, min, max and histograms equal the
 CPU's bit for bit and the moments agree to rounding.
+
+Importing this module registers :func:`summarise_cupy` for cupy arrays with
+:data:`metaextract_dask.dispatch.summarise` (the dispatcher imports it on the first cupy block).
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fused_partial", "kernels_available", "to_device", "thread_stream", "release"]
+from metaextract_dask.dispatch import summarise
+from metaextract_dask.partials import Partial, f32_range, merge_all, native_fill, slice_partial
+
+__all__ = ["fused_partial", "summarise_cupy", "kernels_available", "to_device", "thread_stream", "release",
+           "FUSED"]
+
+#: cupy blocks go through the fused kernels where they compile (False: the array-module path, as tests compare).
+FUSED = True
 
 _STAGE = 8 << 20  # bytes per pinned staging buffer (two per thread)
 _NT = 256  # threads per block (a multiple of the warp size; the reductions below assume it)
@@ -180,11 +190,10 @@ def kernels_available(dtype: Any = "float32") -> bool:
 
 
 def fused_partial(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | None) -> Any:
-    """The :class:`~metaextract_dask.stats.Partial` of a contiguous 1-D cupy array of a dtype in
+    """The :class:`~metaextract_dask.partials.Partial` of a contiguous 1-D cupy array of a dtype in
     ``_CTYPES``, or None when the kernels are unavailable (the caller then uses the array-module path)."""
     import cupy
 
-    from metaextract_dask.stats import Partial, _f32_range, _native_fill
 
     dt = np.dtype(flat.dtype)
     mod = _module(_CTYPES[dt]) if dt in _CTYPES else None
@@ -194,7 +203,7 @@ def fused_partial(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | No
     p = Partial(count=size)
     if not size:
         return p
-    native = _native_fill(dt, fill)
+    native = native_fill(dt, fill)
     fill_arg = native if native is not None else dt.type(0)
     has_fill = np.int32(native is not None)
     grid = max(1, min(_STATE["grid"], -(-size // _NT)))
@@ -209,7 +218,7 @@ def fused_partial(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | No
     p.min, p.max = float(r[:, 1].min()), float(r[:, 2].max())
     p.mean = float(r[:, 0].sum()) / p.n
     lo, hi = rng if rng is not None else (0.0, 0.0)
-    lo32, _, scale32 = _f32_range(lo, hi, bins)
+    lo32, _, scale32 = f32_range(lo, hi, bins)
     shared = bins <= _SHARED_BINS
     m2 = cupy.empty(grid, dtype=np.float64)
     outside = cupy.empty(2 * grid, dtype=np.uint64)
@@ -224,6 +233,33 @@ def fused_partial(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | No
         p.under, p.over = int(o[0]), int(o[1])
         p.hist = hist.get().astype(np.int64)
     return p
+
+
+def summarise_cupy(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    """The partial of a 1-D cupy block: the fused kernels where they compiled, else cupy's array functions on
+    the whole block at once (kernel launches and host syncs per slice would cost more than they save)."""
+    import cupy
+
+    if flat.dtype.kind == "c":  # complex: statistics of the magnitude
+        flat = cupy.abs(flat)
+    if FUSED:
+        # bool counts as 0/1 and float16 is binned in float64 on every path
+        wide = {"b": np.uint8, "f": np.float64}.get(flat.dtype.kind) if flat.dtype.itemsize < 4 else None
+        p = fused_partial(cupy.ascontiguousarray(flat.astype(wide) if wide else flat), fill, bins, rng)
+        if p is not None:
+            return p
+    return merge_all([slice_partial(flat, cupy, fill, bins, rng)])
+
+
+def _register() -> None:
+    try:
+        import cupy
+    except ImportError:  # importable without cupy (to ask kernels_available, say); nothing to register
+        return
+    summarise.register(cupy.ndarray, summarise_cupy)
+
+
+_register()
 
 
 # Per worker thread: a CUDA stream (so that one thread's copies overlap another's kernels) and two pinned

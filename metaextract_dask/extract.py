@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from metaextract_dask import config
 from metaextract_dask.discover import FileEntry
-from metaextract_dask.formats import sniff
+from metaextract_dask.formats import sniff, suffix_claims
 from metaextract_dask.formats.base import Records
 from metaextract_dask.jsonutil import dumps
 from metaextract_dask.schema import SCHEMAS
@@ -31,11 +31,6 @@ from metaextract_dask.watchdog import FileAbort, get_watchdog
 
 __all__ = ["extract_file", "extract_batch", "hash_batch", "classify_unknown", "file_row", "error_tables",
            "content_hash", "TRANSIENT_ERRNOS"]
-
-# Extensions that claim a format; a file that wears one without the content is flagged in its attrs.
-_SUFFIX_CLAIMS = {".h5": "hdf5", ".hdf5": "hdf5", ".he5": "hdf5", ".nc": "netcdf", ".nc4": "netcdf",
-                  ".cdf": "netcdf", ".fits": "fits", ".fit": "fits", ".fts": "fits", ".dcm": "dicom",
-                  ".zarr": "zarr"}
 
 #: errno values worth another try: the storage, not the file, is at fault (NFS/Lustre hiccups, EIO, ...).
 TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in (
@@ -58,7 +53,7 @@ def classify_unknown(head: bytes, path: str) -> dict[str, Any]:
             # A multi-byte character cut at the end of the sniffed head is still text.
             content = "text" if exc.start >= len(head) - 3 and b"\x00" not in head else "binary"
     attrs: dict[str, Any] = {"content": content}
-    claim = _SUFFIX_CLAIMS.get(os.path.splitext(path)[1].lower())
+    claim = suffix_claims().get(os.path.splitext(path)[1].lower())
     if claim:
         attrs["suffix_mismatch"] = f"name suggests {claim}, content is {content}"
     return attrs
@@ -111,9 +106,8 @@ def _read(entry: FileEntry, sniff_bytes: int) -> tuple[str, Records]:
         reader = sniff(entry.path, head)
         if reader is None:
             return fmt, Records(format="binary", attrs=classify_unknown(head, entry.path))
-        fmt = reader.name
-        if fmt == "netcdf":  # refined by the reader; for an error row, the magic tells which
-            fmt = "netcdf3" if head.startswith(b"CDF") else "netcdf4"
+        fmt = reader.error_format(head)  # what an error row says, should the read fail
+        reader.require()  # a missing library: an error row naming the package to install
         return fmt, reader.read(entry.path)
     except (Exception, FileAbort) as exc:
         raise _Failure(fmt, exc) from exc
@@ -131,8 +125,8 @@ def _error_type(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str] | None:
-    texts = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+def _warning_texts(caught: list[warnings.WarningMessage], problems: list[str]) -> list[str] | None:
+    texts = list(dict.fromkeys([*problems, *(f"{w.category.__name__}: {w.message}" for w in caught)]))
     return texts[:_MAX_WARNINGS] or None
 
 
@@ -141,7 +135,9 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0,
     """Rows for all catalog tables from one file; a failure becomes an ``error`` row, never an exception."""
     t0 = time.perf_counter()
     row = file_row(entry)
-    out: dict[str, list[dict[str, Any]]] = {"files": [row], "arrays": [], "hdus": [], "dicom": []}
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS if name != "stats"}
+    out["files"] = [row]
+    problems: list[str] = []
     watchdog = get_watchdog()
     attempts = 0
     # Warnings are data about the file. (catch_warnings is process-global: fine for the default
@@ -171,15 +167,19 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0,
                        groups=dumps(rec.groups) if rec.groups else None)
             tag = {"path": entry.path}
             out["arrays"] = [{**tag, **r} for r in rec.arrays]
-            out["hdus"] = [{**tag, **r} for r in rec.hdus]
-            out["dicom"] = [{**tag, **r} for r in rec.dicom]
+            problems = list(rec.warnings)
+            for table, rows in rec.tables.items():
+                if table in out and table not in ("files", "arrays"):
+                    out[table] = [{**tag, **r} for r in rows]
+                else:  # a plugin's own table: the catalog has no place for it (yet)
+                    problems.append(f"{len(rows)} rows for table {table!r} left out: not a catalog table")
             break
         if hash_content:  # error rows too, so an unchanged bad file is not re-read on every --hash run
             try:
                 row["content_hash"] = content_hash(entry)
             except OSError:
                 pass
-    row.update(warnings=_warning_texts(caught), attempts=attempts, read_seconds=time.perf_counter() - t0)
+    row.update(warnings=_warning_texts(caught, problems), attempts=attempts, read_seconds=time.perf_counter() - t0)
     return out
 
 

@@ -110,7 +110,7 @@ def _region_partial(source: Any, region: tuple[slice, ...], fill: Any, bins: int
     """Read one block of `source` (an ArrayProxy: a recipe, opened through the worker's handle cache) and
     summarise it, in one task: no block travels between tasks, and formats that read in place reuse one buffer.
     With ``device="gpu"`` the block is copied to the GPU and summarised there."""
-    pieces = source.iter_region(region) if hasattr(source, "iter_region") else None
+    pieces = source.iter_region(region) if source.maps_regions else None
     if device == "gpu":
         from metaextract_dask._cuda import thread_stream
 
@@ -124,7 +124,7 @@ def _region_partial(source: Any, region: tuple[slice, ...], fill: Any, bins: int
 def _read_block(source: Any, region: tuple[slice, ...]) -> np.ndarray:
     """The values of `region`, into this thread's reused buffer where the format reads in place."""
     shape = tuple(s.stop - s.start for s in region)
-    out = _buffer(shape, source.dtype) if getattr(source, "reads_in_place", False) and region else None
+    out = _buffer(shape, source.dtype) if source.reads_in_place and region else None
     return source.read_region(region, out=out)
 
 
@@ -246,14 +246,15 @@ class _ArrayShape:
         return math.prod(sum(c) for c in self.chunks)
 
 
-def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str, float, str]]
+def _small_partials(items: list[tuple[str, str, str, int, tuple[int | None, int], str, float, str]]
                     ) -> list[tuple[Any, ...]]:
     """Profile many small arrays (one block each) in one task, opening them here on the worker: one task (or
     one client-side open) per tiny array would cost more than reading it. Each array is read once; the
     two-pass exception (float data without a valid range) takes its second pass over the values already in
     memory. Errors stay per array.
 
-    Items are ``(path, name, bins, (memory_limit, chunk limit), strategy, sample_fraction, device)``; results are
+    Items are ``(path, name, format, bins, (memory_limit, chunk limit), strategy, sample_fraction, device)``
+    (``format`` as ``files.format`` says: the backend opens the file without sniffing it); results are
     ``("ok", partial, row metadata, {scale_factor, add_offset}, passes)`` or ``("error", type, message,
     row metadata so far)``.
     """
@@ -261,10 +262,10 @@ def _small_partials(items: list[tuple[str, str, int, tuple[int | None, int], str
     from metaextract_dask.chunking import adaptive_chunks
 
     out: list[tuple[Any, ...]] = []
-    for path, name, bins, (memory_limit, limit), strategy, sample_fraction, device in items:
+    for path, name, fmt, bins, (memory_limit, limit), strategy, sample_fraction, device in items:
         meta: dict[str, Any] = {}
         try:
-            spec, _ = _spec_of(path, name)  # the recipe and attributes; no dask or xarray object is needed here
+            spec, _ = _spec_of(path, name, fmt)  # the recipe and attributes; no dask or xarray object is needed here
             source, attrs = spec.proxy, dict(spec.attrs)
             # the chunks open_array would choose, with the client's chunk settings (not this worker's config)
             chunks = adaptive_chunks(source.shape, source.dtype, spec.disk_chunks, memory_limit=memory_limit,
@@ -304,13 +305,22 @@ def _block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, ...
     return list(itertools.product(*axes))
 
 
-def _profilable(row: dict[str, Any]) -> str | None:
-    """Why an ``arrays`` row is not profiled, or None."""
+def _profilable(row: dict[str, Any], fmt: str) -> str | None:
+    """Why an ``arrays`` row of a file of catalog format `fmt` is not profiled, or None."""
+    from metaextract_dask.formats import backend_for_format
+
     err = row.get("error")
     if isinstance(err, str) and err:  # (pandas gives NaN for a missing string)
         return "array could not be described"
-    if row.get("kind") == "fits-table":
-        return "table HDU (columns are not one array)"
+    try:
+        backend = backend_for_format(fmt)
+    except KeyError as exc:
+        return str(exc.args[0])
+    if not backend.supports_arrays:
+        return f"format {backend.name!r} has no lazy arrays"
+    reason = backend.not_profiled.get(row.get("kind"))
+    if reason:
+        return reason
     try:
         dt = np.dtype(row["dtype"])
     except (TypeError, ValueError):
@@ -357,8 +367,9 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         catalog = Catalog(catalog)
     t0 = time.perf_counter()
     files = catalog.to_pandas("files")
-    ok_paths = set(files.loc[files["status"] == "ok", "path"])
-    arrays = [r for r in catalog.to_pandas("arrays").to_dict("records") if r["path"] in ok_paths]
+    ok = files["status"] == "ok"
+    fmt_of = dict(zip(files.loc[ok, "path"], files.loc[ok, "format"]))  # the backend of each file: no re-sniffing
+    arrays = [r for r in catalog.to_pandas("arrays").to_dict("records") if r["path"] in fmt_of]
     rows: list[dict[str, Any]] = []
 
     with connect(scheduler, client=client, n_workers=n_workers) as c:
@@ -373,7 +384,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         small: list[dict[str, Any]] = []
         for row in arrays:
             base = {"path": row["path"], "name": row["name"], "device": dev, "strategy": strategy}
-            reason = _profilable(row)
+            fmt = fmt_of[row["path"]]
+            reason = _profilable(row, fmt)
             if reason:
                 rows.append({**base, "status": "skipped", "error_message": reason})
                 continue
@@ -384,11 +396,12 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 # summarised on a worker, many per task; the client does no I/O for it
                 where = "cpu" if nbytes < gpu_min else dev
                 small.append({"base": {**base, "device": where}, "nbytes": int(nbytes),
-                              "item": (row["path"], row["name"], bins, (memory_limit, chunk_limit(memory_limit)),
+                              "item": (row["path"], row["name"], fmt, bins,
+                                       (memory_limit, chunk_limit(memory_limit)),
                                        strategy, sample_fraction, where)})
                 continue
             try:
-                arr, source = _open_raw(row["path"], row["name"], memory_limit=memory_limit)
+                arr, source = _open_raw(row["path"], row["name"], engine=fmt, memory_limit=memory_limit)
                 attrs = dict(arr.attrs)
                 final, meta = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
                                             sample_fraction=sample_fraction, device=dev, key=key, source=source)
@@ -454,8 +467,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 bar.update(1)
             bar.close()
         finally:
-            if dev == "gpu" or any(getattr(job.get("opened", (None, None))[1], "reads_in_place", False)
-                                   for job in jobs):
+            if dev == "gpu" or any(job["opened"][1].reads_in_place for job in jobs):
                 c.run(release_buffers)  # the per-thread read buffers (see _region_partial), cupy's pool
 
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])

@@ -1,17 +1,30 @@
-"""The catalog's tables as pyarrow schemas: the single source of truth for column names and types."""
+"""The catalog's tables as pyarrow schemas: the single source of truth for column names and types.
+
+``files``, ``arrays`` and ``stats`` are the core; the extra tables (FITS ``hdus``, DICOM ``dicom``) are declared by
+their format backends (``FormatBackend.extra_tables``) and gathered here.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from metaextract_dask.formats.dicom import DICOM_COLUMNS
+from metaextract_dask.formats import BUILTIN_BACKENDS
+from metaextract_dask.formats.dicom import DICOM
+from metaextract_dask.formats.fits import HDUS
 
 __all__ = ["FILES", "ARRAYS", "HDUS", "DICOM", "STATS", "SCHEMAS", "SCHEMA_VERSION", "FORMATS"]
 
 SCHEMA_VERSION = 1
 
+
+def _builtin_backends() -> list[type]:
+    from metaextract_dask.formats import _load
+
+    return [_load(target) for target in BUILTIN_BACKENDS.values()]
+
+
 #: Values of ``files.format`` ("unknown": the file's task failed before the file was identified).
-FORMATS = ("hdf5", "netcdf3", "netcdf4", "zarr", "fits", "dicom", "binary", "unknown")
+FORMATS = tuple(f for cls in _builtin_backends() for f in cls.formats()) + ("binary", "unknown")
 
 _JSON = pa.string()  # JSON documents are stored as strings; duckdb/pandas parse them on demand
 _INTS = pa.list_(pa.int64())
@@ -51,29 +64,6 @@ ARRAYS = pa.schema([
     ("error", pa.string()),  # set when this one array could not be described
 ])
 
-HDUS = pa.schema([
-    pa.field("path", pa.string(), nullable=False),
-    pa.field("index", pa.int32(), nullable=False),
-    ("extname", pa.string()),
-    ("extver", pa.int32()),
-    ("xtension", pa.string()),  # null for the primary HDU
-    ("hdu_type", pa.string()),  # astropy class: PrimaryHDU, ImageHDU, BinTableHDU, CompImageHDU, ...
-    ("bitpix", pa.int32()),
-    ("naxis", _INTS),  # NAXIS1..n in FITS order
-    ("n_cards", pa.int32()),
-    ("header", _JSON),  # every card: {keyword: value}; COMMENT/HISTORY as lists
-    ("wcs_footprint", pa.list_(pa.list_(pa.float64(), 2))),  # 4 x [ra, dec] degrees
-    ("wcs_error", pa.string()),
-])
-
-_DICOM_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "date": pa.date32(),
-                "floats": pa.list_(pa.float64())}
-DICOM = pa.schema(
-    [pa.field("path", pa.string(), nullable=False)]
-    + [(kw, _DICOM_TYPES[kind]) for kw, kind in DICOM_COLUMNS.items()]
-    + [("TransferSyntaxUID", pa.string()), ("header", _JSON)]  # header: DICOM JSON model (PS3.18 F.2)
-)
-
 STATS = pa.schema([
     pa.field("path", pa.string(), nullable=False),
     pa.field("name", pa.string(), nullable=False),
@@ -109,4 +99,18 @@ STATS = pa.schema([
     ("passes", pa.int32()),  # 1; 2 for float data without a valid range (histogram)
 ])
 
-SCHEMAS: dict[str, pa.Schema] = {"files": FILES, "arrays": ARRAYS, "hdus": HDUS, "dicom": DICOM, "stats": STATS}
+
+
+def _gather() -> dict[str, pa.Schema]:
+    tables: dict[str, pa.Schema] = {"files": FILES, "arrays": ARRAYS}
+    for cls in _builtin_backends():
+        for name, schema in cls.extra_tables.items():
+            if name in tables or name == "stats":
+                raise RuntimeError(f"backend {cls.name!r} redeclares catalog table {name!r}")
+            tables[name] = schema
+    tables["stats"] = STATS
+    return tables
+
+
+#: Every catalog table by name, in catalog order.
+SCHEMAS: dict[str, pa.Schema] = _gather()

@@ -20,15 +20,14 @@ slice kernels for other floats and 32/64-bit integers (:func:`_float_partial`), 
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from metaextract_dask import config
+from metaextract_dask.dispatch import summarise
+from metaextract_dask.partials import Partial, f32_range, merge, merge_all, native_fill, slice_partial
 
 __all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", "finalize", "HAVE_NUMBA"]
 
@@ -36,97 +35,9 @@ __all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", 
 _SLICE = 1 << 20
 # Most bins for the pair-counting kernels: (bins + 6)**2 counters in 4 tables, 1 MiB at 250 bins.
 _PAIR_BINS = 250
-# cupy blocks go through the fused CUDA kernels of _cuda.py (False: the array-module path, as tests compare).
-_GPU_FUSED = True
 # Fewest elements for counting 8/16-bit integers per value: below, zeroing and folding the 65,536-entry
 # tables costs more than the pair kernel takes.
 _COUNT_MIN = 1 << 16
-
-
-@dataclass
-class Partial:
-    """Statistics of a part of an array (see module docstring)."""
-
-    count: int = 0  # elements seen (valid + NaN + inf + fill)
-    n: int = 0  # valid elements (finite, not fill)
-    nan: int = 0
-    inf: int = 0
-    fill: int = 0
-    min: float = math.inf
-    max: float = -math.inf
-    mean: float = 0.0
-    m2: float = 0.0
-    hist: np.ndarray | None = None  # counts per bin
-    under: int = 0  # valid values below the histogram range
-    over: int = 0  # valid values above it
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _xp(x: Any) -> Any:
-    """numpy or cupy, whichever `x` belongs to. Without importing cupy for numpy arrays: a failed import is
-    not cached by Python and costs a search of sys.path on every call."""
-    if isinstance(x, np.ndarray):
-        return np
-    cp: Any = sys.modules.get("cupy")
-    if cp is None:
-        try:
-            cp = importlib.import_module("cupy")
-        except ImportError:
-            return np
-    return cp.get_array_module(x)
-
-
-def _to_host(v: Any) -> Any:
-    return v.get() if hasattr(v, "get") else v
-
-
-def _slice_partial(x: Any, xp: Any, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
-    p = Partial(count=int(x.size))
-    if fill is not None:
-        is_fill = x == fill
-        p.fill = int(is_fill.sum())
-        if p.fill:
-            x = x[~is_fill]
-    if x.dtype.kind in "fc":
-        finite = xp.isfinite(x)
-        n_finite = int(finite.sum())
-        if n_finite != x.size:
-            p.nan = int(xp.isnan(x).sum())
-            p.inf = int(x.size - n_finite - p.nan)
-            x = x[finite]
-    p.n = int(x.size)
-    if not p.n:
-        return p
-    if x.dtype.kind == "b":
-        x = x.astype(np.uint8)
-    xf = x.astype(np.float64, copy=False)
-    p.min = float(_to_host(xf.min()))
-    p.max = float(_to_host(xf.max()))
-    p.mean = float(_to_host(xf.sum())) / p.n
-    d = xf - p.mean
-    p.m2 = float(_to_host(xp.dot(d, d)))
-    if rng is not None:
-        lo, hi = rng
-        if p.min >= lo and p.max <= hi:  # the usual case: no masking needed
-            vals = xf
-        else:
-            p.under = int(_to_host((xf < lo).sum()))
-            p.over = int(_to_host((xf > hi).sum()))
-            vals = xf[(xf >= lo) & (xf <= hi)]
-        # Fixed-width bins over a known range: an index computation and a bincount, no sort; float32 data
-        # in float32 arithmetic, as the numba kernel does.
-        if x.dtype == np.float32:
-            lo32, _, scale32 = _f32_range(lo, hi, bins)
-            t = x[(xf >= lo) & (xf <= hi)] if vals is not xf else x
-            t = (t - lo32) * scale32
-            xp.minimum(xp.maximum(t, np.float32(0)), np.float32(bins - 1), out=t)
-        else:
-            t = vals - lo
-            t *= bins / (hi - lo) if hi > lo else 0.0
-        idx = t.astype(np.intp)
-        xp.minimum(idx, bins - 1, out=idx)  # the top edge belongs to the last bin
-        p.hist = np.asarray(_to_host(xp.bincount(idx, minlength=bins)), dtype=np.int64)
-    return p
 
 
 try:  # the one-loop AVX2 float32 kernel, built at install time where a C compiler was found
@@ -306,30 +217,6 @@ except ImportError:  # pragma: no cover - numba is a dependency; kept optional f
     HAVE_NUMBA = False
 
 
-def _native_fill(dt: np.dtype, fill: Any) -> Any:
-    """The fill value as a scalar of `dt`, or None when no element of `dt` can equal it (or it is NaN/inf)."""
-    if fill is None:
-        return None
-    f = float(fill)
-    if not math.isfinite(f):
-        return None  # a NaN fill value: those elements are counted as NaN
-    if dt.kind == "f":
-        return dt.type(f) if float(dt.type(f)) == f else None
-    info = np.iinfo(dt)
-    return dt.type(int(f)) if f.is_integer() and info.min <= f <= info.max else None
-
-
-def _f32_range(lo: float, hi: float, bins: int) -> tuple[np.float32, np.float32, np.float32]:
-    """Histogram bounds for float32 arithmetic, rounded inwards so ``x < lo32`` iff ``x < lo`` for every
-    float32 x (same for hi), and the bin scale in float32."""
-    lo32, hi32 = np.float32(lo), np.float32(hi)
-    if float(lo32) < lo:
-        lo32 = np.nextafter(lo32, np.float32(np.inf))
-    if float(hi32) > hi:
-        hi32 = np.nextafter(hi32, np.float32(-np.inf))
-    return lo32, hi32, np.float32(bins / (hi - lo) if hi > lo else 0.0)
-
-
 def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
     """Partial of a float or 32/64-bit integer block with the slice kernels.
 
@@ -356,12 +243,12 @@ def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
     scale: Any
     top: Any
     if dt == np.float32:  # float32 arithmetic for float32 data: twice the vector width
-        lo_w, hi_w, scale = _f32_range(lo, hi, bins)
+        lo_w, hi_w, scale = f32_range(lo, hi, bins)
         top = np.float32(bins - 1)
     else:
         lo_w, hi_w, scale, top = float(lo), float(hi), (bins / (hi - lo) if hi > lo else 0.0), float(bins - 1)
     counts = np.zeros(bins + 6, dtype=np.int64)
-    f = _native_fill(dt, fill)
+    f = native_fill(dt, fill)
     done = None
     if _kernels is not None and dt == np.float32 and config.get("kernel", "auto") != "numba":
         # the one-loop AVX2 kernel (it returns None where the CPU has no AVX2)
@@ -423,7 +310,7 @@ def _count_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
     _count_values(flat.view(ut), tables, occ)
     values = np.arange(width, dtype=np.int64).astype(ut).view(dt).astype(np.int64)
     p = Partial(count=int(flat.size))
-    f = _native_fill(dt, fill)
+    f = native_fill(dt, fill)
     if f is not None:
         at = int(np.asarray(f, dtype=dt).view(ut))
         p.fill, occ[at] = int(occ[at]), 0
@@ -462,13 +349,14 @@ def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
     if dt.kind in "iu" and dt.itemsize <= 2 and flat.size >= _COUNT_MIN:
         return _count_partial(flat, fill, bins, rng)
     if bins > _PAIR_BINS:  # pair tables grow with bins squared: the generic slices instead
-        return merge_all([_slice_partial(flat[i:i + _SLICE], np, fill, bins, rng)
+        return merge_all([slice_partial(flat[i:i + _SLICE], np, fill, bins, rng)
                           for i in range(0, max(flat.size, 1), _SLICE)])
     return _float_partial(flat, fill, bins, rng)
 
 
 def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float, float] | None = None) -> Partial:
-    """Partial statistics of one block (numpy or cupy), processed in cache-sized slices.
+    """Partial statistics of one block (numpy, or any array library registered with
+    :data:`metaextract_dask.dispatch.summarise`: cupy on first use).
 
     Parameters
     ----------
@@ -483,55 +371,21 @@ def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float
     """
     if int(bins) != bins or bins < 1:
         raise ValueError(f"bins must be a positive integer, not {bins!r}")
-    bins = int(bins)
-    xp = _xp(block)
     flat = block.reshape(-1)
     if flat.dtype.kind not in "biufc":
         raise TypeError(f"cannot profile dtype {flat.dtype}")
-    if HAVE_NUMBA and xp is np and flat.dtype.kind in "iuf":
+    return summarise(flat, fill, int(bins), rng)
+
+
+@summarise.register(np.ndarray)
+def _summarise_numpy(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    """numpy blocks: the compiled kernels where they apply, else array functions in cache-sized slices."""
+    if HAVE_NUMBA and flat.dtype.kind in "iuf":
         return _fused_partial(np.ascontiguousarray(flat), fill, bins, rng)
     if flat.dtype.kind == "c":  # complex: statistics of the magnitude
-        flat = xp.abs(flat)
-    if xp is not np and _GPU_FUSED:  # cupy: the fused CUDA kernels where they compiled (same results)
-        from metaextract_dask._cuda import fused_partial
-
-        # bool counts as 0/1 and float16 is binned in float64 on every path
-        wide = {"b": np.uint8, "f": np.float64}.get(flat.dtype.kind) if flat.dtype.itemsize < 4 else None
-        p = fused_partial(xp.ascontiguousarray(flat.astype(wide) if wide else flat), fill, bins, rng)
-        if p is not None:
-            return p
-    # numpy: cache-sized slices; cupy: the whole block at once (kernel launches and host syncs per slice
-    # would cost more than the GPU's memory bandwidth saves)
-    step = _SLICE if xp is np else max(flat.size, 1)
-    parts = [_slice_partial(flat[i:i + step], xp, fill, bins, rng) for i in range(0, max(flat.size, 1), step)]
-    return merge_all(parts)
-
-
-def merge(a: Partial, b: Partial) -> Partial:
-    """Combine two partials (Chan, Golub & LeVeque's pairwise update for mean and M2)."""
-    out = Partial(count=a.count + b.count, n=a.n + b.n, nan=a.nan + b.nan, inf=a.inf + b.inf, fill=a.fill + b.fill,
-                  min=min(a.min, b.min), max=max(a.max, b.max), under=a.under + b.under, over=a.over + b.over)
-    if not a.n or not b.n:
-        src = a if a.n else b
-        out.mean, out.m2 = src.mean, src.m2
-    else:
-        delta = b.mean - a.mean
-        out.mean = a.mean + delta * b.n / out.n
-        out.m2 = a.m2 + b.m2 + delta * delta * a.n * b.n / out.n
-    if a.hist is not None and b.hist is not None:
-        out.hist = a.hist + b.hist
-    else:
-        out.hist = a.hist if a.hist is not None else b.hist
-    return out
-
-
-def merge_all(parts: list[Partial]) -> Partial:
-    """Merge a list of partials pairwise (a balanced tree keeps rounding errors small)."""
-    if not parts:
-        return Partial()
-    while len(parts) > 1:
-        parts = [merge(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
-    return parts[0]
+        flat = np.abs(flat)
+    return merge_all([slice_partial(flat[i:i + _SLICE], np, fill, bins, rng)
+                      for i in range(0, max(flat.size, 1), _SLICE)])
 
 
 def histogram_range(dtype: Any, attrs: dict[str, Any]) -> tuple[tuple[float, float] | None, str]:

@@ -477,10 +477,10 @@ def test_hdf5_plain_storage_is_read_through_a_memory_map(tmp_path: Path, monkeyp
     everything else (filters, byte order, edge or unwritten chunks, non-contiguous regions) says None."""
     import h5py
 
-    from metaextract_dask import arrays as arrays_mod
+    from metaextract_dask.formats import hdf5 as hdf5_mod
     from metaextract_dask.arrays import _open_raw
 
-    monkeypatch.setattr(arrays_mod, "_MIN_MAPPED_PIECE", 0)
+    monkeypatch.setattr(hdf5_mod, "_MIN_MAPPED_PIECE", 0)
     path = tmp_path / "plain.h5"
     values = np.arange(70 * 64, dtype="f4").reshape(70, 64)
     with h5py.File(path, "w") as f:
@@ -513,10 +513,10 @@ def test_netcdf4_plain_variables_are_read_through_a_memory_map(tmp_path: Path,
     zlib ones and netCDF-3 files do not."""
     import netCDF4
 
-    from metaextract_dask import arrays as arrays_mod
+    from metaextract_dask.formats import hdf5 as hdf5_mod
     from metaextract_dask.arrays import _open_raw
 
-    monkeypatch.setattr(arrays_mod, "_MIN_MAPPED_PIECE", 0)
+    monkeypatch.setattr(hdf5_mod, "_MIN_MAPPED_PIECE", 0)
     values = np.random.default_rng(2).normal(size=(40, 30)).astype("f4")
     for fmt in ("NETCDF4", "NETCDF3_CLASSIC"):
         path = tmp_path / f"{fmt}.nc"

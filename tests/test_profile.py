@@ -392,7 +392,6 @@ def test_cuda_kernels_equal_cpu_kernels(dtype: str, centre: int, bins: int, monk
     in shared memory, and beyond it in global atomics) and their moments to rounding; so does cupy's generic
     array-module path. Also an all-fill block and an empty one."""
     from metaextract_dask import _cuda
-    from metaextract_dask import stats as stats_mod
 
     cupy = _cupy_with_gpu()
     kernel_dtype = {"f2": "f8", "?": "u1"}.get(dtype, dtype)  # what block_partial hands the kernels
@@ -402,7 +401,7 @@ def test_cuda_kernels_equal_cpu_kernels(dtype: str, centre: int, bins: int, monk
     cpu = finalize(block_partial(x, fill=42, bins=bins, rng=lo_hi))
     dev = cupy.asarray(x.reshape(-1, 1))  # not 1-D: flattened on the device
     fused = finalize(block_partial(dev, fill=42, bins=bins, rng=lo_hi))
-    monkeypatch.setattr(stats_mod, "_GPU_FUSED", False)
+    monkeypatch.setattr(_cuda, "FUSED", False)
     generic = finalize(block_partial(dev, fill=42, bins=bins, rng=lo_hi))
     for other in (fused, generic):
         for key in ("count", "valid_count", "nan_count", "inf_count", "fill_count", "hist_underflow",
@@ -410,7 +409,7 @@ def test_cuda_kernels_equal_cpu_kernels(dtype: str, centre: int, bins: int, monk
             assert other[key] == cpu[key], key
         for key in ("mean", "std"):
             assert other[key] == pytest.approx(cpu[key], rel=1e-9), key
-    monkeypatch.setattr(stats_mod, "_GPU_FUSED", True)
+    monkeypatch.setattr(_cuda, "FUSED", True)
     if dtype != "?":
         p = block_partial(cupy.full(1000, 42, dtype=dtype), fill=42, bins=bins, rng=lo_hi)
         assert (p.count, p.fill, p.n, p.hist) == (1000, 1000, 0, None)

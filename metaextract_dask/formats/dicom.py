@@ -1,19 +1,29 @@
-"""DICOM reader (pydicom): typed columns for common keywords plus the whole header as DICOM JSON.
+"""DICOM backend (pydicom): typed columns for common keywords plus the whole header as DICOM JSON (the
+``dicom`` table), and lazy pixel data of one file or of a series of single-frame files.
 
-Pixel data is never read (``stop_before_pixels``); its shape and type come from the image pixel module.
+Pixel data is never read while cataloguing (``stop_before_pixels``); its shape and type come from the image
+pixel module, by the same rules that open it (:func:`pixel_layout`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
 import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from metaextract_dask.config import get as config_get
-from metaextract_dask.formats.base import FormatReader, Records
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array
 from metaextract_dask.jsonutil import dumps
 
-__all__ = ["DICOMReader", "DICOM_COLUMNS", "parse_da"]
+__all__ = ["DICOMBackend", "DICOMFile", "DICOMSeries", "DICOM", "DICOM_COLUMNS", "parse_da", "pixel_layout",
+           "series_spec", "series_files"]
 
 #: Typed columns of the ``dicom`` table: keyword -> kind (str, int, float, date, floats).
 DICOM_COLUMNS: dict[str, str] = {
@@ -29,8 +39,20 @@ DICOM_COLUMNS: dict[str, str] = {
     "SliceLocation": "float", "RescaleSlope": "float", "RescaleIntercept": "float",
 }
 
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "date": pa.date32(),
+                "floats": pa.list_(pa.float64())}
+#: The ``dicom`` table: one row per DICOM file.
+DICOM = pa.schema(
+    [pa.field("path", pa.string(), nullable=False)]
+    + [(kw, _ARROW_TYPES[kind]) for kw, kind in DICOM_COLUMNS.items()]
+    + [("TransferSyntaxUID", pa.string()), ("header", pa.string())]  # header: DICOM JSON model (PS3.18 F.2)
+)
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# Pixel-module keywords kept as array attributes.
+_PIXEL_ATTRS = ("Modality", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
+                "PixelRepresentation", "SamplesPerPixel", "RescaleType", "PixelSpacing", "SliceThickness",
+                "ImageOrientationPatient", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID")
 
 
 def parse_da(value: Any) -> dt.date | None:
@@ -41,6 +63,16 @@ def parse_da(value: Any) -> dt.date | None:
     try:
         return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
     except ValueError:
+        return None
+
+
+def _get(ds: Any, keyword: str, problems: list[str] | None = None) -> Any:
+    """``ds.get(keyword)``, None when the stored value does not parse (noted in `problems`)."""
+    try:
+        return ds.get(keyword)
+    except Exception as exc:  # pydicom converts on access: an IS of '1A' raises here
+        if problems is not None:
+            problems.append(f"invalid {keyword} value: {type(exc).__name__}: {exc}")
         return None
 
 
@@ -64,45 +96,138 @@ def _typed(kind: str, value: Any) -> Any:
     raise ValueError(kind)
 
 
-def _pixel_array_row(ds: Any, ts: Any) -> dict[str, Any] | None:
-    rows, cols = ds.get("Rows"), ds.get("Columns")
-    if not rows or not cols or "BitsAllocated" not in ds:
+def pixel_layout(ds: Any) -> tuple[tuple[int, ...], np.dtype, list[str], int] | None:
+    """(shape, dtype, dims, frames) of a dataset's pixel data as pydicom decodes it (``raw=True``), or None
+    when the image pixel module is absent. The one rule for the catalog row and the lazy array: 1-bit
+    pixels are unpacked to ``u1``; otherwise the smallest of 1/2/4/8 bytes holding BitsAllocated, signed
+    where PixelRepresentation is 1.
+
+    Raises
+    ------
+    ValueError
+        If NumberOfFrames or SamplesPerPixel is present but not a positive integer.
+    """
+    rows, cols, bits = ds.get("Rows"), ds.get("Columns"), ds.get("BitsAllocated")
+    if not rows or not cols or not bits:
         return None
     frames = int(ds.get("NumberOfFrames") or 1)
     samples = int(ds.get("SamplesPerPixel") or 1)
-    bits = int(ds.BitsAllocated)
-    signed = int(ds.get("PixelRepresentation") or 0) == 1
-    shape = ([frames] if frames > 1 else []) + [int(rows), int(cols)] + ([samples] if samples > 1 else [])
+    if frames < 1 or samples < 1:
+        raise ValueError(f"invalid NumberOfFrames {frames} / SamplesPerPixel {samples}")
+    bits = int(bits)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1 and bits > 1
+    itemsize = 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
+    dtype = np.dtype(f"{'i' if signed else 'u'}{itemsize}").newbyteorder("<")
+    shape = ((frames,) if frames > 1 else ()) + (int(rows), int(cols)) + ((samples,) if samples > 1 else ())
     dims = (["frame"] if frames > 1 else []) + ["row", "column"] + (["sample"] if samples > 1 else [])
-    itemsize = 1 if bits <= 8 else max(2, bits // 8)
-    dtype = f"{'<' if itemsize > 1 else '|'}{'i' if signed else 'u'}{itemsize}" if bits != 1 else "|b1"
-    attrs = {k: _typed("float" if k.startswith("Rescale") else "str", ds.get(k))
-             for k in ("PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "RescaleType")
-             if k in ds}
+    return shape, dtype, dims, frames
+
+
+def _units(ds: Any) -> str | None:
+    """RescaleType, else Hounsfield units for CT (whose rescale gives HU by definition)."""
+    units = ds.get("RescaleType")
+    if units:
+        return str(units)
+    return "HU" if ds.get("Modality") == "CT" and ds.get("RescaleIntercept") not in (None, "") else None
+
+
+def _plain(value: Any) -> Any:
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import IS, DSfloat
+
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, DSfloat):
+        return float(value)
+    if isinstance(value, IS):
+        return int(value)
+    if isinstance(value, (int, float, str)):
+        return value
+    return str(value)
+
+
+def pixel_attrs(ds: Any) -> dict[str, Any]:
+    """Attributes of the pixel array: pixel-module keywords, the modality rescale as ``scale_factor`` /
+    ``add_offset`` and ``units``."""
+    attrs = {}
+    for k in _PIXEL_ATTRS:
+        value = _get(ds, k)
+        if value not in (None, ""):
+            attrs[k] = _plain(value)
+    slope, intercept = _typed("float", _get(ds, "RescaleSlope")), _typed("float", _get(ds, "RescaleIntercept"))
+    if slope is not None:
+        attrs["scale_factor"] = slope
+    if intercept is not None:
+        attrs["add_offset"] = intercept
+    units = _units(ds)
+    if units:
+        attrs["units"] = units
+    return attrs
+
+
+def _pixel_row(ds: Any, ts: Any) -> dict[str, Any] | None:
+    try:
+        layout = pixel_layout(ds)
+    except (TypeError, ValueError) as exc:  # an unparsable frame count: the array is known, its shape is not
+        return {"name": "PixelData", "kind": "dicom-pixels", "error": f"{type(exc).__name__}: {exc}"}
+    if layout is None:
+        return None
+    shape, dtype, dims, frames = layout
+    attrs = {k: _typed("float" if k.startswith("Rescale") else "str", _get(ds, k))
+             for k in ("PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "RescaleType") if k in ds}
     attrs.update({k: int(ds.get(k)) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
                                                "SamplesPerPixel") if ds.get(k) is not None})
     compressed = bool(ts is not None and ts.is_compressed)
     return {
         "name": "PixelData",
         "kind": "dicom-pixels",
-        "shape": shape,
-        "dtype": dtype,
+        "shape": list(shape),
+        "dtype": dtype.str,
         "dims": dims,
         # Frames are stored (and decoded) one at a time: a frame is the natural on-disk chunk.
         "chunks": [1, *shape[1:]] if frames > 1 else None,
         "compression": (ts.keyword or ts.name) if compressed else None,
         "fill_value": None,
-        "units": str(ds.get("RescaleType")) if ds.get("RescaleType") else ("HU" if ds.get("Modality") == "CT" else None),
-        "nbytes": frames * int(rows) * int(cols) * samples * itemsize,
+        "units": _units(ds),
+        "nbytes": math.prod(shape) * dtype.itemsize,
         "attrs": dumps(attrs),
     }
 
 
-class DICOMReader(FormatReader):
+def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]:
+    """The DICOM JSON model of `ds` (file meta included), element by element: an element whose value does
+    not parse keeps its VR without a value, and is reported."""
+
+    def bulk(elem: Any) -> str:
+        # Large binary values (icons, overlays, private blobs) are referenced, not inlined.
+        return f"omitted:{elem.tag:08X}"
+
+    out: dict[str, Any] = {}
+    for part in (ds.file_meta, ds) if ds.file_meta else (ds,):
+        try:
+            out.update(part.to_json_dict(threshold, bulk))
+            continue
+        except Exception:  # find the elements at fault, keep the others
+            pass
+        for elem in part:
+            key = f"{elem.tag:08X}"
+            try:
+                out[key] = elem.to_json_dict(threshold, bulk)
+            except Exception as exc:
+                out[key] = {"vr": elem.VR}
+                problems.append(f"invalid value of {elem.keyword or key} ({elem.VR}): {type(exc).__name__}: {exc}")
+    return out
+
+
+class DICOMBackend(FormatBackend):
     """DICOM Part 10 files (128-byte preamble then ``DICM``)."""
 
     name = "dicom"
     priority = 20
+    supports_arrays = True
+    extra_tables = {"dicom": DICOM}
+    suffixes = (".dcm", ".dicom")
+    requires = ("pydicom",)
 
     def sniff(self, head: bytes, path: str) -> bool:  # noqa: D102
         return len(head) >= 132 and head[128:132] == b"DICM"
@@ -113,30 +238,176 @@ class DICOMReader(FormatReader):
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         ts = getattr(ds.file_meta, "TransferSyntaxUID", None)
-        # pydicom is lenient: garbage after the magic can still "parse". Every DICOM object names its SOP
-        # class and instance (in the dataset, or in the file meta for DICOMDIR-like files).
+        # pydicom is lenient: garbage after the magic can still "parse"; a transfer syntax that is not a UID
+        # means the file meta is garbage.
         if ts is not None and not _UID.fullmatch(str(ts)):
             raise InvalidDicomError(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
+        problems: list[str] = []
         if not (ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")) or not (
                 ds.get("SOPInstanceUID") or ds.file_meta.get("MediaStorageSOPInstanceUID")):
-            raise InvalidDicomError("no SOP Class UID / SOP Instance UID: not a DICOM object")
+            problems.append("no SOP Class UID / SOP Instance UID (not a complete DICOM object)")
         threshold = int(config_get("scan.dicom-json-bulk-threshold", 1024))
-
-        def bulk(elem: Any) -> str:
-            # Large binary values (icons, overlays, private blobs) are referenced, not inlined.
-            return f"omitted:{elem.tag:08X}"
-
-        header = ds.file_meta.to_json_dict(threshold, bulk) if ds.file_meta else {}
-        header.update(ds.to_json_dict(threshold, bulk))
-        row: dict[str, Any] = {kw: _typed(kind, ds.get(kw)) for kw, kind in DICOM_COLUMNS.items()}
-        if row["NumberOfFrames"] is None and row["Rows"]:
+        header = _json_header(ds, threshold, problems)
+        row: dict[str, Any] = {kw: _typed(kind, _get(ds, kw, problems)) for kw, kind in DICOM_COLUMNS.items()}
+        if row["NumberOfFrames"] is None and row["Rows"] and "NumberOfFrames" not in ds:
             row["NumberOfFrames"] = 1  # single-frame images omit the tag; 1 keeps sums over frames right
         row["TransferSyntaxUID"] = str(ts) if ts else None
         row["header"] = dumps(header)
-        rec = Records(format="dicom", format_version=ts.name if ts else None, dicom=[row])
-        rec.attrs = {k: str(ds.get(k)) for k in ("SOPClassUID", "Modality", "StudyInstanceUID",
-                                                  "SeriesInstanceUID") if ds.get(k) is not None}
-        pixels = _pixel_array_row(ds, ts)
+        rec = Records(format="dicom", format_version=ts.name if ts else None, tables={"dicom": [row]},
+                      warnings=list(dict.fromkeys(problems)))
+        rec.attrs = {k: str(v) for k in ("SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID")
+                     if (v := _get(ds, k)) is not None}
+        pixels = _pixel_row(ds, ts)
         if pixels is not None:
             rec.arrays.append(pixels)
         return rec
+
+    def list_arrays(self, path: str) -> list[str]:  # noqa: D102
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return ["PixelData"] if pixel_layout(ds) is not None else []
+
+    def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        layout = pixel_layout(ds)
+        if name != "PixelData" or layout is None:
+            raise missing_array("DICOM", path, name, ["PixelData"] if layout is not None else [])
+        shape, dtype, dims, frames = layout
+        chunks = (1, *shape[1:]) if frames > 1 else None
+        return ArraySpec(DICOMFile(path, shape, dtype, multiframe=frames > 1), dims, pixel_attrs(ds), chunks)
+
+    def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
+        return dict(self.read(path).attrs)
+
+
+# --------------------------------------------------------------------------- #
+# lazy pixel data
+# --------------------------------------------------------------------------- #
+def _pixels(path: str, index: int | None) -> np.ndarray:
+    from pydicom.pixels import pixel_array
+
+    # raw=True: stored values as decoded from the transfer syntax, no colour-space conversion; pydicom never
+    # applies the modality LUT here. `index` reads one frame of a multi-frame file.
+    return pixel_array(path, index=index, raw=True)
+
+
+class DICOMFile(ArrayProxy):
+    """Pixel data of one DICOM file; for a multi-frame file axis 0 is the frame, read frame by frame."""
+
+    def __init__(self, path: str, shape: Sequence[int], dtype: Any, *, multiframe: bool) -> None:
+        super().__init__(path, shape, dtype)
+        self.multiframe = multiframe
+
+    def _read(self, key: tuple[slice, ...]) -> Any:
+        if not self.multiframe:
+            return _pixels(self.path, None)[key]
+        frames = key[0]
+        if frames.start == 0 and frames.stop == self.shape[0]:
+            return _pixels(self.path, None).reshape(self.shape)[key]
+        return np.stack([_pixels(self.path, i)[key[1:]] for i in range(frames.start, frames.stop)])
+
+
+class DICOMSeries(ArrayProxy):
+    """Single-frame DICOM files stacked along a new leading axis, in the given order."""
+
+    def __init__(self, paths: Sequence[str], shape: Sequence[int], dtype: Any) -> None:
+        from metaextract_dask.formats.handles import stamp
+
+        self.paths = tuple(str(p) for p in paths)
+        super().__init__(self.paths[0], shape, dtype)
+        self._token = tuple(stamp(p) for p in self.paths)  # type: ignore[assignment]
+
+    def _ident(self) -> tuple[Any, ...]:
+        return self.paths
+
+    def __repr__(self) -> str:
+        return f"DICOMSeries({len(self.paths)} files, shape={self.shape}, dtype={self.dtype})"
+
+    def _read(self, key: tuple[slice, ...]) -> Any:
+        return np.stack([_pixels(p, None)[key[1:]] for p in self.paths[key[0]]])
+
+
+def series_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The files of a series: a directory's files (sorted), one file, or the given paths."""
+    if isinstance(paths, (str, os.PathLike)):
+        p = Path(paths)
+        if p.is_dir():
+            return sorted(str(c) for c in p.iterdir() if c.is_file())
+        return [str(p)]
+    return [os.fspath(p) for p in paths]
+
+
+def _position(ds: Any) -> float:
+    """Position along the slice normal: (row cosines x column cosines) . ImagePositionPatient; NaN if unknown."""
+    iop, ipp = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient")
+    if not iop or not ipp or len(iop) != 6 or len(ipp) != 3:
+        return math.nan
+    normal = np.cross(np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float))
+    return float(np.dot(normal, np.asarray(ipp, dtype=float)))
+
+
+def series_spec(files: Sequence[str]) -> ArraySpec:
+    """The (slice, row, column) volume of single-frame files of one series, sorted along the slice normal
+    (ties, and every file when some position is unknown, by InstanceNumber). Reads headers only.
+
+    Coordinates: ``z``, ``instance_number`` and ``path`` along ``slice``; where slope or intercept vary
+    between slices they are ``scale_factor`` / ``add_offset`` coordinates (not attributes).
+
+    Raises
+    ------
+    ValueError
+        If no files are given, or they do not share SeriesInstanceUID, Rows, Columns and pixel type, or a file
+        has no pixel data or is multi-frame.
+    """
+    import pydicom
+
+    if not files:
+        raise ValueError("open_dicom_series: no files given")
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    layouts = []
+    for ds, p in zip(headers, files):
+        layout = pixel_layout(ds)
+        if layout is None:
+            raise missing_array("DICOM", p, "PixelData", [])
+        layouts.append(layout)
+    for key in ("SeriesInstanceUID", "Rows", "Columns"):
+        values = {str(ds.get(key)) for ds in headers}
+        if len(values) != 1:
+            raise ValueError(f"open_dicom_series: files differ in {key}: {sorted(values)}")
+    if len({(lay[0], lay[1].str) for lay in layouts}) != 1:
+        raise ValueError("open_dicom_series: files differ in pixel layout (shape/samples/bits/sign): "
+                         f"{sorted({(lay[0], lay[1].str) for lay in layouts})}")
+    if layouts[0][3] > 1:
+        raise ValueError("open_dicom_series: multi-frame files are volumes already; use open_array")
+    z = np.array([_position(ds) for ds in headers])
+    inst = np.array([int(ds.get("InstanceNumber")) if ds.get("InstanceNumber") not in (None, "") else -1
+                     for ds in headers], dtype=np.int64)
+    if np.isnan(z).any():  # position unknown for some slice: InstanceNumber orders the whole series
+        order = sorted(range(len(files)), key=lambda i: (inst[i] < 0, inst[i], files[i]))
+    else:
+        order = sorted(range(len(files)), key=lambda i: (z[i], inst[i], files[i]))
+    files = [files[i] for i in order]
+    headers = [headers[i] for i in order]
+    shape2d, dtype = layouts[0][0], layouts[0][1]
+    attrs = pixel_attrs(headers[0])
+    def rescale(ds: Any, keyword: str, default: float) -> float:
+        value = _typed("float", _get(ds, keyword))
+        return default if value is None else value
+
+    slopes = np.array([rescale(ds, "RescaleSlope", 1.0) for ds in headers])
+    intercepts = np.array([rescale(ds, "RescaleIntercept", 0.0) for ds in headers])
+    coords: dict[str, Any] = {
+        "z": ("slice", z[order]),
+        "instance_number": ("slice", inst[order]),
+        "path": ("slice", np.array(files, dtype=object)),
+    }
+    if np.ptp(slopes) or np.ptp(intercepts):
+        attrs.pop("scale_factor", None)
+        attrs.pop("add_offset", None)
+        coords["scale_factor"] = ("slice", slopes)
+        coords["add_offset"] = ("slice", intercepts)
+    proxy = DICOMSeries(files, (len(files), *shape2d), dtype)
+    return ArraySpec(proxy, ["slice", *layouts[0][2]], attrs, (1, *shape2d), coords)

@@ -1,19 +1,44 @@
-"""FITS reader (astropy): every HDU's header, image/table array descriptions and celestial WCS footprints."""
+"""FITS backend (astropy): every HDU's header, image/table array descriptions, celestial WCS footprints
+(the ``hdus`` table), and lazy image HDUs (tile-compressed ones read tile by tile)."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from metaextract_dask.formats.base import FormatReader, Records
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array
+from metaextract_dask.formats.handles import FITS_LOCK, HandleCache
 from metaextract_dask.jsonutil import dumps, to_jsonable
 
-__all__ = ["FITSReader", "header_to_dict", "wcs_footprint"]
+__all__ = ["FITSBackend", "FITSImage", "HDUS", "header_to_dict", "wcs_footprint"]
 
-_BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+#: The ``hdus`` table: one row per HDU.
+HDUS = pa.schema([
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("index", pa.int32(), nullable=False),
+    ("extname", pa.string()),
+    ("extver", pa.int32()),
+    ("xtension", pa.string()),  # null for the primary HDU
+    ("hdu_type", pa.string()),  # astropy class: PrimaryHDU, ImageHDU, BinTableHDU, CompImageHDU, ...
+    ("bitpix", pa.int32()),
+    ("naxis", pa.list_(pa.int64())),  # NAXIS1..n in FITS order
+    ("n_cards", pa.int32()),
+    ("header", pa.string()),  # every card: {keyword: value}; COMMENT/HISTORY as lists (JSON)
+    ("wcs_footprint", pa.list_(pa.list_(pa.float64(), 2))),  # 4 x [ra, dec] degrees
+    ("wcs_error", pa.string()),
+])
+
+# BITPIX -> the stored (big-endian) numpy dtype.
+_BITPIX = {8: np.dtype(">u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
+           -32: np.dtype(">f4"), -64: np.dtype(">f8")}
 _REPEATABLE = {"COMMENT", "HISTORY", ""}
+# Cards that describe the data unit's layout (or its scaling, mapped to CF names): not array attributes.
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "BSCALE", "BZERO", "BLANK"}
+_AXES = {1: "x", 2: "y", 3: "z"}
 
 
 def header_to_dict(header: Any) -> dict[str, Any]:
@@ -56,13 +81,40 @@ def wcs_footprint(header: Any) -> list[list[float]] | None:
     return [[float(ra), float(dec)] for ra, dec in wcs.celestial.calc_footprint(axes=(nx, ny))]
 
 
+def _naxis(header: Any) -> list[int]:
+    """NAXIS1..n, FITS order."""
+    return [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+
+
+def _is_image(hdu: Any) -> bool:
+    from astropy.io import fits
+
+    return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+
+
+def _is_image_array(hdu: Any) -> bool:
+    """An image HDU with a data unit: every axis of non-zero length."""
+    naxis = _naxis(hdu.header)
+    return _is_image(hdu) and bool(naxis) and all(naxis)
+
+
+def _tiles(hdu: Any) -> tuple[int, ...] | None:
+    """Tile shape (numpy order) of a tile-compressed image: its on-disk chunks."""
+    from astropy.io import fits
+
+    return tuple(int(t) for t in hdu.tile_shape) if isinstance(hdu, fits.CompImageHDU) else None
+
+
+def _has_wcs_keywords(header: Any) -> bool:
+    return any(k.startswith(("CTYPE", "CRVAL", "CD1_", "PC1_")) for k in header.keys())
+
+
 def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     from astropy.io import fits
 
     header = hdu.header
-    naxis = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+    naxis = _naxis(header)
     is_primary = isinstance(hdu, fits.PrimaryHDU)
-    is_image = isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
     row: dict[str, Any] = {
         "index": index,
         "extname": header.get("EXTNAME") or (None if is_primary else hdu.name or None),
@@ -76,34 +128,28 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
         "n_cards": len(header.cards),
         "header": dumps(header_to_dict(header)),
     }
-    if is_image and len(naxis) >= 2:
+    if _is_image(hdu) and len(naxis) >= 2 and _has_wcs_keywords(header):
         try:
             row["wcs_footprint"] = wcs_footprint(header)
         except Exception as exc:  # a broken WCS is reported, the HDU is still catalogued
             row["wcs_error"] = f"{type(exc).__name__}: {exc}"
 
     array = None
-    if is_image and naxis and all(naxis):
+    if _is_image_array(hdu):
         attrs = {k: to_jsonable(header[k]) for k in ("BSCALE", "BZERO", "BLANK", "BUNIT") if k in header}
-        chunks = None
-        compression = None
-        if isinstance(hdu, fits.CompImageHDU):
-            # Tiles are the on-disk chunks; ZTILEn counts in FITS axis order, numpy order is reversed.
-            raw = hdu._bintable.header if hasattr(hdu, "_bintable") else header
-            tiles = [int(raw.get(f"ZTILE{i}", 1 if i > 1 else naxis[0])) for i in range(1, len(naxis) + 1)]
-            chunks = tiles[::-1]
-            compression = str(raw.get("ZCMPTYPE", "")).strip().lower() or None
+        tiles = _tiles(hdu)
+        dtype = _BITPIX[int(header["BITPIX"])]
         array = {
             "name": f"HDU{index}",
             "kind": "fits-image",
             "shape": naxis[::-1],
-            "dtype": _BITPIX[int(header["BITPIX"])],
+            "dtype": dtype.str,
             "dims": None,
-            "chunks": chunks,
-            "compression": compression,
+            "chunks": list(tiles) if tiles else None,
+            "compression": str(hdu.compression_type).lower() if tiles else None,
             "fill_value": dumps(header["BLANK"]) if "BLANK" in header else None,
             "units": header.get("BUNIT"),
-            "nbytes": int(np.prod(naxis, dtype=np.int64)) * abs(int(header["BITPIX"])) // 8,
+            "nbytes": int(np.prod(naxis, dtype=np.int64)) * dtype.itemsize,
             "attrs": dumps(attrs),
         }
     elif isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
@@ -127,11 +173,48 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
     return row, array
 
 
-class FITSReader(FormatReader):
+def _open_fits(path: str) -> Any:
+    from astropy.io import fits
+
+    # Raw stored values: no BSCALE/BZERO, no unsigned-int conversion; decoding is xarray's job.
+    return fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True, do_not_scale_image_data=True,
+                     uint=False)
+
+
+_FILES = HandleCache(_open_fits, FITS_LOCK)
+
+
+def _image_names(hdul: Any) -> list[str]:
+    return [f"HDU{i}" for i, h in enumerate(hdul) if _is_image_array(h)]
+
+
+class FITSImage(ArrayProxy):
+    """One image HDU (plain or tile-compressed), raw stored values."""
+
+    def __init__(self, path: str, index: int, shape: Sequence[int], dtype: Any) -> None:
+        super().__init__(path, shape, dtype)
+        self.index = index
+
+    def _ident(self) -> tuple[Any, ...]:
+        return (self.path, self.index)
+
+    def _read(self, key: tuple[slice, ...]) -> Any:
+        with FITS_LOCK:
+            hdu = _FILES.get(self.path)[self.index]
+            # section reads only the requested region (for tile-compressed HDUs: only the tiles it covers).
+            return np.array(hdu.section[key], copy=True)
+
+
+class FITSBackend(FormatBackend):
     """FITS files: primary HDU plus image, table and tile-compressed image extensions."""
 
     name = "fits"
     priority = 40
+    supports_arrays = True
+    extra_tables = {"hdus": HDUS}
+    suffixes = (".fits", ".fit", ".fts")
+    not_profiled = {"fits-table": "table HDU (columns are not one array)"}
+    requires = ("astropy",)
 
     def sniff(self, head: bytes, path: str) -> bool:  # noqa: D102
         return head.startswith(b"SIMPLE  =")
@@ -139,15 +222,51 @@ class FITSReader(FormatReader):
     def read(self, path: str) -> Records:  # noqa: D102
         from astropy.io import fits
 
-        rec = Records(format="fits")
+        rec = Records(format="fits", tables={"hdus": []})
         # Non-standard cards are reported as they are, not fixed; astropy's warnings about them end up in
         # the files.warnings column.
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
             for index, hdu in enumerate(hdul):
                 row, array = _hdu_row(index, hdu)
-                rec.hdus.append(row)
+                rec.tables["hdus"].append(row)
                 if array is not None:
                     rec.arrays.append(array)
                 if index == 0:
                     rec.attrs = header_to_dict(hdu.header)
         return rec
+
+    def list_arrays(self, path: str) -> list[str]:  # noqa: D102
+        with _open_fits(path) as hdul:
+            return _image_names(hdul)
+
+    def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
+        index = int(name[3:]) if name.startswith("HDU") and name[3:].isdigit() else -1
+        with FITS_LOCK:
+            hdul = _FILES.get(path)
+            try:
+                hdu = hdul[index] if index >= 0 else None
+            except IndexError:
+                hdu = None
+            if hdu is None or not _is_image_array(hdu):
+                raise missing_array("FITS image", path, name, _image_names(hdul))
+            header = hdu.header
+            naxis = _naxis(header)
+            stored = _BITPIX[int(header["BITPIX"])]
+            attrs = {k: v for k, v in header_to_dict(header).items()
+                     if k not in _STRUCTURAL and not (k.startswith("NAXIS") and k[5:].isdigit())}
+            if "BUNIT" in header:
+                attrs["units"] = str(header["BUNIT"])
+            if "BSCALE" in header:
+                attrs["scale_factor"] = float(header["BSCALE"])
+            if "BZERO" in header:
+                attrs["add_offset"] = float(header["BZERO"])
+            dtype = stored.newbyteorder("=")
+            if "BLANK" in header and dtype.kind in "iu":
+                attrs["_FillValue"] = np.array(int(header["BLANK"]), dtype=dtype)[()]
+            chunks = _tiles(hdu)
+        dims = [_AXES.get(k, f"axis{k}") for k in range(len(naxis), 0, -1)]
+        return ArraySpec(FITSImage(path, index, naxis[::-1], dtype), dims, attrs, chunks)
+
+    def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
+        with FITS_LOCK:
+            return header_to_dict(_FILES.get(path)[0].header)

@@ -1,15 +1,29 @@
-"""HDF5 reader (h5py): groups, datasets, attributes, chunking and filters, without reading data."""
+"""HDF5 backend (h5py): groups, datasets, attributes, chunking and filters; lazy datasets with a memory-map
+fast path for plain stored bytes.
+
+netCDF-4 files are HDF5 files too; the netCDF backend (tried first) claims them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+import math
+import mmap
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from metaextract_dask.formats.base import HDF5_LOCK, FormatReader, Records
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, as_text, \
+    missing_array, unique_dims
+from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache, stamp
 from metaextract_dask.jsonutil import dumps, to_jsonable
 
-__all__ = ["HDF5Reader", "HDF5_MAGIC", "has_hdf5_magic", "dtype_string"]
+__all__ = ["HDF5Backend", "HDF5Array", "HDF5_MAGIC", "has_hdf5_magic", "dtype_string", "mapped_region",
+           "H5_FILES"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -20,6 +34,10 @@ _NOT_COMPRESSION = {"shuffle", "fletcher32", "nbit", "scaleoffset"}
 # Registered third-party filter ids (https://github.com/HDFGroup/hdf5_plugins/blob/master/docs/RegisteredFilterPlugins.md)
 _PLUGIN_IDS = {32000: "lzf", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle", 32013: "zfp", 32015: "zstd",
                32017: "sz", 32026: "blosc2"}
+# Dimension-scale bookkeeping holds object references, meaningless outside the file; `dims` carries it.
+_HIDDEN_ATTRS = frozenset({"DIMENSION_LIST", "REFERENCE_LIST"})
+# A dimension scale's own markers: catalogued, but not attributes of the xarray variable (as h5netcdf does).
+_SCALE_ATTRS = frozenset({"CLASS", "NAME"})
 
 
 def has_hdf5_magic(head: bytes) -> bool:
@@ -62,36 +80,74 @@ def _filters(dset: Any) -> list[dict[str, Any]]:
     return out
 
 
-# Dimension-scale bookkeeping holds object references, meaningless outside the file; `dims` carries it.
-_HIDDEN_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}
-
-
-def _attrs(obj: Any) -> dict[str, Any]:
-    out = {}
+def _raw_attrs(obj: Any) -> dict[str, Any]:
+    """Attribute values as h5py gives them, the hidden ones left out; an unreadable one is the exception
+    that reading it raised (one odd attribute type must not cost the object)."""
+    out: dict[str, Any] = {}
     for key in obj.attrs:
         if key in _HIDDEN_ATTRS:
             continue
         try:
-            out[key] = to_jsonable(obj.attrs[key])
-        except Exception as exc:  # unreadable attribute types must not cost the whole file
+            out[key] = obj.attrs[key]
+        except Exception as exc:
+            out[key] = exc
+    return out
+
+
+def _json_attrs(obj: Any) -> dict[str, Any]:
+    """Attributes as catalog JSON values (an unreadable one as a marker string)."""
+    out = {}
+    for key, value in _raw_attrs(obj).items():
+        try:
+            if isinstance(value, Exception):
+                raise value
+            out[key] = to_jsonable(value)
+        except Exception as exc:
             out[key] = f"<unreadable: {type(exc).__name__}: {exc}>"
     return out
 
 
-def _dims(dset: Any) -> list[str] | None:
+def _is_scale(dset: Any) -> bool:
     import h5py
 
-    if dset.ndim == 1 and h5py.h5ds.is_scale(dset.id):  # a dimension scale is its own dimension
+    return dset.ndim == 1 and h5py.h5ds.is_scale(dset.id)
+
+
+def _dim_names(dset: Any) -> list[str | None]:
+    """Per axis: the dimension label, else the name of the first attached scale, else None. A dimension
+    scale is its own dimension."""
+    if _is_scale(dset):
         return [dset.name.rsplit("/", 1)[-1]]
-    names: list[str] = []
-    found = False
+    names: list[str | None] = []
     for dim in dset.dims:
         label = dim.label
         if not label and len(dim):
             label = dim[0].name.rsplit("/", 1)[-1]
-        found = found or bool(label)
-        names.append(label or "")
-    return names if found else None
+        names.append(label or None)
+    return names
+
+
+def _user_fill(dset: Any) -> Any:
+    """The fill value the writer set (creation property), or None: the library default (0) marks nothing as
+    missing."""
+    import h5py
+
+    if dset.id.get_create_plist().fill_value_defined() != h5py.h5d.FILL_VALUE_USER_DEFINED:
+        return None
+    return dset.fillvalue
+
+
+def _walk(f: Any) -> list[tuple[str, Any]]:
+    """(catalog name, object) of every group and dataset below the root, in h5py's visit order."""
+    found: list[tuple[str, Any]] = []
+    f.visititems(lambda name, obj: found.append(("/" + name, obj)))
+    return found
+
+
+def _dataset_names(f: Any) -> list[str]:
+    import h5py
+
+    return [name for name, obj in _walk(f) if isinstance(obj, h5py.Dataset)]
 
 
 def _units(attrs: dict[str, Any]) -> str | None:
@@ -101,25 +157,21 @@ def _units(attrs: dict[str, Any]) -> str | None:
 
 def dataset_row(name: str, dset: Any) -> dict[str, Any]:
     """One ``arrays`` row for an h5py Dataset."""
-    attrs = _attrs(dset)
+    attrs = _json_attrs(dset)
     filters = _filters(dset)
     compression = next((f["name"] for f in filters if f["name"] not in _NOT_COMPRESSION), None)
-    import h5py
-
-    fill = None
-    # Only a fill value the writer set; the library default (0) marks nothing as missing.
-    if dset.id.get_create_plist().fill_value_defined() == h5py.h5d.FILL_VALUE_USER_DEFINED:
-        try:
-            fill = to_jsonable(dset.fillvalue)
-        except Exception:  # vlen fill values can't always be read back
-            fill = None
+    try:
+        fill = to_jsonable(_user_fill(dset))
+    except Exception:  # vlen fill values can't always be read back
+        fill = None
+    dims = _dim_names(dset)
     dt = dset.dtype
     return {
         "name": name,
         "kind": "dataset",
         "shape": list(dset.shape) if dset.shape is not None else None,
         "dtype": dtype_string(dt),
-        "dims": _dims(dset),
+        "dims": [d or "" for d in dims] if any(dims) else None,
         "chunks": list(dset.chunks) if dset.chunks else None,
         "compression": compression,
         "filters": dumps(filters) if filters else None,
@@ -130,11 +182,200 @@ def dataset_row(name: str, dset: Any) -> dict[str, Any]:
     }
 
 
-class HDF5Reader(FormatReader):
-    """Plain HDF5 files; netCDF4 files (also HDF5) are claimed first by the netCDF reader."""
+# --------------------------------------------------------------------------- #
+# lazy datasets
+# --------------------------------------------------------------------------- #
+def _open_h5(path: str) -> Any:
+    import h5py
+
+    return h5py.File(path, "r")
+
+
+class _FileMap:
+    """A read-only memory map of a whole file (pages are mapped only as they are read)."""
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            self.map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.map.close()  # BufferError while a view is alive: the cache ignores it, the GC unmaps later
+
+
+#: Open h5py files of this process (the handle array reads use; callers hold HDF5_LOCK).
+H5_FILES = HandleCache(_open_h5, HDF5_LOCK)
+_MAPS = HandleCache(_FileMap, threading.Lock(), maxsize=16)
+# Per (path, name, stamp): how an HDF5 dataset is stored, if its bytes can be used as they are (see _layout).
+_LAYOUTS: OrderedDict[tuple[str, str, tuple[int, int]], Any] = OrderedDict()
+_LAYOUTS_LOCK = threading.Lock()
+_MIN_MAPPED_PIECE = 1 << 18  # below this a piece costs more per call than the copy it saves
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # POSIX; elsewhere pages leave when the map is closed
+
+
+class HDF5Array(ArrayProxy):
+    """One HDF5 dataset (or the HDF5 dataset behind a netCDF-4 variable), read under :data:`HDF5_LOCK`."""
+
+    reads_in_place: ClassVar[bool] = True  # read_region fills the caller's buffer (h5py read_direct)
+    maps_regions: ClassVar[bool] = True
+
+    def __init__(self, path: str, name: str, shape: Sequence[int], dtype: Any, *, strings: bool = False) -> None:
+        super().__init__(path, shape, dtype)
+        self.name = name
+        self.strings = strings
+
+    def _ident(self) -> tuple[Any, ...]:
+        return (self.path, self.name)
+
+    def _read(self, key: tuple[slice, ...]) -> Any:
+        with HDF5_LOCK:
+            dset = H5_FILES.get(self.path)[self.name]
+            if self.strings:
+                dset = dset.asstr()
+            return dset[key] if key else dset[()]
+
+    def read_region(self, region: tuple[slice, ...], out: np.ndarray | None = None) -> np.ndarray:  # noqa: D102
+        if out is None or self.strings or not region or 0 in out.shape:
+            return self[region]
+        self.count_read()
+        with HDF5_LOCK:
+            H5_FILES.get(self.path)[self.name].read_direct(out, region)  # HDF5 converts byte order if needed
+        return out
+
+    def iter_region(self, region: tuple[slice, ...]) -> Iterator[np.ndarray] | None:
+        """The values of `region` as pieces in file order (each element once; the order of elements within
+        the region is lost), straight from the page cache through a read-only memory map: no copy.
+
+        Only for datasets whose bytes are the values (no filters, native byte order, a plain file) and
+        regions made of whole allocated chunks (or one contiguous range) of at least ~256 KiB per piece;
+        None otherwise, and the caller reads with :meth:`read_region`. Each piece's pages are dropped from
+        this process's mapping once the caller asks for the next one, so resident memory stays one piece.
+        """
+        return None if self.strings else mapped_region(self.path, self.name, region, self.dtype)
+
+
+def mapped_region(path: str, name: str, region: tuple[slice, ...], dtype: np.dtype) -> Iterator[np.ndarray] | None:
+    """Pieces of `region` of HDF5 dataset `name` straight from a memory map of the file, or None."""
+    if not region or (layout := _layout(path, name)) is None or layout[2] != dtype:
+        return None
+    spans = _spans(path, name, region, layout)
+    if spans is None:
+        return None
+    ArrayProxy.count_read()
+    return _mapped_pieces(_MAPS.get(path).map, spans, dtype)
+
+
+def _layout(path: str, name: str) -> Any:
+    """("contiguous", byte offset, dtype) or ("chunked", chunk shape, dtype) when the stored bytes are the values
+    as numpy would read them, else None (also when h5py cannot open the file or find `name`: netCDF-3 files).
+    Cached per process and file version."""
+    key = (path, name, stamp(path))
+    with _LAYOUTS_LOCK:
+        if key in _LAYOUTS:
+            return _LAYOUTS[key]
+    try:
+        layout = _inspect(path, name)
+    except (OSError, KeyError, ValueError, TypeError):
+        layout = None
+    with _LAYOUTS_LOCK:
+        _LAYOUTS[key] = layout
+        while len(_LAYOUTS) > 256:
+            _LAYOUTS.popitem(last=False)
+    return layout
+
+
+def _inspect(path: str, name: str) -> tuple[str, Any, np.dtype] | None:
+    import h5py
+
+    with HDF5_LOCK:
+        dset = H5_FILES.get(path)[name]
+        dcpl = dset.id.get_create_plist()
+        layout: tuple[str, Any, np.dtype] | None = None
+        plain = (dset.file.driver == "sec2" and dcpl.get_nfilters() == 0 and dcpl.get_external_count() == 0
+                 and dset.dtype.isnative and dset.dtype.kind in "biuf" and dset.dtype.fields is None)
+        if plain and dcpl.get_layout() == h5py.h5d.CHUNKED:
+            layout = ("chunked", tuple(dset.chunks), dset.dtype)
+        elif plain and dcpl.get_layout() == h5py.h5d.CONTIGUOUS and dset.id.get_offset() is not None:
+            layout = ("contiguous", int(dset.id.get_offset()), dset.dtype)
+    return layout
+
+
+def _spans(path: str, name: str, region: tuple[slice, ...], layout: tuple[str, Any, np.dtype]
+           ) -> list[tuple[int, int]] | None:
+    """(byte offset, bytes) ranges of the file holding exactly the values of `region` (dataset stored as
+    `layout`, from :func:`_layout`), adjacent ranges merged, or None when the region is not made of whole
+    allocated chunks / one contiguous range."""
+    with HDF5_LOCK:
+        dset = H5_FILES.get(path)[name]
+        shape, itemsize = dset.shape, dset.dtype.itemsize
+        if layout[0] == "contiguous":
+            inner = region[1:]
+            if any(r.start != 0 or r.stop != n for r, n in zip(inner, shape[1:])):
+                return None  # not one contiguous run of bytes
+            row = math.prod(shape[1:]) * itemsize
+            spans = [(layout[1] + region[0].start * row, (region[0].stop - region[0].start) * row)]
+        else:
+            chunks = layout[1]
+            if any(r.start % c or r.stop % c for r, c in zip(region, chunks)):
+                return None  # off the chunk grid, or an edge chunk (stored whole: not only the values)
+            nbytes = math.prod(chunks) * itemsize
+            spans = []
+            for corner in itertools.product(*(range(r.start, r.stop, c) for r, c in zip(region, chunks))):
+                info = dset.id.get_chunk_info_by_coord(corner)
+                if info.byte_offset is None or info.filter_mask or info.size != nbytes:
+                    return None  # never written (fill value) or stored otherwise
+                spans.append((int(info.byte_offset), nbytes))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for off, size in spans:
+        if merged and merged[-1][0] + merged[-1][1] == off:
+            merged[-1] = (merged[-1][0], merged[-1][1] + size)
+        else:
+            merged.append((off, size))
+    if sum(size for _, size in merged) / len(merged) < _MIN_MAPPED_PIECE:
+        return None
+    return merged
+
+
+def _mapped_pieces(mm: mmap.mmap, spans: list[tuple[int, int]], dtype: np.dtype) -> Iterator[np.ndarray]:
+    for off, size in spans:
+        try:
+            yield np.frombuffer(mm, dtype=dtype, count=size // dtype.itemsize, offset=off)
+        finally:  # the caller is done with this piece: unmap its pages here (the page cache keeps them)
+            if _DONTNEED is not None:
+                start = off - off % mmap.PAGESIZE
+                mm.madvise(_DONTNEED, start, off + size - start)
+
+
+def dataset_spec(path: str, dset: Any) -> ArraySpec:
+    """The :class:`ArraySpec` of an open h5py Dataset (caller holds :data:`HDF5_LOCK`)."""
+    import h5py
+
+    is_scale = _is_scale(dset)
+    attrs = {k: as_text(v) for k, v in _raw_attrs(dset).items()
+             if not isinstance(v, Exception) and not (is_scale and k in _SCALE_ATTRS)}
+    dt = dset.dtype
+    strings = h5py.check_string_dtype(dt) is not None and dt.kind == "O"
+    if "_FillValue" not in attrs and dt.kind in "biufc":
+        fill = _user_fill(dset)
+        if fill is not None:
+            attrs["_FillValue"] = np.array(fill, dtype=dt)[()]
+    shape = dset.shape if dset.shape is not None else ()
+    proxy = HDF5Array(path, dset.name, shape, np.dtype(object) if strings else dt, strings=strings)
+    chunks = tuple(dset.chunks) if dset.chunks else None
+    return ArraySpec(proxy, unique_dims(_dim_names(dset), len(shape)), attrs, chunks)
+
+
+class HDF5Backend(FormatBackend):
+    """Plain HDF5 files; netCDF-4 files (also HDF5) are claimed first by the netCDF backend."""
 
     name = "hdf5"
     priority = 50
+    supports_arrays = True
+    suffixes = (".h5", ".hdf5", ".he5", ".hdf")
+    requires = ("h5py",)
 
     def sniff(self, head: bytes, path: str) -> bool:  # noqa: D102
         return has_hdf5_magic(head)
@@ -144,12 +385,10 @@ class HDF5Reader(FormatReader):
 
         rec = Records(format="hdf5")
         with HDF5_LOCK, h5py.File(path, "r") as f:
-            rec.attrs = _attrs(f)
+            rec.attrs = _json_attrs(f)
             rec.groups["/"] = {"attrs": rec.attrs}
             rec.format_version = f"superblock {f.id.get_create_plist().get_version()[0]}"
-
-            def visit(name: str, obj: Any) -> None:
-                full = "/" + name
+            for full, obj in _walk(f):
                 if isinstance(obj, h5py.Dataset):
                     try:
                         rec.arrays.append(dataset_row(full, obj))
@@ -157,7 +396,25 @@ class HDF5Reader(FormatReader):
                         rec.arrays.append({"name": full, "kind": "dataset",
                                            "error": f"{type(exc).__name__}: {exc}"})
                 elif isinstance(obj, h5py.Group):
-                    rec.groups[full] = {"attrs": _attrs(obj)}
-
-            f.visititems(visit)
+                    rec.groups[full] = {"attrs": _json_attrs(obj)}
         return rec
+
+    def list_arrays(self, path: str) -> list[str]:  # noqa: D102
+        import h5py
+
+        with HDF5_LOCK, h5py.File(path, "r") as f:
+            return _dataset_names(f)
+
+    def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
+        import h5py
+
+        with HDF5_LOCK:
+            f = H5_FILES.get(path)  # the handle reads will use too: one open per file and process, not per array
+            obj = f.get(name) if name.startswith("/") else None
+            if not isinstance(obj, h5py.Dataset):
+                raise missing_array("HDF5", path, name, _dataset_names(f))
+            return dataset_spec(path, obj)
+
+    def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
+        with HDF5_LOCK:
+            return _json_attrs(H5_FILES.get(path))

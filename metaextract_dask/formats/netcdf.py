@@ -1,16 +1,23 @@
-"""netCDF reader (netCDF4-python): classic netCDF3 and HDF5-based netCDF4, with groups and CF attributes."""
+"""netCDF backend (netCDF4-python): classic netCDF-3 and HDF5-based netCDF-4, with groups and CF attributes.
+
+One backend, two catalog formats: ``netcdf3`` and ``netcdf4``. A netCDF-4 variable is also an HDF5 dataset,
+so its plain stored bytes take the HDF5 backend's memory-map path when profiled.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from metaextract_dask.formats.base import HDF5_LOCK, FormatReader, Records
-from metaextract_dask.formats.hdf5 import has_hdf5_magic
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, as_text, \
+    missing_array, unique_dims
+from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache
+from metaextract_dask.formats.hdf5 import has_hdf5_magic, mapped_region
 from metaextract_dask.jsonutil import dumps, to_jsonable
 
-__all__ = ["NetCDFReader", "is_netcdf4"]
+__all__ = ["NetCDFBackend", "NetCDFArray", "is_netcdf4"]
 
 _NC3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
 _NC_COMPRESSORS = ("zlib", "szip", "zstd", "bzip2", "blosc")
@@ -29,17 +36,31 @@ def is_netcdf4(path: str) -> bool:
                 keys = obj.attrs.keys()
                 if "_Netcdf4Dimid" in keys or "_Netcdf4Coordinates" in keys:
                     return True
-    except Exception:  # unreadable HDF5: let the HDF5 reader report the error
+    except Exception:  # unreadable HDF5 (or no h5py): let the HDF5 backend report the error
         return False
     return False
 
 
-def _attrs(obj: Any) -> dict[str, Any]:
+def _json_attrs(obj: Any) -> dict[str, Any]:
     return {k: to_jsonable(obj.getncattr(k)) for k in obj.ncattrs()}
 
 
 def _join(group_path: str, name: str) -> str:
     return f"/{name}" if group_path == "/" else f"{group_path}/{name}"
+
+
+def _walk(ds: Any) -> Iterator[tuple[Any, str, Any]]:
+    """(group, catalog name, variable) of every variable, groups depth first in file order."""
+    for var in ds.variables.values():
+        yield ds, _join(ds.path, var.name), var
+    for sub in ds.groups.values():
+        yield from _walk(sub)
+
+
+def _groups(ds: Any) -> Iterator[Any]:
+    yield ds
+    for sub in ds.groups.values():
+        yield from _groups(sub)
 
 
 def _dtype(var: Any, nc3: bool) -> str:
@@ -56,25 +77,28 @@ def _dtype(var: Any, nc3: bool) -> str:
     return dt.str
 
 
-def _variable_row(group_path: str, var: Any, nc3: bool) -> dict[str, Any]:
-    attrs = _attrs(var)
-    chunks = None
-    filters: dict[str, Any] = {}
-    if not nc3:
-        chunking = var.chunking()
-        chunks = list(chunking) if isinstance(chunking, (list, tuple)) else None
-        filters = {k: v for k, v in (var.filters() or {}).items() if v}
+def _chunks(var: Any, nc3: bool) -> tuple[int, ...] | None:
+    if nc3:
+        return None
+    chunking = var.chunking()
+    return tuple(int(c) for c in chunking) if isinstance(chunking, (list, tuple)) else None
+
+
+def _variable_row(name: str, var: Any, nc3: bool) -> dict[str, Any]:
+    attrs = _json_attrs(var)
+    filters = {k: v for k, v in (var.filters() or {}).items() if v} if not nc3 else {}
     compression = next((c for c in _NC_COMPRESSORS if filters.get(c)), None)
     fill = attrs.get("_FillValue")
     dt = var.dtype
     itemsize = np.dtype(dt).itemsize if dt is not str else None
+    chunks = _chunks(var, nc3)
     return {
-        "name": _join(group_path, var.name),
+        "name": name,
         "kind": "variable",
         "shape": list(var.shape),
         "dtype": _dtype(var, nc3),
         "dims": list(var.dimensions),
-        "chunks": chunks,
+        "chunks": list(chunks) if chunks else None,
         "compression": compression,
         "filters": dumps(filters) if filters else None,
         "fill_value": dumps(fill) if fill is not None else None,
@@ -84,16 +108,58 @@ def _variable_row(group_path: str, var: Any, nc3: bool) -> dict[str, Any]:
     }
 
 
-class NetCDFReader(FormatReader):
-    """netCDF3 (classic, 64-bit offset, CDF-5) and netCDF4 files."""
+def _open_nc(path: str) -> Any:
+    import netCDF4
+
+    return netCDF4.Dataset(path, "r")
+
+
+#: Open netCDF4 datasets of this process (callers hold HDF5_LOCK: netCDF-C shares libhdf5).
+NC_FILES = HandleCache(_open_nc, HDF5_LOCK)
+
+
+class NetCDFArray(ArrayProxy):
+    """One netCDF variable, raw stored values (no auto mask/scale, no char-to-string)."""
+
+    maps_regions: ClassVar[bool] = True  # netCDF-4: the HDF5 dataset of the same path
+
+    def __init__(self, path: str, name: str, shape: Sequence[int], dtype: Any) -> None:
+        super().__init__(path, shape, dtype)
+        self.name = name
+
+    def _ident(self) -> tuple[Any, ...]:
+        return (self.path, self.name)
+
+    def _read(self, key: tuple[slice, ...]) -> Any:
+        with HDF5_LOCK:
+            var = NC_FILES.get(self.path)[self.name]
+            var.set_auto_maskandscale(False)
+            var.set_auto_chartostring(False)
+            return var[key] if key else var[...]
+
+    def iter_region(self, region: tuple[slice, ...]) -> Iterator[np.ndarray] | None:
+        """As :meth:`HDF5Array.iter_region`: a netCDF-4 file is an HDF5 file and the variable the HDF5 dataset
+        of the same path (opened with h5py, read-only, beside netCDF-C's handle). None for netCDF-3."""
+        return mapped_region(self.path, self.name, region, self.dtype)
+
+
+class NetCDFBackend(FormatBackend):
+    """netCDF-3 (classic, 64-bit offset, CDF-5) and netCDF-4 files."""
 
     name = "netcdf"
-    priority = 10  # before hdf5: a netCDF4 file is also an HDF5 file
+    catalog_formats = ("netcdf3", "netcdf4")
+    priority = 10  # before hdf5: a netCDF-4 file is also an HDF5 file
+    supports_arrays = True
+    suffixes = (".nc", ".nc4", ".cdf", ".netcdf")
+    requires = ("netCDF4",)
 
     def sniff(self, head: bytes, path: str) -> bool:  # noqa: D102
         if head[:4] in _NC3_MAGIC:
             return True
         return has_hdf5_magic(head) and is_netcdf4(path)
+
+    def error_format(self, head: bytes) -> str:  # noqa: D102
+        return "netcdf3" if head.startswith(b"CDF") else "netcdf4"
 
     def read(self, path: str) -> Records:  # noqa: D102
         import netCDF4
@@ -102,23 +168,46 @@ class NetCDFReader(FormatReader):
             model = ds.data_model
             nc3 = model.startswith("NETCDF3")
             rec = Records(format="netcdf3" if nc3 else "netcdf4", format_version=model)
-            rec.attrs = _attrs(ds)
-
-            def walk(group: Any) -> None:
-                gpath = group.path
-                rec.groups[gpath] = {
-                    "attrs": rec.attrs if gpath == "/" else _attrs(group),
+            rec.attrs = _json_attrs(ds)
+            for group in _groups(ds):
+                rec.groups[group.path] = {
+                    "attrs": rec.attrs if group.path == "/" else _json_attrs(group),
                     "dims": {name: len(dim) for name, dim in group.dimensions.items()},
                     "unlimited": [name for name, dim in group.dimensions.items() if dim.isunlimited()],
                 }
-                for var in group.variables.values():
-                    try:
-                        rec.arrays.append(_variable_row(gpath, var, nc3))
-                    except Exception as exc:
-                        rec.arrays.append({"name": _join(gpath, var.name), "kind": "variable",
-                                           "error": f"{type(exc).__name__}: {exc}"})
-                for sub in group.groups.values():
-                    walk(sub)
-
-            walk(ds)
+            for _group, name, var in _walk(ds):
+                try:
+                    rec.arrays.append(_variable_row(name, var, nc3))
+                except Exception as exc:
+                    rec.arrays.append({"name": name, "kind": "variable", "error": f"{type(exc).__name__}: {exc}"})
         return rec
+
+    def list_arrays(self, path: str) -> list[str]:  # noqa: D102
+        import netCDF4
+
+        with HDF5_LOCK, netCDF4.Dataset(path, "r") as ds:
+            return [name for _, name, _ in _walk(ds)]
+
+    def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
+        with HDF5_LOCK:
+            ds = NC_FILES.get(path)  # the handle reads will use too: one open per file and process
+            group_path, _, var_name = name.rpartition("/")
+            var = None
+            if name.startswith("/") and var_name:
+                try:
+                    group = ds[group_path] if group_path else ds
+                    var = group.variables.get(var_name)
+                except (IndexError, KeyError):
+                    var = None
+            if var is None:
+                raise missing_array("netCDF", path, name, [n for _, n, _ in _walk(ds)])
+            attrs = {k: as_text(var.getncattr(k)) for k in var.ncattrs()}
+            dtype = np.dtype(object) if var.dtype is str else np.dtype(var.dtype)
+            chunks = _chunks(var, ds.data_model.startswith("NETCDF3"))
+            shape = tuple(int(s) for s in var.shape)
+            dims = list(var.dimensions)
+        return ArraySpec(NetCDFArray(path, name, shape, dtype), unique_dims(dims, len(shape)), attrs, chunks)
+
+    def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
+        with HDF5_LOCK:
+            return _json_attrs(NC_FILES.get(path))

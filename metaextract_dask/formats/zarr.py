@@ -1,14 +1,25 @@
-"""Zarr reader (zarr-python 3): v2 and v3 directory stores, groups, arrays, codecs, dimension names."""
+"""Zarr backend (zarr-python 3): v2 and v3 directory stores, groups, arrays, codecs, dimension names.
+
+A store is one catalog entry. Its nodes are found from the metadata files on disk, and every array is opened
+on its own, so one array with broken metadata is an error row of its own, not a lost store.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections.abc import Sequence
 from typing import Any
 
-from metaextract_dask.formats.base import FormatReader, Records
+import numpy as np
+
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array, \
+    unique_dims
+from metaextract_dask.formats.handles import HandleCache, stamp
 from metaextract_dask.jsonutil import dumps, to_jsonable
 
-__all__ = ["ZarrReader", "ZARR_MARKERS", "is_zarr_store"]
+__all__ = ["ZarrBackend", "ZarrArray", "ZARR_MARKERS", "is_zarr_store"]
 
 #: Files that make a directory a Zarr store (v3 ``zarr.json``; v2 ``.zgroup``/``.zarray``/``.zmetadata``).
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
@@ -17,6 +28,45 @@ ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
 def is_zarr_store(path: str) -> bool:
     """True for a directory holding Zarr metadata at its top level."""
     return any(os.path.isfile(os.path.join(path, m)) for m in ZARR_MARKERS)
+
+
+def _node_kind(directory: str, files: Sequence[str]) -> str | None:
+    """"array", "group", "broken" (metadata that does not parse) or None (no Zarr node here)."""
+    if "zarr.json" in files:
+        try:
+            with open(os.path.join(directory, "zarr.json"), "rb") as f:
+                kind = json.load(f).get("node_type")
+        except (OSError, ValueError, AttributeError):
+            return "broken"
+        return kind if kind in ("array", "group") else "broken"
+    if ".zarray" in files:
+        return "array"
+    if ".zgroup" in files:
+        return "group"
+    return None
+
+
+def _nodes(path: str) -> list[tuple[str, str]]:
+    """(component, kind) of every node of the store, the root as ``""``, sorted by name. The walk does not
+    descend into arrays (their chunks can be millions of files)."""
+    out: list[tuple[str, str]] = []
+    for root, dirs, files in os.walk(path):
+        kind = _node_kind(root, files)
+        rel = os.path.relpath(root, path)
+        component = "" if rel == "." else rel.replace(os.sep, "/")
+        if kind is not None:
+            out.append((component, kind))
+        if kind in ("array", "broken") or (kind is None and component):
+            dirs[:] = []  # arrays hold chunks; a plain directory inside a store holds no node
+        dirs.sort()
+    return sorted(out)
+
+
+def _array_names(path: str) -> list[str]:
+    nodes = _nodes(path)
+    if nodes and nodes[0] == ("", "array"):
+        return ["/"]
+    return ["/" + c for c, kind in nodes if c and kind in ("array", "broken")]
 
 
 def _codec_name(codec: Any) -> str:
@@ -36,20 +86,28 @@ def _codec_config(codec: Any) -> dict[str, Any]:
     return {"name": _codec_name(codec)}
 
 
-def _array_row(name: str, arr: Any) -> dict[str, Any]:
-    attrs = to_jsonable(dict(arr.attrs))
+def _dims(arr: Any, attrs: dict[str, Any]) -> list[str] | None:
     meta = arr.metadata
     if getattr(meta, "zarr_format", 2) == 3:
-        dims = list(meta.dimension_names) if meta.dimension_names else None
-    else:
-        dims = attrs.get("_ARRAY_DIMENSIONS")
+        return list(meta.dimension_names) if meta.dimension_names else None
+    dims = attrs.get("_ARRAY_DIMENSIONS")
+    return list(dims) if isinstance(dims, list) else None
+
+
+def _disk_chunks(arr: Any) -> tuple[int, ...]:
+    """The stored unit: the shard where the array is sharded (a file on disk), else the chunk."""
+    return tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
+
+
+def _array_row(name: str, arr: Any) -> dict[str, Any]:
+    attrs = to_jsonable(dict(arr.attrs))
     compressors = list(arr.compressors or ())
     filters = list(arr.filters or ())
     codecs = [dict(_codec_config(c), role="filter") for c in filters]
     codecs += [dict(_codec_config(c), role="compressor") for c in compressors]
     shards = getattr(arr, "shards", None)
     if shards:
-        codecs.append({"role": "sharding", "shards": list(shards)})
+        codecs.append({"role": "sharding", "shards": list(shards), "chunks": list(arr.chunks)})
     dt = arr.dtype
     dtype = dt.str if hasattr(dt, "str") else str(dt)
     units = attrs.get("units")
@@ -58,8 +116,8 @@ def _array_row(name: str, arr: Any) -> dict[str, Any]:
         "kind": "zarr-array",
         "shape": list(arr.shape),
         "dtype": dtype,
-        "dims": dims,
-        "chunks": list(arr.chunks),
+        "dims": _dims(arr, attrs),
+        "chunks": list(_disk_chunks(arr)),
         "compression": _codec_name(compressors[0]) if compressors else None,
         "filters": dumps(codecs) if codecs else None,
         "fill_value": dumps(arr.fill_value) if arr.fill_value is not None else None,
@@ -69,12 +127,54 @@ def _array_row(name: str, arr: Any) -> dict[str, Any]:
     }
 
 
-class ZarrReader(FormatReader):
+def _meta_file(key: tuple[str, str]) -> str:
+    path, component = key
+    base = os.path.join(path, component) if component else path
+    for marker in ("zarr.json", ".zarray"):
+        candidate = os.path.join(base, marker)
+        if os.path.isfile(candidate):
+            return candidate
+    return base
+
+
+def _open(key: tuple[str, str]) -> Any:
+    import zarr
+
+    path, component = key
+    return zarr.open_array(store=path, path=component, mode="r") if component else \
+        zarr.open_array(store=path, mode="r")
+
+
+# Open zarr arrays of this process by (store, component), renewed when the array's metadata file changes.
+_ARRAYS = HandleCache(_open, threading.Lock(), maxsize=256, stamp_of=lambda key: stamp(_meta_file(key)))
+
+
+class ZarrArray(ArrayProxy):
+    """One array of a Zarr store (zarr-python reads and decodes its chunks)."""
+
+    def __init__(self, path: str, component: str, shape: Sequence[int], dtype: Any) -> None:
+        self.component = component
+        super().__init__(path, shape, dtype)
+
+    def _stamp_path(self) -> str:
+        return _meta_file((self.path, self.component))
+
+    def _ident(self) -> tuple[Any, ...]:
+        return (self.path, self.component)
+
+    def _read(self, key: tuple[slice, ...]) -> Any:
+        return _ARRAYS.get((self.path, self.component))[key if key else ()]
+
+
+class ZarrBackend(FormatBackend):
     """Zarr v2 and v3 directory stores (a store is one catalog entry, its size the sum of its files)."""
 
     name = "zarr"
     priority = 30
     directories = True
+    supports_arrays = True
+    suffixes = (".zarr",)
+    requires = ("zarr",)
 
     def sniff(self, head: bytes, path: str) -> bool:  # noqa: D102
         return is_zarr_store(path)
@@ -82,20 +182,58 @@ class ZarrReader(FormatReader):
     def read(self, path: str) -> Records:  # noqa: D102
         import zarr
 
-        node = zarr.open(store=path, mode="r")
+        node = zarr.open(store=path, mode="r")  # the root: if it does not open, the store is an error row
         rec = Records(format="zarr", format_version=str(node.metadata.zarr_format))
         rec.attrs = to_jsonable(dict(node.attrs))
         if isinstance(node, zarr.Array):
             rec.arrays.append(_array_row("/", node))
             return rec
         rec.groups["/"] = {"attrs": rec.attrs}
-        for name, member in sorted(node.members(max_depth=None)):
-            full = "/" + name
-            if isinstance(member, zarr.Array):
-                try:
-                    rec.arrays.append(_array_row(full, member))
-                except Exception as exc:
+        for component, kind in _nodes(path):
+            if not component:
+                continue
+            full = "/" + component
+            try:
+                if kind == "group":
+                    rec.groups[full] = {"attrs": to_jsonable(dict(zarr.open_group(store=path, path=component,
+                                                                                  mode="r").attrs))}
+                else:  # an array, or metadata that does not parse: opening says what is wrong
+                    rec.arrays.append(_array_row(full, _open((path, component))))
+            except Exception as exc:  # one broken node is its own error, the rest of the store is catalogued
+                if kind == "group":
+                    rec.warnings.append(f"group {full}: {type(exc).__name__}: {exc}")
+                else:
                     rec.arrays.append({"name": full, "kind": "zarr-array", "error": f"{type(exc).__name__}: {exc}"})
-            else:
-                rec.groups[full] = {"attrs": to_jsonable(dict(member.attrs))}
         return rec
+
+    def list_arrays(self, path: str) -> list[str]:  # noqa: D102
+        return _array_names(path)
+
+    def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
+        import zarr
+
+        component = name.strip("/")
+        arr = None
+        if name.startswith("/"):
+            try:
+                arr = _ARRAYS.get((path, component))
+            except Exception:
+                available = _array_names(path)
+                if name in available:  # the array exists but cannot be opened: that error is the answer
+                    raise
+                raise missing_array("Zarr", path, name, available) from None
+        if not isinstance(arr, zarr.Array):
+            raise missing_array("Zarr", path, name, _array_names(path))
+        attrs: dict[str, Any] = dict(arr.attrs)
+        dims = _dims(arr, attrs) or []
+        attrs.pop("_ARRAY_DIMENSIONS", None)
+        dtype = np.dtype(arr.dtype)
+        if "_FillValue" not in attrs and arr.fill_value is not None and dtype.kind in "biufc":
+            attrs["_FillValue"] = np.array(arr.fill_value, dtype=dtype)[()]
+        proxy = ZarrArray(path, component, arr.shape, dtype)
+        return ArraySpec(proxy, unique_dims(dims, len(arr.shape)), attrs, _disk_chunks(arr))
+
+    def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
+        import zarr
+
+        return to_jsonable(dict(zarr.open(store=path, mode="r").attrs))
