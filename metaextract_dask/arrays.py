@@ -122,14 +122,18 @@ def _is_numeric(dtype: np.dtype) -> bool:
 
 
 def _decode(name: str, var: xarray.Variable) -> xarray.Variable:
-    """xarray's CF coders, lazily: mask fill values, unpack scale/offset, native byte order; times stay numbers."""
+    """xarray's CF coders, lazily: mask fill values, unpack scale/offset; times stay numbers. Non-native byte
+    order is swapped here with dask (xarray's own endianness coder wraps the array in a lazily indexed
+    adapter that is no longer a dask array: no chunks, and the whole array read at once)."""
     import xarray as xr
 
     if not _is_numeric(var.dtype):  # strings, compounds: nothing to decode
         return var
+    if not var.dtype.isnative:
+        var = var.copy(data=var.data.astype(var.dtype.newbyteorder("=")), deep=False)
     return xr.conventions.decode_cf_variable(
         name, var, concat_characters=False, mask_and_scale=True, decode_times=False,
-        decode_endianness=True, stack_char_dim=False, decode_timedelta=False)
+        decode_endianness=False, stack_char_dim=False, decode_timedelta=False)
 
 
 def _to_dataarray(spec: ArraySpec, name: str, fmt: str, *, decode: bool, chunks: Any,
