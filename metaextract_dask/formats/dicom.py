@@ -49,6 +49,9 @@ DICOM = pa.schema(
 )
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# The VRs of PS3.5 (a garbled VR is reported as UN in the header JSON).
+_JSON_VRS = frozenset("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN "
+                      "UR US UT UV".split())
 # Pixel-module keywords kept as array attributes.
 _PIXEL_ATTRS = ("Modality", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
                 "PixelRepresentation", "SamplesPerPixel", "RescaleType", "PixelSpacing", "SliceThickness",
@@ -209,13 +212,15 @@ def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]
             continue
         except Exception:  # find the elements at fault, keep the others
             pass
-        for elem in part:
-            key = f"{elem.tag:08X}"
+        for tag in list(part.keys()):
+            key = f"{tag:08X}"
+            raw = part.get_item(tag)
+            vr = getattr(raw, "VR", None) or "UN"
             try:
-                out[key] = elem.to_json_dict(threshold, bulk)
-            except Exception as exc:
-                out[key] = {"vr": elem.VR}
-                problems.append(f"invalid value of {elem.keyword or key} ({elem.VR}): {type(exc).__name__}: {exc}")
+                out[key] = part[tag].to_json_dict(threshold, bulk)
+            except Exception as exc:  # the element's value (or its VR) does not parse
+                out[key] = {"vr": vr if vr in _JSON_VRS else "UN"}
+                problems.append(f"invalid value of {key} ({vr}): {type(exc).__name__}: {exc}")
     return out
 
 
@@ -234,24 +239,23 @@ class DICOMBackend(FormatBackend):
 
     def read(self, path: str) -> Records:  # noqa: D102
         import pydicom
-        from pydicom.errors import InvalidDicomError
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        ts = getattr(ds.file_meta, "TransferSyntaxUID", None)
-        # pydicom is lenient: garbage after the magic can still "parse"; a transfer syntax that is not a UID
-        # means the file meta is garbage.
-        if ts is not None and not _UID.fullmatch(str(ts)):
-            raise InvalidDicomError(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
         problems: list[str] = []
-        if not (ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")) or not (
-                ds.get("SOPInstanceUID") or ds.file_meta.get("MediaStorageSOPInstanceUID")):
+        ts = _get(ds.file_meta, "TransferSyntaxUID", problems)
+        if ts is not None and not _UID.fullmatch(str(ts)):  # garbage in the file meta: catalogued as read
+            problems.append(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
+            ts = None
+        meta = ds.file_meta
+        if not (_get(ds, "SOPClassUID") or _get(meta, "MediaStorageSOPClassUID")) or not (
+                _get(ds, "SOPInstanceUID") or _get(meta, "MediaStorageSOPInstanceUID")):
             problems.append("no SOP Class UID / SOP Instance UID (not a complete DICOM object)")
         threshold = int(config_get("scan.dicom-json-bulk-threshold", 1024))
         header = _json_header(ds, threshold, problems)
         row: dict[str, Any] = {kw: _typed(kind, _get(ds, kw, problems)) for kw, kind in DICOM_COLUMNS.items()}
         if row["NumberOfFrames"] is None and row["Rows"] and "NumberOfFrames" not in ds:
             row["NumberOfFrames"] = 1  # single-frame images omit the tag; 1 keeps sums over frames right
-        row["TransferSyntaxUID"] = str(ts) if ts else None
+        row["TransferSyntaxUID"] = str(_get(meta, "TransferSyntaxUID") or "") or None
         row["header"] = dumps(header)
         rec = Records(format="dicom", format_version=ts.name if ts else None, tables={"dicom": [row]},
                       warnings=list(dict.fromkeys(problems)))

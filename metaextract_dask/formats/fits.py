@@ -51,7 +51,8 @@ def header_to_dict(header: Any) -> dict[str, Any]:
         try:
             value = card.value
         except Exception:  # an unparsable card keeps its raw text; the file is still catalogued
-            value = card.image[10:].strip() if len(card.image) > 10 else card.image
+            image = _card_text(card)
+            value = image[10:].strip() if len(image) > 10 else image
             warnings.warn(f"unparsable FITS card {key!r} kept as raw text: {value!r}", UserWarning, stacklevel=2)
         value = None if isinstance(value, Undefined) else to_jsonable(value)
         if key in _REPEATABLE:
@@ -62,6 +63,15 @@ def header_to_dict(header: Any) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _card_text(card: Any) -> str:
+    """The card's 80 characters as stored (``card.image`` re-verifies the value and can raise for the very
+    cards that need this)."""
+    try:
+        return str(card.image)
+    except Exception:
+        return str(getattr(card, "_image", "") or "")
 
 
 def wcs_footprint(header: Any) -> list[list[float]] | None:
@@ -81,9 +91,30 @@ def wcs_footprint(header: Any) -> list[list[float]] | None:
     return [[float(ra), float(dec)] for ra, dec in wcs.celestial.calc_footprint(axes=(nx, ny))]
 
 
+def _value(header: Any, key: str, kind: type | None = None) -> Any:
+    """A card's value as `kind` (int or str), None where the card is missing or does not parse as one (a
+    damaged card costs its column, not the file)."""
+    try:
+        value = header.get(key)
+        if value is None or kind is None:
+            return value
+        if kind is int:
+            return int(value) if not isinstance(value, (bool, str)) and float(value).is_integer() else None
+        return str(value).strip() or None
+    except Exception:
+        return None
+
+
+def _hdu_name(hdu: Any) -> str | None:
+    try:
+        return str(hdu.name or "").strip() or None
+    except Exception:  # astropy reads the name from the header: a damaged EXTNAME card
+        return None
+
+
 def _naxis(header: Any) -> list[int]:
-    """NAXIS1..n, FITS order."""
-    return [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+    """NAXIS1..n, FITS order (unparsable lengths as 0)."""
+    return [_value(header, f"NAXIS{i}", int) or 0 for i in range(1, (_value(header, "NAXIS", int) or 0) + 1)]
 
 
 def _is_image(hdu: Any) -> bool:
@@ -117,13 +148,13 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
     is_primary = isinstance(hdu, fits.PrimaryHDU)
     row: dict[str, Any] = {
         "index": index,
-        "extname": header.get("EXTNAME") or (None if is_primary else hdu.name or None),
-        "extver": header.get("EXTVER"),
+        "extname": _value(header, "EXTNAME", str) or (None if is_primary else _hdu_name(hdu)),
+        "extver": _value(header, "EXTVER", int),
         # Tile-compressed images: astropy's image view of the header (XTENSION=IMAGE), as in `header`;
         # hdu_type CompImageHDU tells them apart from plain images.
-        "xtension": None if is_primary else str(header.get("XTENSION", "")).strip() or None,
+        "xtension": None if is_primary else _value(header, "XTENSION", str),
         "hdu_type": type(hdu).__name__,
-        "bitpix": header.get("BITPIX"),
+        "bitpix": _value(header, "BITPIX", int),
         "naxis": naxis,
         "n_cards": len(header.cards),
         "header": dumps(header_to_dict(header)),
@@ -134,6 +165,20 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
         except Exception as exc:  # a broken WCS is reported, the HDU is still catalogued
             row["wcs_error"] = f"{type(exc).__name__}: {exc}"
 
+    try:
+        array = _array_row(index, hdu)
+    except Exception as exc:  # a header astropy reads but whose data unit it cannot describe: that array only
+        kind = "fits-table" if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) else "fits-image"
+        array = {"name": f"HDU{index}", "kind": kind, "error": f"{type(exc).__name__}: {exc}"}
+    return row, array
+
+
+def _array_row(index: int, hdu: Any) -> dict[str, Any] | None:
+    """The ``arrays`` row of an image or table HDU, None for an HDU without data."""
+    from astropy.io import fits
+
+    header = hdu.header
+    naxis = _naxis(header)
     array = None
     if _is_image_array(hdu):
         attrs = {k: to_jsonable(header[k]) for k in ("BSCALE", "BZERO", "BLANK", "BUNIT") if k in header}
@@ -148,13 +193,13 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
             "chunks": list(tiles) if tiles else None,
             "compression": str(hdu.compression_type).lower() if tiles else None,
             "fill_value": dumps(header["BLANK"]) if "BLANK" in header else None,
-            "units": header.get("BUNIT"),
+            "units": _value(header, "BUNIT", str),
             "nbytes": int(np.prod(naxis, dtype=np.int64)) * dtype.itemsize,
             "attrs": dumps(attrs),
         }
     elif isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
         cols = hdu.columns
-        nrows = int(header.get("NAXIS2", 0))
+        nrows = _value(header, "NAXIS2", int) or 0
         dtype = cols.dtype
         array = {
             "name": f"HDU{index}",
@@ -166,11 +211,11 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
             "compression": None,
             "fill_value": None,
             "units": None,
-            "nbytes": nrows * int(header.get("NAXIS1", 0)),
+            "nbytes": nrows * (_value(header, "NAXIS1", int) or 0),
             "attrs": dumps({"columns": [{"name": c.name, "format": str(c.format), "unit": c.unit}
                                         for c in cols]}),
         }
-    return row, array
+    return array
 
 
 def _open_fits(path: str) -> Any:
