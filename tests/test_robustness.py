@@ -87,7 +87,9 @@ def _dicom_opens(path: str) -> Any:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             list(ds.iterall())  # every element parsed as far as pydicom goes
-            return ds
+            ts = ds.file_meta.get("TransferSyntaxUID")
+            # a transfer syntax that is not a UID: nothing after the file meta was decoded meaningfully
+            return ds if ts is None or ts.is_valid else None
         except Exception:
             return None
 

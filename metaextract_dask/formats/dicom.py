@@ -239,13 +239,15 @@ class DICOMBackend(FormatBackend):
 
     def read(self, path: str) -> Records:  # noqa: D102
         import pydicom
+        from pydicom.errors import InvalidDicomError
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         problems: list[str] = []
         ts = _get(ds.file_meta, "TransferSyntaxUID", problems)
-        if ts is not None and not _UID.fullmatch(str(ts)):  # garbage in the file meta: catalogued as read
-            problems.append(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
-            ts = None
+        # pydicom is lenient: garbage after the magic can still "parse"; with a transfer syntax that is not a
+        # UID, nothing after the file meta was decoded meaningfully.
+        if ts is not None and not _UID.fullmatch(str(ts)):
+            raise InvalidDicomError(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
         meta = ds.file_meta
         if not (_get(ds, "SOPClassUID") or _get(meta, "MediaStorageSOPClassUID")) or not (
                 _get(ds, "SOPInstanceUID") or _get(meta, "MediaStorageSOPInstanceUID")):
