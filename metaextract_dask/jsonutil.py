@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "dumps"]
+__all__ = ["to_jsonable", "dumps", "capped", "capped_attrs", "DEFAULT_ATTR_JSON_MAX"]
+
+#: Default of ``metaextract.scan.attr-json-max-bytes``.
+DEFAULT_ATTR_JSON_MAX = 65536
 
 
 def _float(x: float) -> float | str:
@@ -55,3 +58,56 @@ def to_jsonable(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Serialise to compact strict JSON (NaN/Infinity as strings)."""
     return json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _json_lower_bound(value: Any) -> int:
+    """Bytes the value's JSON takes at least (a number is a digit and a comma; a string its characters)."""
+    if isinstance(value, np.ndarray):
+        return 2 * value.size if value.dtype.kind != "U" else value.size * value.dtype.itemsize // 4
+    if isinstance(value, (str, bytes, np.bytes_)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return 2 * len(value)
+    return 0
+
+
+def _json_upper_bound(value: Any) -> int | None:
+    """Bytes the value's JSON takes at most, where cheap to say; None for containers of unknown content."""
+    if isinstance(value, np.ndarray):
+        return None if value.dtype.kind in "OSUV" else 32 * value.size + 2
+    if isinstance(value, (str, bytes, np.bytes_)):
+        return 6 * len(value) + 2  # every character \u-escaped, at worst
+    if isinstance(value, (int, float, bool, complex, np.generic)) or value is None:
+        return 64
+    return None
+
+
+def capped(value: Any, limit: int | None) -> Any:
+    """`value` as JSON-ready data (:func:`to_jsonable`), or, when its JSON would exceed `limit` bytes, the
+    marker string ``"<omitted: N bytes of JSON>"`` (``"<omitted: more than N bytes of JSON>"`` when the value
+    was too big to be converted at all). Large arrays are never converted just to be measured."""
+    if limit is None:
+        return to_jsonable(value)
+    floor = _json_lower_bound(value)
+    if floor > limit:
+        return f"<omitted: more than {floor} bytes of JSON>"
+    converted = to_jsonable(value)
+    ceiling = _json_upper_bound(value)
+    if ceiling is not None and ceiling <= limit:
+        return converted
+    size = len(dumps(converted).encode())
+    return converted if size <= limit else f"<omitted: {size} bytes of JSON>"
+
+
+def capped_attrs(items: Any, limit: int | None) -> dict[str, Any]:
+    """``{key: capped(value)}`` of an attribute mapping's items; a value that cannot be read or converted
+    becomes ``"<unreadable: Type: message>"`` (one odd attribute must not cost its object)."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        try:
+            if isinstance(value, Exception):
+                raise value
+            out[str(key)] = capped(value, limit)
+        except Exception as exc:
+            out[str(key)] = f"<unreadable: {type(exc).__name__}: {exc}>"
+    return out

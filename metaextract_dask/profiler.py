@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from metaextract_dask import config
 from metaextract_dask.cluster import connect
+from metaextract_dask.formats.base import TRUNCATED
 from metaextract_dask.progress import Progress
 from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.stats import Partial, block_partial, finalize, histogram_range, merge_all
@@ -379,18 +380,31 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         small_bytes = min(batch_bytes, chunk_limit(memory_limit))
         # on a GPU, tiny arrays go to the CPU kernels: per array, the copy and launches cost more than they save
         gpu_min = config.parse_bytes(config.get("gpu-min-bytes", "4MiB")) if dev == "gpu" else 0
+        max_chunks = int(config.get("profile-max-chunks", 100_000))
         todo: dict[str, dict[str, Any]] = {}
         futures: list[Any] = []
         small: list[dict[str, Any]] = []
         for row in arrays:
             base = {"path": row["path"], "name": row["name"], "device": dev, "strategy": strategy}
             fmt = fmt_of[row["path"]]
+            err = row.get("error")
+            if isinstance(err, str) and err.startswith(f"{TRUNCATED}:"):
+                # the file cannot hold what its metadata declares: an error row at once, no graph
+                rows.append({**base, "status": "error", "error_type": TRUNCATED,
+                             "error_message": err[len(TRUNCATED) + 1:].strip()})
+                continue
             reason = _profilable(row, fmt)
             if reason:
                 rows.append({**base, "status": "skipped", "error_message": reason})
                 continue
             key = f"{row['path']}::{row['name']}"
             nbytes = row.get("nbytes")
+            if nbytes is not None and nbytes == nbytes and nbytes > max_chunks * chunk_limit(memory_limit):
+                # a graph this size would take the client minutes and gigabytes to build (and tokenize)
+                rows.append({**base, "status": "error", "error_type": "too_large", "error_message":
+                             f"{int(nbytes):,} bytes would be more than {max_chunks:,} dask chunks of "
+                             f"{chunk_limit(memory_limit):,} bytes (metaextract.profile-max-chunks)"})
+                continue
             if nbytes is not None and nbytes == nbytes and nbytes <= small_bytes:
                 # one dask chunk (adaptive_chunks keeps arrays under the chunk limit whole): opened, read and
                 # summarised on a worker, many per task; the client does no I/O for it

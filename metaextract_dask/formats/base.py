@@ -29,7 +29,12 @@ import numpy as np
 from metaextract_dask.formats.handles import FITS_LOCK, HDF5_LOCK, stamp
 
 __all__ = ["FormatBackend", "FormatReader", "Records", "ArraySpec", "ArrayProxy", "MissingDependencyError",
-           "HDF5_LOCK", "FITS_LOCK", "missing_array", "unique_dims", "as_text"]
+           "HDF5_LOCK", "FITS_LOCK", "missing_array", "unique_dims", "as_text", "truncation", "TRUNCATED",
+           "attr_json_limit"]
+
+#: How an ``arrays.error`` that says the file cannot hold the declared data begins (profiles report it as an
+#: error of that type, in milliseconds, without building a graph over the declared size).
+TRUNCATED = "truncated"
 
 
 class MissingDependencyError(ImportError):
@@ -363,3 +368,29 @@ def as_text(value: Any) -> Any:
         return bytes(value).decode("utf-8", "replace")
     return value
 
+
+def truncation(declared: int, available: int, what: str) -> str | None:
+    """The ``arrays.error`` for stored data that cannot fit in the file (a truncated or hostile file), or None.
+
+    Parameters
+    ----------
+    declared : int
+        Bytes the metadata says are stored.
+    available : int
+        Bytes the file holds (at most) for them.
+    what : str
+        What declares them, for the message.
+    """
+    if declared <= available:
+        return None
+    return f"{TRUNCATED}: {what} declares {declared:,} bytes of stored data, the file holds {available:,}"
+
+
+def attr_json_limit() -> int | None:
+    """``metaextract.scan.attr-json-max-bytes``: the most JSON one attribute value may take in the catalog
+    (larger values are replaced by a marker with their size); None for no limit. Read once per file."""
+    from metaextract_dask import config
+    from metaextract_dask.jsonutil import DEFAULT_ATTR_JSON_MAX
+
+    value = config.get("scan.attr-json-max-bytes", DEFAULT_ATTR_JSON_MAX)
+    return None if value is None else config.parse_bytes(value)

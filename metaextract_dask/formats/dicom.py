@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from metaextract_dask.config import get as config_get
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array, \
+    truncation
 from metaextract_dask.jsonutil import dumps
 
 __all__ = ["DICOMBackend", "DICOMFile", "DICOMSeries", "DICOM", "DICOM_COLUMNS", "parse_da", "pixel_layout",
@@ -168,7 +169,7 @@ def pixel_attrs(ds: Any) -> dict[str, Any]:
     return attrs
 
 
-def _pixel_row(ds: Any, ts: Any) -> dict[str, Any] | None:
+def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
     try:
         layout = pixel_layout(ds)
     except (TypeError, ValueError) as exc:  # an unparsable frame count: the array is known, its shape is not
@@ -176,11 +177,19 @@ def _pixel_row(ds: Any, ts: Any) -> dict[str, Any] | None:
     if layout is None:
         return None
     shape, dtype, dims, frames = layout
+    compressed = bool(ts is not None and ts.is_compressed)
+    if compressed:  # encapsulated: every frame is at least one 8-byte item header
+        problem = truncation(8 * frames, file_size, f"an encapsulated pixel module of {frames:,} frames")
+    else:
+        packed = -(-math.prod(shape) * int(ds.BitsAllocated) // 8)
+        problem = truncation(packed, file_size, f"the pixel module ({'x'.join(map(str, shape))})")
+    if problem:
+        return {"name": "PixelData", "kind": "dicom-pixels", "shape": list(shape), "dtype": dtype.str,
+                "dims": dims, "error": problem}
     attrs = {k: _typed("float" if k.startswith("Rescale") else "str", _get(ds, k))
              for k in ("PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "RescaleType") if k in ds}
     attrs.update({k: int(ds.get(k)) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
                                                "SamplesPerPixel") if ds.get(k) is not None})
-    compressed = bool(ts is not None and ts.is_compressed)
     return {
         "name": "PixelData",
         "kind": "dicom-pixels",
@@ -263,7 +272,7 @@ class DICOMBackend(FormatBackend):
                       warnings=list(dict.fromkeys(problems)))
         rec.attrs = {k: str(v) for k in ("SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID")
                      if (v := _get(ds, k)) is not None}
-        pixels = _pixel_row(ds, ts)
+        pixels = _pixel_row(ds, ts, os.path.getsize(path))
         if pixels is not None:
             rec.arrays.append(pixels)
         return rec

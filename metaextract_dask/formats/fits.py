@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array, truncation
 from metaextract_dask.formats.handles import FITS_LOCK, HandleCache
 from metaextract_dask.jsonutil import dumps, to_jsonable
 
@@ -140,7 +141,7 @@ def _has_wcs_keywords(header: Any) -> bool:
     return any(k.startswith(("CTYPE", "CRVAL", "CD1_", "PC1_")) for k in header.keys())
 
 
-def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _hdu_row(index: int, hdu: Any, file_size: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
     from astropy.io import fits
 
     header = hdu.header
@@ -166,14 +167,14 @@ def _hdu_row(index: int, hdu: Any) -> tuple[dict[str, Any], dict[str, Any] | Non
             row["wcs_error"] = f"{type(exc).__name__}: {exc}"
 
     try:
-        array = _array_row(index, hdu)
+        array = _array_row(index, hdu, file_size)
     except Exception as exc:  # a header astropy reads but whose data unit it cannot describe: that array only
         kind = "fits-table" if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) else "fits-image"
         array = {"name": f"HDU{index}", "kind": kind, "error": f"{type(exc).__name__}: {exc}"}
     return row, array
 
 
-def _array_row(index: int, hdu: Any) -> dict[str, Any] | None:
+def _array_row(index: int, hdu: Any, file_size: int) -> dict[str, Any] | None:
     """The ``arrays`` row of an image or table HDU, None for an HDU without data."""
     from astropy.io import fits
 
@@ -184,6 +185,8 @@ def _array_row(index: int, hdu: Any) -> dict[str, Any] | None:
         attrs = {k: to_jsonable(header[k]) for k in ("BSCALE", "BZERO", "BLANK", "BUNIT") if k in header}
         tiles = _tiles(hdu)
         dtype = _BITPIX[int(header["BITPIX"])]
+        problem = None if tiles else truncation(int(np.prod(naxis, dtype=np.int64)) * dtype.itemsize, file_size,
+                                                f"the header ({'x'.join(map(str, naxis))} BITPIX {header['BITPIX']})")
         array = {
             "name": f"HDU{index}",
             "kind": "fits-image",
@@ -196,6 +199,7 @@ def _array_row(index: int, hdu: Any) -> dict[str, Any] | None:
             "units": _value(header, "BUNIT", str),
             "nbytes": int(np.prod(naxis, dtype=np.int64)) * dtype.itemsize,
             "attrs": dumps(attrs),
+            "error": problem,
         }
     elif isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
         cols = hdu.columns
@@ -271,8 +275,9 @@ class FITSBackend(FormatBackend):
         # Non-standard cards are reported as they are, not fixed; astropy's warnings about them end up in
         # the files.warnings column.
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            size = os.path.getsize(path)
             for index, hdu in enumerate(hdul):
-                row, array = _hdu_row(index, hdu)
+                row, array = _hdu_row(index, hdu, size)
                 rec.tables["hdus"].append(row)
                 if array is not None:
                     rec.arrays.append(array)

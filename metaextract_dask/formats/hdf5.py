@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, as_text, \
-    missing_array, unique_dims
+    attr_json_limit, missing_array, unique_dims
 from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache, stamp
-from metaextract_dask.jsonutil import dumps, to_jsonable
+from metaextract_dask.jsonutil import capped_attrs, dumps, to_jsonable
 
 __all__ = ["HDF5Backend", "HDF5Array", "HDF5_MAGIC", "has_hdf5_magic", "dtype_string", "mapped_region",
            "H5_FILES"]
@@ -94,17 +94,9 @@ def _raw_attrs(obj: Any) -> dict[str, Any]:
     return out
 
 
-def _json_attrs(obj: Any) -> dict[str, Any]:
-    """Attributes as catalog JSON values (an unreadable one as a marker string)."""
-    out = {}
-    for key, value in _raw_attrs(obj).items():
-        try:
-            if isinstance(value, Exception):
-                raise value
-            out[key] = to_jsonable(value)
-        except Exception as exc:
-            out[key] = f"<unreadable: {type(exc).__name__}: {exc}>"
-    return out
+def _json_attrs(obj: Any, limit: int | None) -> dict[str, Any]:
+    """Attributes as catalog JSON values (an unreadable one, or one over `limit` bytes, as a marker)."""
+    return capped_attrs(_raw_attrs(obj).items(), limit)
 
 
 def _is_scale(dset: Any) -> bool:
@@ -138,16 +130,24 @@ def _user_fill(dset: Any) -> Any:
 
 
 def _walk(f: Any) -> list[tuple[str, Any]]:
-    """(catalog name, object) of every group and dataset below the root, in h5py's visit order."""
+    """(catalog name, object) of every group and dataset below the root, in h5py's visit order; an object
+    libhdf5 cannot open (a corrupt header, storage past the end of the file) is the exception it raised, so
+    that it costs its own row, not the file."""
+    names: list[str] = []
+    f.visit(names.append)  # names only: visititems would open every object inside one call
     found: list[tuple[str, Any]] = []
-    f.visititems(lambda name, obj: found.append(("/" + name, obj)))
+    for name in names:
+        try:
+            found.append(("/" + name, f[name]))
+        except Exception as exc:
+            found.append(("/" + name, exc))
     return found
 
 
 def _dataset_names(f: Any) -> list[str]:
     import h5py
 
-    return [name for name, obj in _walk(f) if isinstance(obj, h5py.Dataset)]
+    return [name for name, obj in _walk(f) if isinstance(obj, (h5py.Dataset, Exception))]
 
 
 def _units(attrs: dict[str, Any]) -> str | None:
@@ -155,9 +155,10 @@ def _units(attrs: dict[str, Any]) -> str | None:
     return units if isinstance(units, str) else None
 
 
-def dataset_row(name: str, dset: Any) -> dict[str, Any]:
-    """One ``arrays`` row for an h5py Dataset."""
-    attrs = _json_attrs(dset)
+def dataset_row(name: str, dset: Any, limit: int | None = None) -> dict[str, Any]:
+    """One ``arrays`` row for an h5py Dataset (`limit`: the attribute JSON cap). libhdf5 itself refuses to open
+    a dataset whose contiguous storage runs past the end of the file."""
+    attrs = _json_attrs(dset, limit)
     filters = _filters(dset)
     compression = next((f["name"] for f in filters if f["name"] not in _NOT_COMPRESSION), None)
     try:
@@ -166,6 +167,7 @@ def dataset_row(name: str, dset: Any) -> dict[str, Any]:
         fill = None
     dims = _dim_names(dset)
     dt = dset.dtype
+    nbytes = int(dset.size or 0) * dt.itemsize if dt.kind != "O" else None
     return {
         "name": name,
         "kind": "dataset",
@@ -177,7 +179,7 @@ def dataset_row(name: str, dset: Any) -> dict[str, Any]:
         "filters": dumps(filters) if filters else None,
         "fill_value": dumps(fill) if fill is not None else None,
         "units": _units(attrs),
-        "nbytes": int(dset.size or 0) * dt.itemsize if dt.kind != "O" else None,
+        "nbytes": nbytes,
         "attrs": dumps(attrs),
     }
 
@@ -384,19 +386,22 @@ class HDF5Backend(FormatBackend):
         import h5py
 
         rec = Records(format="hdf5")
+        limit = attr_json_limit()
         with HDF5_LOCK, h5py.File(path, "r") as f:
-            rec.attrs = _json_attrs(f)
-            rec.groups["/"] = {"attrs": rec.attrs}
+            rec.attrs = _json_attrs(f, limit)
+            rec.groups["/"] = {}  # its attributes are the file's (files.attrs): stored once
             rec.format_version = f"superblock {f.id.get_create_plist().get_version()[0]}"
             for full, obj in _walk(f):
                 if isinstance(obj, h5py.Dataset):
                     try:
-                        rec.arrays.append(dataset_row(full, obj))
+                        rec.arrays.append(dataset_row(full, obj, limit))
                     except Exception as exc:  # one odd dataset must not hide the others
                         rec.arrays.append({"name": full, "kind": "dataset",
                                            "error": f"{type(exc).__name__}: {exc}"})
+                elif isinstance(obj, Exception):
+                    rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(obj).__name__}: {obj}"})
                 elif isinstance(obj, h5py.Group):
-                    rec.groups[full] = {"attrs": _json_attrs(obj)}
+                    rec.groups[full] = {"attrs": _json_attrs(obj, limit)}
         return rec
 
     def list_arrays(self, path: str) -> list[str]:  # noqa: D102
@@ -417,4 +422,4 @@ class HDF5Backend(FormatBackend):
 
     def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
         with HDF5_LOCK:
-            return _json_attrs(H5_FILES.get(path))
+            return _json_attrs(H5_FILES.get(path), attr_json_limit())

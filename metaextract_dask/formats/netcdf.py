@@ -6,16 +6,17 @@ so its plain stored bytes take the HDF5 backend's memory-map path when profiled.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, as_text, \
-    missing_array, unique_dims
+    attr_json_limit, missing_array, truncation, unique_dims
 from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache
 from metaextract_dask.formats.hdf5 import has_hdf5_magic, mapped_region
-from metaextract_dask.jsonutil import dumps, to_jsonable
+from metaextract_dask.jsonutil import capped_attrs, dumps
 
 __all__ = ["NetCDFBackend", "NetCDFArray", "is_netcdf4"]
 
@@ -41,8 +42,19 @@ def is_netcdf4(path: str) -> bool:
     return False
 
 
-def _json_attrs(obj: Any) -> dict[str, Any]:
-    return {k: to_jsonable(obj.getncattr(k)) for k in obj.ncattrs()}
+def _raw_attrs(obj: Any) -> dict[str, Any]:
+    """Attribute values as netCDF4 gives them; an unreadable one is the exception reading it raised."""
+    out: dict[str, Any] = {}
+    for key in obj.ncattrs():
+        try:
+            out[key] = obj.getncattr(key)
+        except Exception as exc:
+            out[key] = exc
+    return out
+
+
+def _json_attrs(obj: Any, limit: int | None) -> dict[str, Any]:
+    return capped_attrs(_raw_attrs(obj).items(), limit)
 
 
 def _join(group_path: str, name: str) -> str:
@@ -84,14 +96,17 @@ def _chunks(var: Any, nc3: bool) -> tuple[int, ...] | None:
     return tuple(int(c) for c in chunking) if isinstance(chunking, (list, tuple)) else None
 
 
-def _variable_row(name: str, var: Any, nc3: bool) -> dict[str, Any]:
-    attrs = _json_attrs(var)
+def _variable_row(name: str, var: Any, nc3: bool, file_size: int, limit: int | None) -> dict[str, Any]:
+    attrs = _json_attrs(var, limit)
     filters = {k: v for k, v in (var.filters() or {}).items() if v} if not nc3 else {}
     compression = next((c for c in _NC_COMPRESSORS if filters.get(c)), None)
     fill = attrs.get("_FillValue")
     dt = var.dtype
     itemsize = np.dtype(dt).itemsize if dt is not str else None
     chunks = _chunks(var, nc3)
+    nbytes = int(np.prod(var.shape, dtype=np.int64)) * itemsize if itemsize else None
+    # netCDF-3 stores every value (no compression, no sparse chunks): they must fit in the file
+    problem = truncation(nbytes, file_size, "the variable's shape") if nc3 and nbytes else None
     return {
         "name": name,
         "kind": "variable",
@@ -103,8 +118,9 @@ def _variable_row(name: str, var: Any, nc3: bool) -> dict[str, Any]:
         "filters": dumps(filters) if filters else None,
         "fill_value": dumps(fill) if fill is not None else None,
         "units": attrs.get("units") if isinstance(attrs.get("units"), str) else None,
-        "nbytes": int(np.prod(var.shape, dtype=np.int64)) * itemsize if itemsize else None,
+        "nbytes": nbytes,
         "attrs": dumps(attrs),
+        "error": problem,
     }
 
 
@@ -168,16 +184,17 @@ class NetCDFBackend(FormatBackend):
             model = ds.data_model
             nc3 = model.startswith("NETCDF3")
             rec = Records(format="netcdf3" if nc3 else "netcdf4", format_version=model)
-            rec.attrs = _json_attrs(ds)
+            limit = attr_json_limit()
+            rec.attrs = _json_attrs(ds, limit)
             for group in _groups(ds):
-                rec.groups[group.path] = {
-                    "attrs": rec.attrs if group.path == "/" else _json_attrs(group),
-                    "dims": {name: len(dim) for name, dim in group.dimensions.items()},
-                    "unlimited": [name for name, dim in group.dimensions.items() if dim.isunlimited()],
-                }
+                entry: dict[str, Any] = {} if group.path == "/" else {"attrs": _json_attrs(group, limit)}
+                entry["dims"] = {name: len(dim) for name, dim in group.dimensions.items()}
+                entry["unlimited"] = [name for name, dim in group.dimensions.items() if dim.isunlimited()]
+                rec.groups[group.path] = entry  # the root's attributes are the file's (files.attrs): stored once
+            size = os.path.getsize(path)
             for _group, name, var in _walk(ds):
                 try:
-                    rec.arrays.append(_variable_row(name, var, nc3))
+                    rec.arrays.append(_variable_row(name, var, nc3, size, limit))
                 except Exception as exc:
                     rec.arrays.append({"name": name, "kind": "variable", "error": f"{type(exc).__name__}: {exc}"})
         return rec
@@ -201,7 +218,7 @@ class NetCDFBackend(FormatBackend):
                     var = None
             if var is None:
                 raise missing_array("netCDF", path, name, [n for _, n, _ in _walk(ds)])
-            attrs = {k: as_text(var.getncattr(k)) for k in var.ncattrs()}
+            attrs = {k: as_text(v) for k, v in _raw_attrs(var).items() if not isinstance(v, Exception)}
             dtype = np.dtype(object) if var.dtype is str else np.dtype(var.dtype)
             chunks = _chunks(var, ds.data_model.startswith("NETCDF3"))
             shape = tuple(int(s) for s in var.shape)
@@ -210,4 +227,4 @@ class NetCDFBackend(FormatBackend):
 
     def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
         with HDF5_LOCK:
-            return _json_attrs(NC_FILES.get(path))
+            return _json_attrs(NC_FILES.get(path), attr_json_limit())

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array, \
-    unique_dims
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, attr_json_limit, \
+    missing_array, unique_dims
 from metaextract_dask.formats.handles import HandleCache, stamp
-from metaextract_dask.jsonutil import dumps, to_jsonable
+from metaextract_dask.jsonutil import capped_attrs, dumps, to_jsonable
 
 __all__ = ["ZarrBackend", "ZarrArray", "ZARR_MARKERS", "is_zarr_store"]
 
@@ -99,8 +99,8 @@ def _disk_chunks(arr: Any) -> tuple[int, ...]:
     return tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
 
 
-def _array_row(name: str, arr: Any) -> dict[str, Any]:
-    attrs = to_jsonable(dict(arr.attrs))
+def _array_row(name: str, arr: Any, limit: int | None) -> dict[str, Any]:
+    attrs = capped_attrs(arr.attrs.items(), limit)
     compressors = list(arr.compressors or ())
     filters = list(arr.filters or ())
     codecs = [dict(_codec_config(c), role="filter") for c in filters]
@@ -184,21 +184,22 @@ class ZarrBackend(FormatBackend):
 
         node = zarr.open(store=path, mode="r")  # the root: if it does not open, the store is an error row
         rec = Records(format="zarr", format_version=str(node.metadata.zarr_format))
-        rec.attrs = to_jsonable(dict(node.attrs))
+        limit = attr_json_limit()
+        rec.attrs = capped_attrs(node.attrs.items(), limit)
         if isinstance(node, zarr.Array):
-            rec.arrays.append(_array_row("/", node))
+            rec.arrays.append(_array_row("/", node, limit))
             return rec
-        rec.groups["/"] = {"attrs": rec.attrs}
+        rec.groups["/"] = {}  # its attributes are the store's (files.attrs): stored once
         for component, kind in _nodes(path):
             if not component:
                 continue
             full = "/" + component
             try:
                 if kind == "group":
-                    rec.groups[full] = {"attrs": to_jsonable(dict(zarr.open_group(store=path, path=component,
-                                                                                  mode="r").attrs))}
+                    group = zarr.open_group(store=path, path=component, mode="r")
+                    rec.groups[full] = {"attrs": capped_attrs(group.attrs.items(), limit)}
                 else:  # an array, or metadata that does not parse: opening says what is wrong
-                    rec.arrays.append(_array_row(full, _open((path, component))))
+                    rec.arrays.append(_array_row(full, _open((path, component)), limit))
             except Exception as exc:  # one broken node is its own error, the rest of the store is catalogued
                 if kind == "group":
                     rec.warnings.append(f"group {full}: {type(exc).__name__}: {exc}")
@@ -236,4 +237,4 @@ class ZarrBackend(FormatBackend):
     def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
         import zarr
 
-        return to_jsonable(dict(zarr.open(store=path, mode="r").attrs))
+        return capped_attrs(zarr.open(store=path, mode="r").attrs.items(), attr_json_limit())

@@ -1,0 +1,153 @@
+"""Hostile and unlucky inputs handled by the format backends: sizes a file cannot hold, a Zarr store with one
+broken array, huge attributes. Each reproduces a report first, then checks the fix with real files."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import numpy as np
+import pytest
+
+from helpers import loads, none
+
+
+def _hostile_dicom(path: Path) -> None:
+    """A 13 KB CT that claims 100,000 frames of 65535 x 65535 16-bit pixels."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Rows = ds.Columns = 65535
+    ds.NumberOfFrames = 100_000
+    ds.save_as(path)
+
+
+def _hostile_fits(path: Path) -> None:
+    """A FITS header claiming a 10^6 x 10^6 float64 image, and no data."""
+    from astropy.io import fits
+
+    header = fits.Header()
+    header["SIMPLE"] = True
+    header["BITPIX"] = -64
+    header["NAXIS"] = 2
+    header["NAXIS1"] = 1_000_000
+    header["NAXIS2"] = 1_000_000
+    path.write_bytes(header.tostring().encode("ascii"))
+
+
+@pytest.fixture()
+def hostile_tree(tmp_path: Path) -> Path:
+    import h5py
+
+    root = tmp_path / "data"
+    root.mkdir()
+    _hostile_dicom(root / "huge.dcm")
+    _hostile_fits(root / "huge.fits")
+    with h5py.File(root / "sparse.h5", "w") as f:  # legal: 8 PB declared, no chunk written
+        f.create_dataset("void", shape=(10**6, 10**6, 1000), dtype="f8", chunks=(100, 100, 100))
+        f["good"] = np.arange(1000, dtype=np.float32)
+    return root
+
+
+def test_declared_sizes_are_checked_before_any_graph(hostile_tree: Path, client: Any, tmp_path: Path) -> None:
+    """profile used to hang in tokenize on the DICOM (3.7 GB client) and take 38 s on the FITS header: now
+    both are error rows from their catalogued sizes, in milliseconds, and the good array is profiled."""
+    from metaextract_dask import profile, scan
+
+    cat = scan([hostile_tree], tmp_path / "cat", client=client)
+    arrays = cat.to_pandas("arrays").set_index("name")
+    assert arrays.loc["PixelData", "error"].startswith("truncated: the pixel module (100000x65535x65535)")
+    assert arrays.loc["HDU0", "error"].startswith("truncated: the header (1000000x1000000 BITPIX -64)")
+    t0 = time.perf_counter()
+    stats = profile(cat, client=client, device="cpu").set_index("name")
+    assert time.perf_counter() - t0 < 30
+    assert stats.loc["PixelData", "status"] == "error" and stats.loc["PixelData", "error_type"] == "truncated"
+    assert stats.loc["HDU0", "error_type"] == "truncated"
+    assert stats.loc["/void", "error_type"] == "too_large" and "profile-max-chunks" in stats.loc["/void", "error_message"]
+    good = stats.loc["/good"]
+    assert good["status"] == "ok" and good["count"] == 1000 and good["max"] == 999.0
+
+
+def test_hdf5_dataset_past_the_end_costs_only_itself(tmp_path: Path) -> None:
+    """A contiguous dataset whose storage runs past the end of the file: libhdf5 refuses to open it (this
+    used to fail the whole file's walk); the other datasets are catalogued."""
+    import h5py
+
+    from metaextract_dask.formats import get_backend
+
+    path = tmp_path / "cut.h5"
+    with h5py.File(path, "w") as f:
+        f["small"] = np.arange(10, dtype="i4")
+        f["big"] = np.arange(1_000_000, dtype="f8")  # contiguous, written after the small one
+    data = bytearray(path.read_bytes())
+    assert data[8] == 0  # superblock version 0: end-of-file address at byte 40, no checksum
+    del data[len(data) - 4_000_000:]
+    data[40:48] = len(data).to_bytes(8, "little")  # as a copy cut short and "repaired" would say
+    path.write_bytes(bytes(data))
+    rows = {r["name"]: r for r in get_backend("hdf5").read(str(path)).arrays}
+    assert "file corruption" in rows["/big"]["error"] and rows["/big"]["kind"] == "dataset"
+    assert rows["/small"].get("error") is None and rows["/small"]["shape"] == [10]
+    assert get_backend("hdf5").list_arrays(str(path)) == ["/big", "/small"]
+
+
+def test_zarr_store_with_one_corrupt_array_keeps_the_others(tmp_path: Path, client: Any) -> None:
+    """A Zarr group with one child whose metadata is garbage was a whole-store error row."""
+    import zarr
+
+    from metaextract_dask import scan
+
+    store = tmp_path / "data" / "ocean.zarr"
+    g = zarr.open_group(store=str(store), mode="w", zarr_format=3)
+    g.create_array("temp", shape=(4, 5), chunks=(2, 5), dtype="f4")[:] = 1.5
+    g.create_group("sub").create_array("salt", shape=(3,), chunks=(3,), dtype="i2")[:] = [1, 2, 3]
+    g.create_array("broken", shape=(2,), chunks=(2,), dtype="u1")
+    (store / "broken" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array", "shape": "oops"}')
+    g.create_array("garbage", shape=(2,), chunks=(2,), dtype="u1")
+    (store / "garbage" / "zarr.json").write_text("{not json")
+    cat = scan([tmp_path / "data"], tmp_path / "cat", client=client)
+    files = cat.to_pandas("files")
+    assert list(files["status"]) == ["ok"] and files["n_arrays"].iloc[0] == 4
+    arrays = cat.to_pandas("arrays").set_index("name")
+    assert set(arrays.index) == {"/temp", "/sub/salt", "/broken", "/garbage"}
+    assert none(arrays.loc["/temp", "error"]) is None and list(arrays.loc["/temp", "shape"]) == [4, 5]
+    assert list(arrays.loc["/sub/salt", "shape"]) == [3]
+    assert isinstance(arrays.loc["/broken", "error"], str) and isinstance(arrays.loc["/garbage", "error"], str)
+    assert "/sub" in loads(files["groups"].iloc[0])
+
+
+def test_huge_attributes_are_capped_and_stored_once(tmp_path: Path) -> None:
+    """A 32 MB HDF5 attribute became 77 MB of JSON, twice (files.attrs and groups)."""
+    import h5py
+
+    from metaextract_dask.discover import FileEntry
+    from metaextract_dask.extract import extract_file
+
+    path = tmp_path / "fat.h5"
+    big = np.random.default_rng(0).random(4_000_000)  # 32 MB of float64
+    with h5py.File(path, "w", libver="latest") as f:  # dense attribute storage holds large values
+        f.attrs["calibration"] = big
+        f.attrs["title"] = "fine"
+        f.create_dataset("x", data=np.arange(3)).attrs["table"] = np.arange(100_000)
+        f.create_dataset("y", data=np.arange(3)).attrs["note"] = "x" * 70_000
+        f["y"].attrs["series"] = np.random.default_rng(1).random(30_000)  # under the cheap bound, over once encoded
+    entry = FileEntry(str(path), path.stat().st_size, 0)
+    t0 = time.perf_counter()
+    rows = extract_file(entry)
+    assert time.perf_counter() - t0 < 5
+    row = rows["files"][0]
+    assert row["status"] == "ok"
+    attrs = json.loads(row["attrs"])
+    assert attrs["title"] == "fine" and attrs["calibration"].startswith("<omitted: more than 8000000 bytes")
+    assert len(row["attrs"]) < 1000 and "attrs" not in json.loads(row["groups"])["/"]
+    arrays = {r["name"]: json.loads(r["attrs"]) for r in rows["arrays"]}
+    assert arrays["/x"]["table"] == "<omitted: more than 200000 bytes of JSON>"
+    assert arrays["/y"]["note"] == "<omitted: more than 70000 bytes of JSON>"
+    assert re.fullmatch(r"<omitted: \d{6} bytes of JSON>", arrays["/y"]["series"])
+    with dask.config.set({"metaextract.scan.attr-json-max-bytes": None}):
+        unlimited = json.loads(extract_file(entry)["arrays"][1]["attrs"])
+    assert unlimited["note"] == "x" * 70_000
