@@ -208,7 +208,12 @@ class _Walker:
         follow = self.follow
         for entry in entries:
             try:
-                if entry.is_dir(follow_symlinks=follow):
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=follow)
+                    is_file = not is_dir and entry.is_file(follow_symlinks=follow)
+                except OSError:  # a symlink that loops (ELOOP) when followed: a special entry below
+                    is_dir = is_file = False
+                if is_dir:
                     # The catalog being written is not scanned: inode from the listing, device checked on a
                     # match only (no extra syscall per directory). With symlinks followed, walk() checks.
                     if entry.inode() in self.exclude_inodes and not follow:
@@ -219,7 +224,7 @@ class _Walker:
                         yield _store_entry(entry.path)
                     else:
                         yield from self.walk(entry.path)
-                elif entry.is_file(follow_symlinks=follow):
+                elif is_file:
                     st = entry.stat(follow_symlinks=follow)
                     yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
                 else:
