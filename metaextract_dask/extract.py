@@ -77,12 +77,13 @@ def classify_unknown(head: bytes, path: str) -> dict[str, Any]:
 
 def file_row(entry: FileEntry) -> dict[str, Any]:
     """The ``files`` columns known from discovery alone (the path as the catalog stores it)."""
-    row = {
-        "path": entry.catalog_path,
+    path = entry.catalog_path
+    row: dict[str, Any] = {
+        "path": path,
         "size_bytes": entry.size,
         "mtime": _EPOCH + dt.timedelta(microseconds=entry.mtime_us),
     }
-    if not is_utf8_path(entry.path):
+    if path is not entry.path and not is_utf8_path(entry.path):  # encode_path returns its input unchanged
         row["warnings"] = [NON_UTF8_WARNING]
     return row
 
@@ -123,12 +124,16 @@ def _hash_tree(h: Any, top: str, rel: bytes) -> None:
         entries = sorted(it, key=lambda e: e.name)
     dirs = []
     for e in entries:
-        if e.is_dir():
+        try:
+            is_dir, is_file = e.is_dir(), e.is_file()
+        except OSError:  # a looping symlink
+            is_dir = is_file = False
+        if is_dir:
             if not e.is_symlink():  # os.walk does not descend into linked directories either
                 dirs.append(e)
             continue
         name = rel + os.fsencode(e.name)
-        if e.is_file():
+        if is_file:
             h.update(name + b"\0")
             with open(e.path, "rb") as f:
                 while chunk := f.read(1 << 20):
@@ -202,26 +207,33 @@ def _warning_texts(caught: list[warnings.WarningMessage], logged: list[str], fir
     return texts[:_MAX_WARNINGS] or None
 
 
-class _LogCapture(logging.Handler):
-    """Collects the warning records of some loggers, emitted by one thread (the file's reader)."""
+class _LogRouter(logging.Handler):
+    """One handler on the root logger (per process): the warning records of the loggers a reading thread
+    asked for go to that thread's list; every other record is left as it was.
 
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
+    On the root logger because a library's logger may not exist before the reader first imports the
+    library, and creating it early would break libraries with their own logger class (astropy).
+    """
+
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.prefixes = prefixes
-        self.thread = threading.get_ident()
-        self.texts: list[str] = []
+        self.active: dict[int, tuple[tuple[str, ...], list[str]]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        name = record.name
-        if record.thread == self.thread and any(name == p or name.startswith(p + ".") for p in self.prefixes):
-            try:
-                self.texts.append(f"{name} {record.levelname}: {record.getMessage()}")
-            except Exception:  # a record whose arguments do not format is still a warning
-                self.texts.append(f"{name} {record.levelname}: {record.msg}")
-        elif logging.lastResort is not None and record.levelno >= logging.lastResort.level and self._unhandled(record):
-            # This handler on the root logger would keep logging's last resort (stderr) from records that
-            # reach no other handler; give it back to them.
-            logging.lastResort.handle(record)
+        capture = self.active.get(record.thread) if record.thread is not None else None
+        if capture is not None:
+            prefixes, texts = capture
+            name = record.name
+            if any(name == p or name.startswith(p + ".") for p in prefixes):
+                try:
+                    texts.append(f"{name} {record.levelname}: {record.getMessage()}")
+                except Exception:  # a record whose arguments do not format is still a warning
+                    texts.append(f"{name} {record.levelname}: {record.msg}")
+                return
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level and self._unhandled(record):
+            # Without this handler, logging's last resort (stderr) would have shown the record.
+            last.handle(record)
 
     def _unhandled(self, record: logging.LogRecord) -> bool:
         logger: logging.Logger | None = logging.getLogger(record.name)
@@ -233,28 +245,34 @@ class _LogCapture(logging.Handler):
             logger = logger.parent
         return True
 
-    def clear(self) -> None:
-        self.texts.clear()
+
+_ROUTER: _LogRouter | None = None
+_ROUTER_LOCK = threading.Lock()
 
 
 @contextmanager
-def _capture_logs(prefixes: tuple[str, ...]) -> Iterator[_LogCapture]:
-    # On the root logger: the library's logger may not exist yet (created when the reader first imports
-    # it), and making it here would break libraries with their own logger class (astropy).
-    handler = _LogCapture(prefixes)
+def _capture_logs(prefixes: tuple[str, ...]) -> Iterator[list[str]]:
+    """The texts of warning records from loggers `prefixes` (and their children) emitted by this thread."""
+    global _ROUTER
+    texts: list[str] = []
     if not prefixes:
-        yield handler
+        yield texts
         return
-    root = logging.getLogger()
-    root.addHandler(handler)
+    if _ROUTER is None:
+        with _ROUTER_LOCK:
+            if _ROUTER is None:
+                _ROUTER = _LogRouter()
+                logging.getLogger().addHandler(_ROUTER)
+    tid = threading.get_ident()
+    _ROUTER.active[tid] = (prefixes, texts)
     try:
-        yield handler
+        yield texts
     finally:
-        root.removeHandler(handler)
+        _ROUTER.active.pop(tid, None)
 
 
 def _read_recorded(entry: FileEntry, sniff_bytes: int, caught: list[warnings.WarningMessage],
-                   logs: _LogCapture) -> tuple[str, Records]:
+                   logs: list[str]) -> tuple[str, Records]:
     shown = warnings.showwarning
     failure: _Failure | None = None
     try:
@@ -339,7 +357,7 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0,
                 row.update(status="error", error_type=exc.reason, error_message=f"hashing the content: {exc}",
                            format_version=None, n_arrays=None, attrs=None, groups=None)
                 out.update(arrays=[], hdus=[], dicom=[])
-    row.update(warnings=_warning_texts(caught, logs.texts, first_warnings), attempts=attempts,
+    row.update(warnings=_warning_texts(caught, logs, first_warnings), attempts=attempts,
                read_seconds=time.perf_counter() - t0)
     return out
 
