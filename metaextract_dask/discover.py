@@ -31,7 +31,7 @@ SPECIAL_KINDS = ("fifo", "socket", "char-device", "block-device", "symlink", "sy
 #: ``kind`` of a directory that could not be listed (catalogued as ``format = "directory"``, an error row).
 DIRECTORY_KIND = "directory"
 
-_HEX = "0123456789ABCDEF"
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def is_utf8_path(path: str) -> bool:
@@ -44,12 +44,14 @@ def is_utf8_path(path: str) -> bool:
 
 
 def encode_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
-    """The catalog text of an OS path: ``%`` and bytes that are not UTF-8 percent-encoded.
+    r"""The catalog text of an OS path: bytes that are not UTF-8 written ``\xNN``, a backslash ``\\``.
 
     The catalog's ``path`` columns are UTF-8 strings, while POSIX file names are arbitrary bytes. Each byte
-    that is not part of valid UTF-8 is written as ``%XX`` (upper-case hex) and ``%`` itself as ``%25``;
-    everything else is kept as is, so the encoding is the identity for every UTF-8 name without a ``%``,
-    and :func:`decode_path` reverses it exactly (``urllib.parse.unquote_to_bytes`` gives the raw bytes).
+    that is not part of valid UTF-8 is written as the backslash escape ``\xNN`` (two lower-case hex digits,
+    as Python prints bytes) and a backslash itself is doubled; everything else is kept. The text is thus
+    the OS path itself for every UTF-8 name without a backslash (such catalog paths open as they are), and
+    :func:`decode_path` reverses it exactly, as does any decoder of Python bytes-literal escapes
+    (``codecs.escape_decode(text.encode())[0]`` gives the raw bytes).
 
     Parameters
     ----------
@@ -59,40 +61,49 @@ def encode_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> st
     Returns
     -------
     str
-        Valid UTF-8 text.
+        Valid UTF-8 text; `path` itself (the same object) when nothing needs escaping.
     """
-    if isinstance(path, str):
-        text = path
-    else:
-        text = os.fsdecode(path)
-    if "%" not in text and is_utf8_path(text):
+    text = path if isinstance(path, str) else os.fsdecode(path)
+    if "\\" not in text and is_utf8_path(text):
         return text  # the common case: nothing to escape
-    # Undecodable bytes are surrogate escapes U+DC80..U+DCFF after fsdecode (POSIX); anything else that
-    # cannot be UTF-8 (a lone surrogate of a Windows name) goes through its surrogatepass bytes.
-    raw = os.fsencode(text)
+    # Undecodable bytes are surrogate escapes U+DC80..U+DCFF after fsdecode; going through the bytes also
+    # covers a lone surrogate of another origin (written as its three escaped bytes).
     out: list[str] = []
-    for ch in raw.decode("utf-8", "surrogateescape"):
-        if ch == "%":
-            out.append("%25")
+    for ch in os.fsencode(text).decode("utf-8", "surrogateescape"):
+        if ch == "\\":
+            out.append("\\\\")
         elif "\udc80" <= ch <= "\udcff":
-            b = ord(ch) - 0xDC00
-            out.append("%" + _HEX[b >> 4] + _HEX[b & 15])
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
         else:
             out.append(ch)
     return "".join(out)
 
 
 def decode_path(text: str) -> str:
-    """The OS path of a catalog ``path`` value (the inverse of :func:`encode_path`).
+    r"""The OS path of a catalog ``path`` value (the inverse of :func:`encode_path`).
 
     Returns a ``str`` that ``open``, ``os.stat``, h5py and friends accept (bytes that are not UTF-8 as
-    surrogate escapes); ``os.fsencode(decode_path(p))`` gives the raw bytes.
+    surrogate escapes); ``os.fsencode(decode_path(p))`` gives the raw bytes. A backslash followed by
+    neither ``\`` nor ``xNN`` is kept as it is.
     """
-    if "%" not in text:
+    if "\\" not in text:
         return text
-    from urllib.parse import unquote_to_bytes
-
-    return os.fsdecode(unquote_to_bytes(text))
+    raw = bytearray()
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n:
+            if text[i + 1] == "\\":
+                raw += b"\\"
+                i += 2
+                continue
+            if text[i + 1] == "x" and i + 3 < n and text[i + 2] in _HEXDIGITS and text[i + 3] in _HEXDIGITS:
+                raw.append(int(text[i + 2:i + 4], 16))
+                i += 4
+                continue
+        raw += ch.encode("utf-8", "surrogateescape")
+        i += 1
+    return os.fsdecode(bytes(raw))
 
 
 class FileEntry(NamedTuple):

@@ -51,8 +51,8 @@ TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in (
 
 _MAX_WARNINGS = 20
 
-#: Row warning of a file whose name is not valid UTF-8 (its ``path`` is percent-encoded, see ``encode_path``).
-NON_UTF8_WARNING = ("PathWarning: the file name is not valid UTF-8; path holds it percent-encoded "
+#: Row warning of a file whose name is not valid UTF-8 (its ``path`` is escaped, see ``encode_path``).
+NON_UTF8_WARNING = (r"PathWarning: the file name is not valid UTF-8; path holds its bytes as \xNN escapes "
                     "(metaextract_dask.discover.decode_path gives the OS path)")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -24,7 +24,7 @@ import pytest
 from helpers import none
 from metaextract_dask import open_catalog, scan
 from metaextract_dask.discover import discover
-from metaextract_dask.extract import extract_batch, hash_batch
+from metaextract_dask.extract import NON_UTF8_WARNING, extract_batch, hash_batch
 
 BAD = os.fsdecode(b"bad\xff.h5")  # a name that is not UTF-8 (Latin-1 "ÿ"), as the OS hands it to Python
 
@@ -37,43 +37,46 @@ def files_by_name(cat: Any) -> dict[str, dict[str, Any]]:
 
 
 def test_encode_decode_path_round_trip() -> None:
+    import codecs
+
     from metaextract_dask.discover import decode_path, encode_path
 
-    assert encode_path("/data/a b/ü.h5") == "/data/a b/ü.h5"  # UTF-8 without '%': unchanged
-    assert encode_path(BAD) == "bad%FF.h5"
-    assert encode_path(b"bad\xff.h5") == "bad%FF.h5"
-    assert encode_path("100%.h5") == "100%25.h5"  # the escape character itself is escaped
-    for name in ["/data/a b/ü.h5", BAD, "100%.h5", "x%25y%FF", os.fsdecode(b"%\xfe\xff/\\x"), "a\\b"]:
+    for same in ["/data/a b/ü.h5", "100%.h5", "x%FFy"]:
+        assert encode_path(same) is same  # UTF-8 without a backslash: the path itself
+    assert encode_path(BAD) == r"bad\xff.h5"
+    assert encode_path(b"bad\xff.h5") == r"bad\xff.h5"
+    assert encode_path("a\\b") == "a\\\\b"  # the escape character itself is escaped
+    for name in ["/data/a b/ü.h5", BAD, "100%.h5", "a\\b", "a\\xff", os.fsdecode(b"\\\xfe\xff/\\x/\\"), "\\"]:
         text = encode_path(name)
         text.encode("utf-8")  # storable
-        assert decode_path(text) == name
-    from urllib.parse import unquote_to_bytes
-
-    assert unquote_to_bytes(encode_path(BAD)) == b"bad\xff.h5"  # any percent-decoder gives the raw bytes
+        assert decode_path(text) == name, (name, text)
+        assert codecs.escape_decode(text.encode())[0] == os.fsencode(name)  # any bytes-literal decoder
 
 
 def test_non_utf8_name_is_catalogued_read_and_unchanged_on_rescan(sample_tree: Any, client: Any,
                                                                    tmp_path: Path) -> None:
+    from metaextract_dask.discover import decode_path
+
     root, _ = sample_tree
     tree = tmp_path / "tree"
     tree.mkdir()
     shutil.copy(root / "hdf5" / "experiment.h5", tree / "experiment.h5")
     shutil.copy(root / "hdf5" / "experiment.h5", os.path.join(tree, BAD))
-    shutil.copy(root / "hdf5" / "experiment.h5", tree / "100%.h5")
+    shutil.copy(root / "hdf5" / "experiment.h5", tree / "back\\slash.h5")
     (tree / "zz.bin").write_bytes(b"after the bad name in listing order")
 
     cat = scan([tree], tmp_path / "cat", client=client)
     rows = files_by_name(cat)
-    assert set(rows) == {"experiment.h5", "bad%FF.h5", "100%25.h5", "zz.bin"}
-    good, bad = rows["experiment.h5"], rows["bad%FF.h5"]
+    assert set(rows) == {"experiment.h5", r"bad\xff.h5", r"back\\slash.h5", "zz.bin"}
+    good, bad, slash = rows["experiment.h5"], rows[r"bad\xff.h5"], rows[r"back\\slash.h5"]
+    # the file is read through its real OS path
     assert (bad["status"], bad["format"], bad["n_arrays"]) == ("ok", "hdf5", good["n_arrays"])
     assert bad["attrs"] == good["attrs"] and bad["size_bytes"] == good["size_bytes"]
-    assert any("not valid UTF-8" in w for w in bad["warnings"])
-    assert good["warnings"] is None and rows["100%25.h5"]["warnings"] is None
-    from metaextract_dask.discover import decode_path
-
+    assert list(bad["warnings"]) == [NON_UTF8_WARNING]
+    assert none(good["warnings"]) is None and none(slash["warnings"]) is None and slash["status"] == "ok"
     assert decode_path(bad["path"]) == os.path.join(tree, BAD)
-    assert os.path.exists(decode_path(bad["path"])) and os.path.exists(decode_path(rows["100%25.h5"]["path"]))
+    assert decode_path(slash["path"]) == os.path.join(tree, "back\\slash.h5")
+    assert good["path"] == str(tree / "experiment.h5")  # ordinary names are stored as they are
     arrays = cat.to_pandas("arrays")
     names = lambda p: sorted(arrays[arrays["path"] == p]["name"])  # noqa: E731
     assert names(bad["path"]) == names(good["path"]) and names(bad["path"])
@@ -81,8 +84,8 @@ def test_non_utf8_name_is_catalogued_read_and_unchanged_on_rescan(sample_tree: A
     again = scan([tree], tmp_path / "cat", client=client)
     s = again.scan_summary
     assert (s["read"], s["unchanged"], s["removed"], s["files"]) == (0, 4, 0, 4)
-    hashed = scan([tree], tmp_path / "cat", client=client, hash=True)  # no hash yet: all read once
-    assert files_by_name(hashed)["bad%FF.h5"]["content_hash"] == files_by_name(hashed)["experiment.h5"]["content_hash"]
+    hashed = files_by_name(scan([tree], tmp_path / "cat", client=client, hash=True))  # no hashes yet: read
+    assert hashed[r"bad\xff.h5"]["content_hash"] == hashed["experiment.h5"]["content_hash"]
     s = scan([tree], tmp_path / "cat", client=client, hash=True).scan_summary
     assert (s["read"], s["unchanged"], s["removed"]) == (0, 4, 0)
 
