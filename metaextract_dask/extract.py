@@ -118,7 +118,7 @@ def special_tables(entries: Sequence[FileEntry]) -> dict[str, pa.Table]:
 
 def _hash_tree(h: Any, top: str, rel: bytes) -> None:
     # Same order and bytes as os.walk(top) with sorted names (hashes stay comparable with older catalogs);
-    # entries that are not regular files (a FIFO, a socket, a dangling link) add their name and kind only:
+    # entries that are not regular files (a FIFO, a socket, a dangling link) add their name and a marker only:
     # opening a FIFO would block forever.
     with os.scandir(top) as it:
         entries = sorted(it, key=lambda e: e.name)
