@@ -282,8 +282,10 @@ def _read_recorded(entry: FileEntry, sniff_bytes: int, caught: list[warnings.War
     if warnings.showwarning is not shown:
         # A library imported during this read took over warnings.showwarning (astropy sends its own warnings
         # to its logger, printed to stderr): put the recorder back and read again, so that the first file of
-        # a process gets the same warnings as every other.
+        # a process gets the same warnings as every other. Not after a limit: the watch has fired already.
         warnings.showwarning = shown
+        if failure is not None and isinstance(failure.exc, FileAbort):
+            raise failure
         caught.clear()
         logs.clear()
         return _read(entry, sniff_bytes)
