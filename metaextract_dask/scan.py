@@ -47,9 +47,11 @@ class ScanSummary(dict):
     def format(self) -> str:
         """Human-readable multi-line summary for the CLI."""
         startup = self.get("startup_seconds", 0.0)
+        recorded = f", {self['recorded']} special recorded" if self.get("recorded") else ""
         lines = [f"scanned {self['files']} files ({self['bytes'] / 1e6:,.1f} MB) in {self['seconds']:.1f} s: "
-                 f"{self['read']} read ({self['files_per_second']:,.0f} files/s), {self['unchanged']} unchanged, "
-                 f"{self['reused']} reused from an interrupted run, {self['removed']} removed"]
+                 f"{self['read']} read ({self['files_per_second']:,.0f} files/s){recorded}, "
+                 f"{self['unchanged']} unchanged, {self['reused']} reused from an interrupted run, "
+                 f"{self['removed']} removed"]
         if self["read"]:
             lines.append(f"  on {self['threads']} worker threads, {self['batches']} tasks"
                          + (f"; cluster start {startup:.1f} s" if startup >= 0.05 else ""))
@@ -323,8 +325,10 @@ def scan(
         errors = files.filter(pc.equal(files.column("status"), "error"))
         special = files.filter(pc.equal(files.column("format"), "special"))
         seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
+        n_read = sum(1 for e in plan.to_read if not e.special)  # special rows are recorded, not read
         summary = ScanSummary(
-            files=len(entries), read=len(plan.to_read), unchanged=plan.unchanged, reused=plan.reused,
+            files=len(entries), read=n_read, recorded=len(plan.to_read) - n_read, unchanged=plan.unchanged,
+            reused=plan.reused,
             removed=plan.removed, bytes=int(pc.sum(files.column("size_bytes")).as_py() or 0),
             by_format=dict(Counter(files.column("format").to_pylist())), errors=errors.num_rows,
             error_types=dict(Counter(errors.column("error_type").to_pylist())),
@@ -332,7 +336,7 @@ def scan(
             retries=sum((a - 1) * n for a, n in attempts.items() if a > 1),
             retried_files=sum(n for a, n in attempts.items() if a > 1),
             batches=tasks, threads=threads, seconds=seconds, startup_seconds=startup,
-            files_per_second=len(plan.to_read) / seconds if seconds and plan.to_read else 0.0,
+            files_per_second=n_read / seconds if seconds and n_read else 0.0,
         )
         sink.set_summary(summary, settings)
     return Catalog(sink.output)

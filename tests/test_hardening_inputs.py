@@ -132,13 +132,14 @@ def test_special_files_are_rows_never_opened(special_tree: Path, client: Any, tm
     s = cat.scan_summary
     assert s["special"] == {"fifo": 1, "socket": 1, "symlink": 3, "char-device": 1}
     assert s["by_format"]["special"] == 6 and s["errors"] == 0
+    assert (s["read"], s["recorded"]) == (1, 6)  # special files are recorded, not read
     from metaextract_dask.scan import ScanSummary
 
     assert "special files (not read): char-device 1, fifo 1, socket 1, symlink 3" in ScanSummary(s).format()
 
     # unchanged on a re-scan, with --hash too (never hashed), and no cluster is needed for them
     again = scan([special_tree, "/dev/null"], tmp_path / "cat", hash=True)
-    assert (again.scan_summary["read"], again.scan_summary["unchanged"]) == (0, 7)
+    assert (again.scan_summary["read"], again.scan_summary["recorded"], again.scan_summary["unchanged"]) == (0, 0, 7)
 
     with dask.config.set({"metaextract.scan.follow-symlinks": True}):
         found = {os.path.basename(e.path): e.kind for e in discover([special_tree])}
