@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from metaextract_dask import config  # noqa: F401  (merges the metaextract.yaml defaults into dask.config)
 from metaextract_dask.catalog import Catalog, open_catalog
+from metaextract_dask.discover import decode_path, encode_path
 from metaextract_dask.scan import ScanSummary, scan
 from metaextract_dask.sinks import CatalogError
 
-__all__ = ["Catalog", "CatalogError", "ScanSummary", "open_array", "open_arrays", "open_catalog",
-           "open_dicom_series", "profile", "scan", "__version__"]
+__all__ = ["Catalog", "CatalogError", "ScanSummary", "decode_path", "encode_path", "open_array", "open_arrays",
+           "open_catalog", "open_dicom_series", "profile", "scan", "__version__"]
 
 
 def __getattr__(name: str) -> object:

@@ -101,14 +101,16 @@ class Catalog:
     def open_array(self, path: str, name: str, **kwargs: Any) -> Any:
         """One array of a catalogued file as a lazy xarray.DataArray (see :func:`metaextract_dask.open_array`)."""
         from metaextract_dask.arrays import open_array
+        from metaextract_dask.discover import decode_path
 
-        return open_array(path, name, **kwargs)
+        return open_array(decode_path(path), name, **kwargs)
 
     def open_arrays(self, path: str, **kwargs: Any) -> Any:
         """All arrays of one catalogued file as a lazy xarray.Dataset."""
         from metaextract_dask.arrays import open_arrays
+        from metaextract_dask.discover import decode_path
 
-        return open_arrays(path, **kwargs)
+        return open_arrays(decode_path(path), **kwargs)
 
     def summary(self) -> dict[str, Any]:
         """Counts computed from the tables: files by format and status, bytes, arrays, errors by type."""

@@ -1,30 +1,141 @@
-"""Find the files to scan and pack them into size-aware batches."""
+"""Find the files to scan and pack them into size-aware batches.
+
+Besides regular files and Zarr stores, discovery reports what it does not read, so that a catalog says
+what was left out: *special* entries (FIFOs, sockets, devices, symbolic links that are not followed or lead
+nowhere) and directories that could not be listed. Both are :class:`FileEntry` objects with a ``kind``; the
+scan records them as rows without ever opening them.
+
+File names are kept as the operating system gives them (``str`` with surrogate escapes for bytes that are
+not UTF-8, as :func:`os.fsdecode` makes them); :func:`encode_path` turns such a name into the text stored in
+the catalog and :func:`decode_path` turns it back.
+"""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from metaextract_dask import config
 from metaextract_dask.formats.zarr import is_zarr_store
 
-__all__ = ["FileEntry", "discover", "plan_batches"]
+__all__ = ["FileEntry", "discover", "plan_batches", "encode_path", "decode_path", "is_utf8_path",
+           "SPECIAL_KINDS", "DIRECTORY_KIND"]
+
+#: ``kind`` of special entries (catalogued as ``format = "special"``, never opened).
+SPECIAL_KINDS = ("fifo", "socket", "char-device", "block-device", "symlink", "symlink-dangling", "symlink-loop",
+                 "other")
+#: ``kind`` of a directory that could not be listed (catalogued as ``format = "directory"``, an error row).
+DIRECTORY_KIND = "directory"
+
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def is_utf8_path(path: str) -> bool:
+    """True when `path` (as the OS gives it) is valid UTF-8, i.e. holds no surrogate escapes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    r"""The catalog text of an OS path: bytes that are not UTF-8 written ``\xNN``, a backslash ``\\``.
+
+    The catalog's ``path`` columns are UTF-8 strings, while POSIX file names are arbitrary bytes. Each byte
+    that is not part of valid UTF-8 is written as the backslash escape ``\xNN`` (two lower-case hex digits,
+    as Python prints bytes) and a backslash itself is doubled; everything else is kept. The text is thus
+    the OS path itself for every UTF-8 name without a backslash (such catalog paths open as they are), and
+    :func:`decode_path` reverses it exactly, as does any decoder of Python bytes-literal escapes
+    (``codecs.escape_decode(text.encode())[0]`` gives the raw bytes).
+
+    Parameters
+    ----------
+    path : str, bytes or path-like
+        A path as the OS gives it (``str`` with surrogate escapes, or ``bytes``).
+
+    Returns
+    -------
+    str
+        Valid UTF-8 text; `path` itself (the same object) when nothing needs escaping.
+    """
+    text = path if isinstance(path, str) else os.fsdecode(path)
+    if "\\" not in text and is_utf8_path(text):
+        return text  # the common case: nothing to escape
+    # Undecodable bytes are surrogate escapes U+DC80..U+DCFF after fsdecode; going through the bytes also
+    # covers a lone surrogate of another origin (written as its three escaped bytes).
+    out: list[str] = []
+    for ch in os.fsencode(text).decode("utf-8", "surrogateescape"):
+        if ch == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def decode_path(text: str) -> str:
+    r"""The OS path of a catalog ``path`` value (the inverse of :func:`encode_path`).
+
+    Returns a ``str`` that ``open``, ``os.stat``, h5py and friends accept (bytes that are not UTF-8 as
+    surrogate escapes); ``os.fsencode(decode_path(p))`` gives the raw bytes. A backslash followed by
+    neither ``\`` nor ``xNN`` is kept as it is.
+    """
+    if "\\" not in text:
+        return text
+    raw = bytearray()
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n:
+            if text[i + 1] == "\\":
+                raw += b"\\"
+                i += 2
+                continue
+            if text[i + 1] == "x" and i + 3 < n and text[i + 2] in _HEXDIGITS and text[i + 3] in _HEXDIGITS:
+                raw.append(int(text[i + 2:i + 4], 16))
+                i += 4
+                continue
+        raw += ch.encode("utf-8", "surrogateescape")
+        i += 1
+    return os.fsdecode(bytes(raw))
 
 
 class FileEntry(NamedTuple):
-    """A file (or a Zarr directory store) found by :func:`discover`; plain data, cheap to pickle."""
+    """A file (or a Zarr directory store) found by :func:`discover`; plain data, cheap to pickle.
+
+    ``path`` is the OS path (read files through it); ``catalog_path`` is its text in the catalog. ``kind``
+    is empty for what is read, one of :data:`SPECIAL_KINDS` for special entries, or :data:`DIRECTORY_KIND`
+    for a directory that could not be listed; ``detail`` holds a symbolic link's target or the listing
+    error (``"PermissionError: [Errno 13] Permission denied"``).
+    """
 
     path: str
     size: int
     mtime_ns: int  # integer nanoseconds: exact, so fingerprints compare equal across runs
     is_dir: bool = False
+    kind: str = ""
+    detail: str | None = None
 
     @property
     def mtime_us(self) -> int:
         """Modification time in microseconds since the epoch (the catalog's resolution)."""
         return self.mtime_ns // 1000
+
+    @property
+    def catalog_path(self) -> str:
+        """The path as stored in the catalog (:func:`encode_path`)."""
+        return encode_path(self.path)
+
+    @property
+    def special(self) -> bool:
+        """True for entries that are recorded but never opened (special files, unlisted directories)."""
+        return bool(self.kind)
 
 
 def _store_entry(path: str) -> FileEntry:
@@ -36,39 +147,133 @@ def _store_entry(path: str) -> FileEntry:
                 st = os.stat(os.path.join(root, name))
             except OSError:
                 continue
-            size += st.st_size
+            if stat.S_ISREG(st.st_mode):  # a FIFO or device in a store has no size to add
+                size += st.st_size
             mtime = max(mtime, st.st_mtime_ns)
     return FileEntry(path, size, mtime, True)
 
 
-def _walk(top: str, follow_symlinks: bool, seen_dirs: set[tuple[int, int]] | None = None) -> Iterator[FileEntry]:
-    if follow_symlinks:  # a symlink cycle must not walk forever: visit each directory once
-        seen_dirs = set() if seen_dirs is None else seen_dirs
-        st = os.stat(top)
-        if (st.st_dev, st.st_ino) in seen_dirs:
-            return
-        seen_dirs.add((st.st_dev, st.st_ino))
-    try:
-        with os.scandir(top) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except PermissionError:
-        return
-    for entry in entries:
+def _mode_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "char-device"
+    if stat.S_ISBLK(mode):
+        return "block-device"
+    return "other"
+
+
+def _special_entry(entry: os.DirEntry[str], follow_symlinks: bool) -> FileEntry:
+    """An entry that is neither a regular file nor a directory (once symlinks are followed, if they are)."""
+    lst = entry.stat(follow_symlinks=False)
+    if entry.is_symlink():
         try:
-            if entry.is_dir(follow_symlinks=follow_symlinks):
-                if is_zarr_store(entry.path):
-                    yield _store_entry(entry.path)
-                else:
-                    yield from _walk(entry.path, follow_symlinks, seen_dirs)
-            elif entry.is_file(follow_symlinks=follow_symlinks):
-                st = entry.stat(follow_symlinks=follow_symlinks)
-                yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+            target: str | None = os.readlink(entry.path)
         except OSError:
-            continue  # vanished or unreadable directory entry; a file that vanishes later is an error row
+            target = None
+        if not follow_symlinks:
+            return FileEntry(entry.path, lst.st_size, lst.st_mtime_ns, False, "symlink", target)
+        try:
+            st = entry.stat(follow_symlinks=True)
+        except FileNotFoundError:
+            return FileEntry(entry.path, lst.st_size, lst.st_mtime_ns, False, "symlink-dangling", target)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return FileEntry(entry.path, lst.st_size, lst.st_mtime_ns, False, "symlink-loop", target)
+            raise
+        return FileEntry(entry.path, st.st_size, st.st_mtime_ns, False, _mode_kind(st.st_mode), target)
+    return FileEntry(entry.path, lst.st_size, lst.st_mtime_ns, False, _mode_kind(lst.st_mode))
 
 
-def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool | None = None) -> list[FileEntry]:
+class _Walker:
+    def __init__(self, follow_symlinks: bool, exclude: set[tuple[int, int]]) -> None:
+        self.follow = follow_symlinks
+        self.exclude = exclude
+        self.exclude_inodes = {ino for _dev, ino in exclude}
+        self.seen_dirs: set[tuple[int, int]] = set()
+
+    def walk(self, top: str) -> Iterator[FileEntry]:
+        if self.follow:  # a symlink cycle must not walk forever: visit each directory once
+            st = os.stat(top)
+            key = (st.st_dev, st.st_ino)
+            if key in self.seen_dirs or key in self.exclude:
+                return
+            self.seen_dirs.add(key)
+        try:
+            with os.scandir(top) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # vanished since it was listed: its files are gone too
+        except OSError as exc:
+            # Unlistable (permissions, I/O error): an error row, and the scan keeps the rows it has of the
+            # files below, rather than taking them for deleted.
+            try:
+                mtime = os.lstat(top).st_mtime_ns
+            except OSError:
+                mtime = 0
+            yield FileEntry(top, 0, mtime, True, DIRECTORY_KIND,
+                            f"{type(exc).__name__}: {exc.strerror or exc}")
+            return
+        follow = self.follow
+        for entry in entries:
+            try:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=follow)
+                    is_file = not is_dir and entry.is_file(follow_symlinks=follow)
+                except OSError:  # a symlink that loops (ELOOP) when followed: a special entry below
+                    is_dir = is_file = False
+                if is_dir:
+                    # The catalog being written is not scanned: inode from the listing, device checked on a
+                    # match only (no extra syscall per directory). With symlinks followed, walk() checks.
+                    if entry.inode() in self.exclude_inodes and not follow:
+                        st = entry.stat(follow_symlinks=False)
+                        if (st.st_dev, st.st_ino) in self.exclude:
+                            continue
+                    if is_zarr_store(entry.path):
+                        yield _store_entry(entry.path)
+                    else:
+                        yield from self.walk(entry.path)
+                elif is_file:
+                    st = entry.stat(follow_symlinks=follow)
+                    yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+                else:
+                    yield _special_entry(entry, follow)
+            except OSError:
+                continue  # vanished directory entry; a file that vanishes later is an error row
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _inside(path: str, dirs: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
+
+
+def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool | None = None,
+             exclude: Iterable[str | os.PathLike[str]] = ()) -> list[FileEntry]:
     """List the files under `paths` (files, directories, Zarr stores), depth first in name order.
+
+    Special entries (FIFOs, sockets, devices; symbolic links when `follow_symlinks` is off, dangling or
+    looping ones when it is on) and directories that cannot be listed are returned too, with their
+    ``kind`` set (see :class:`FileEntry`). Paths given explicitly are always followed.
+
+    Parameters
+    ----------
+    paths : iterable of path
+        Files, directories and Zarr stores.
+    follow_symlinks : bool, optional
+        Default ``metaextract.scan.follow-symlinks``.
+    exclude : iterable of path
+        Directories left out wherever they appear, however they are reached (symlink, relative path):
+        the catalog a scan writes.
 
     Raises
     ------
@@ -77,17 +282,25 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     """
     if follow_symlinks is None:
         follow_symlinks = bool(config.get("scan.follow-symlinks", False))
+    excluded = [os.fspath(p) for p in exclude]
+    identities = {i for i in map(_identity, excluded) if i is not None}
+    excluded_real = [os.path.realpath(p) for p in excluded if os.path.isdir(p)]
+    walker = _Walker(follow_symlinks, identities)
     seen: set[str] = set()
     out: list[FileEntry] = []
     for raw in paths:
         path = os.path.abspath(os.fspath(raw))
         if not os.path.exists(path):
             raise FileNotFoundError(f"input path does not exist: {raw}")
+        if excluded_real and _inside(path, excluded_real):
+            continue
+        found: Iterable[FileEntry]
         if os.path.isdir(path):
-            found = [_store_entry(path)] if is_zarr_store(path) else _walk(path, follow_symlinks)
+            found = [_store_entry(path)] if is_zarr_store(path) else walker.walk(path)
         else:
             st = os.stat(path)
-            found = [FileEntry(path, st.st_size, st.st_mtime_ns)]
+            kind = "" if stat.S_ISREG(st.st_mode) else _mode_kind(st.st_mode)
+            found = [FileEntry(path, st.st_size, st.st_mtime_ns, False, kind)]
         for entry in found:
             if entry.path not in seen:  # overlapping inputs are scanned once
                 seen.add(entry.path)

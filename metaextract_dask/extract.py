@@ -1,9 +1,13 @@
 """Worker-side extraction: sniff and read each file of a batch into catalog rows, errors included.
 
 Every file yields exactly one ``files`` row. A failure is an ``error`` row with the exception type and
-message; transient I/O errors are retried with exponential backoff; a reader that runs past
-``scan.file-timeout`` seconds or grows the process by more than ``scan.file-memory-limit`` is stopped by
-:mod:`metaextract_dask.watchdog` and reported as ``timeout`` / ``too_large``.
+message; transient I/O errors are retried with exponential backoff; a reader (or the content hash) that runs
+past ``scan.file-timeout`` seconds or grows the process by more than ``scan.file-memory-limit`` is stopped
+by :mod:`metaextract_dask.watchdog` and reported as ``timeout`` / ``too_large``. Special entries (FIFOs,
+sockets, devices, symlinks not followed, unlisted directories) get their row without being opened.
+
+Warnings raised while a file is read, and the warning log records of the libraries named in
+``scan.warning-loggers`` (astropy logs through its own logger), land in the row's ``warnings`` column.
 """
 
 from __future__ import annotations
@@ -11,18 +15,21 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
+import logging
 import os
 import random
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import dask.config
 import pyarrow as pa
 
 from metaextract_dask import config
-from metaextract_dask.discover import FileEntry
+from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, encode_path, is_utf8_path
 from metaextract_dask.formats import sniff, suffix_claims
 from metaextract_dask.formats.base import Records
 from metaextract_dask.jsonutil import dumps
@@ -30,7 +37,7 @@ from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.watchdog import FileAbort, get_watchdog
 
 __all__ = ["extract_file", "extract_batch", "hash_batch", "classify_unknown", "file_row", "error_tables",
-           "content_hash", "TRANSIENT_ERRNOS"]
+           "special_row", "special_tables", "content_hash", "TRANSIENT_ERRNOS", "NON_UTF8_WARNING"]
 
 #: errno values worth another try: the storage, not the file, is at fault (NFS/Lustre hiccups, EIO, ...).
 TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in (
@@ -38,6 +45,10 @@ TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in (
     "ENETUNREACH", "EHOSTUNREACH", "ENOLCK", "EREMOTEIO") if hasattr(errno, name))
 
 _MAX_WARNINGS = 20
+
+#: Row warning of a file whose name is not valid UTF-8 (its ``path`` is escaped, see ``encode_path``).
+NON_UTF8_WARNING = (r"PathWarning: the file name is not valid UTF-8; path holds its bytes as \xNN escapes "
+                    "(metaextract_dask.discover.decode_path gives the OS path)")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -60,26 +71,85 @@ def classify_unknown(head: bytes, path: str) -> dict[str, Any]:
 
 
 def file_row(entry: FileEntry) -> dict[str, Any]:
-    """The ``files`` columns known from discovery alone."""
-    return {
-        "path": entry.path,
+    """The ``files`` columns known from discovery alone (the path as the catalog stores it)."""
+    path = entry.catalog_path
+    row: dict[str, Any] = {
+        "path": path,
         "size_bytes": entry.size,
         "mtime": _EPOCH + dt.timedelta(microseconds=entry.mtime_us),
     }
+    if path is not entry.path and not is_utf8_path(entry.path):  # encode_path returns its input unchanged
+        row["warnings"] = [NON_UTF8_WARNING]
+    return row
+
+
+def special_row(entry: FileEntry) -> dict[str, Any]:
+    """The ``files`` row of a special entry or an unlisted directory, made without opening it.
+
+    Special files are ``format = "special"``, ``status = "skipped"``, their kind in ``format_version`` and
+    ``attrs`` (with a symlink's target); a directory that could not be listed is ``format = "directory"``,
+    an error row with the listing error.
+    """
+    row = file_row(entry)
+    attrs: dict[str, Any] = {"kind": entry.kind}
+    if entry.kind == DIRECTORY_KIND:
+        etype, _, message = (entry.detail or "OSError: cannot list the directory").partition(": ")
+        row.update(format="directory", status="error", error_type=etype,
+                   error_message=f"cannot list the directory ({message}); the rows of the files below it are kept")
+    else:
+        if entry.detail is not None:
+            attrs["target"] = encode_path(entry.detail)
+        row.update(format="special", format_version=entry.kind, status="skipped")
+    row["attrs"] = dumps(attrs)
+    return row
+
+
+def special_tables(entries: Sequence[FileEntry]) -> dict[str, pa.Table]:
+    """Catalog tables holding the rows of special entries (built where discovery ran, no worker needed)."""
+    tables = {name: SCHEMAS[name].empty_table() for name in SCHEMAS}
+    tables["files"] = _table("files", [special_row(e) for e in entries])
+    return tables
+
+
+def _hash_tree(h: Any, top: str, rel: bytes) -> None:
+    # Same order and bytes as os.walk(top) with sorted names (hashes stay comparable with older catalogs);
+    # entries that are not regular files (a FIFO, a socket, a dangling link) add their name and a marker only:
+    # opening a FIFO would block forever.
+    with os.scandir(top) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    dirs = []
+    for e in entries:
+        try:
+            is_dir, is_file = e.is_dir(), e.is_file()
+        except OSError:  # a looping symlink
+            is_dir = is_file = False
+        if is_dir:
+            if not e.is_symlink():  # os.walk does not descend into linked directories either
+                dirs.append(e)
+            continue
+        name = rel + os.fsencode(e.name)
+        if is_file:
+            h.update(name + b"\0")
+            with open(e.path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        else:
+            h.update(name + b"\0" + b"\0special\0")
+    for d in dirs:
+        _hash_tree(h, d.path, rel + os.fsencode(d.name) + os.sep.encode())
 
 
 def content_hash(entry: FileEntry) -> str:
-    """blake2b (128-bit) of a file's bytes; for a Zarr store, of its files' relative names and bytes."""
+    """blake2b (128-bit) of a file's bytes; for a Zarr store, of its files' relative names and bytes.
+
+    Never opens special files (a special entry raises :class:`ValueError`; inside a store they count by
+    name only).
+    """
+    if entry.special:
+        raise ValueError(f"special entry ({entry.kind}) is not hashed: {entry.catalog_path}")
     h = hashlib.blake2b(digest_size=16)
     if entry.is_dir:
-        for root, dirs, files in os.walk(entry.path):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                h.update(os.path.relpath(full, entry.path).encode() + b"\0")
-                with open(full, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
+        _hash_tree(h, entry.path, b"")
     else:
         with open(entry.path, "rb") as f:
             while chunk := f.read(1 << 20):
@@ -125,31 +195,137 @@ def _error_type(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _warning_texts(caught: list[warnings.WarningMessage], problems: list[str]) -> list[str] | None:
-    texts = list(dict.fromkeys([*problems, *(f"{w.category.__name__}: {w.message}" for w in caught)]))
+def _warning_texts(caught: list[warnings.WarningMessage], logged: list[str], first: list[str] | None = None
+                   ) -> list[str] | None:
+    texts = list(dict.fromkeys([*(first or []), *(f"{w.category.__name__}: {w.message}" for w in caught), *logged]))
     return texts[:_MAX_WARNINGS] or None
 
 
+class _LogRouter(logging.Handler):
+    """One handler on the root logger (per process): the warning records of the loggers a reading thread
+    asked for go to that thread's list; every other record is left as it was.
+
+    On the root logger because a library's logger may not exist before the reader first imports the
+    library, and creating it early would break libraries with their own logger class (astropy).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.active: dict[int, tuple[tuple[str, ...], list[str]]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = self.active.get(record.thread) if record.thread is not None else None
+        if capture is not None:
+            prefixes, texts = capture
+            name = record.name
+            if any(name == p or name.startswith(p + ".") for p in prefixes):
+                try:
+                    texts.append(f"{name} {record.levelname}: {record.getMessage()}")
+                except Exception:  # a record whose arguments do not format is still a warning
+                    texts.append(f"{name} {record.levelname}: {record.msg}")
+                return
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level and self._unhandled(record):
+            # Without this handler, logging's last resort (stderr) would have shown the record.
+            last.handle(record)
+
+    def _unhandled(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return False
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return True
+
+
+_ROUTER: _LogRouter | None = None
+_ROUTER_LOCK = threading.Lock()
+
+
+@contextmanager
+def _capture_logs(prefixes: tuple[str, ...]) -> Iterator[list[str]]:
+    """The texts of warning records from loggers `prefixes` (and their children) emitted by this thread."""
+    global _ROUTER
+    texts: list[str] = []
+    if not prefixes:
+        yield texts
+        return
+    if _ROUTER is None:
+        with _ROUTER_LOCK:
+            if _ROUTER is None:
+                _ROUTER = _LogRouter()
+                logging.getLogger().addHandler(_ROUTER)
+    tid = threading.get_ident()
+    _ROUTER.active[tid] = (prefixes, texts)
+    try:
+        yield texts
+    finally:
+        _ROUTER.active.pop(tid, None)
+
+
+def _read_recorded(entry: FileEntry, sniff_bytes: int, caught: list[warnings.WarningMessage],
+                   logs: list[str]) -> tuple[str, Records]:
+    shown = warnings.showwarning
+    failure: _Failure | None = None
+    try:
+        result = _read(entry, sniff_bytes)
+    except _Failure as exc:
+        failure = exc
+    if warnings.showwarning is not shown:
+        # A library imported during this read took over warnings.showwarning (astropy sends its own warnings
+        # to its logger, printed to stderr): put the recorder back and read again, so that the first file of
+        # a process gets the same warnings as every other. Not after a limit: the watch has fired already.
+        warnings.showwarning = shown
+        if failure is not None and isinstance(failure.exc, FileAbort):
+            raise failure
+        caught.clear()
+        logs.clear()
+        return _read(entry, sniff_bytes)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def _hash_limited(entry: FileEntry, watchdog: Any, watch_path: str) -> str | None:
+    """The content hash under the watchdog's limits (None when the content cannot be read)."""
+    try:
+        with watchdog.watch(watch_path):
+            return content_hash(entry)
+    except OSError:
+        return None
+
+
 def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0, backoff: float = 0.5,
-                 hash_content: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """Rows for all catalog tables from one file; a failure becomes an ``error`` row, never an exception."""
+                 hash_content: bool = False, warning_loggers: Sequence[str] = ("astropy",)
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """Rows for all catalog tables from one file; a failure becomes an ``error`` row, never an exception.
+
+    Special entries (``entry.kind``) are never opened: their row says what they are.
+    """
+    if entry.special:
+        return {**{name: [] for name in SCHEMAS if name != "stats"}, "files": [special_row(entry)]}
     t0 = time.perf_counter()
     row = file_row(entry)
+    first_warnings = row.pop("warnings", None) or []
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS if name != "stats"}
     out["files"] = [row]
     problems: list[str] = []
     watchdog = get_watchdog()
+    watch_path = row["path"]  # abort events travel as msgpack: catalog text, not surrogate escapes
     attempts = 0
     # Warnings are data about the file. (catch_warnings is process-global: fine for the default
-    # one-thread workers; with more threads a warning may land on a neighbouring file's row.)
-    with warnings.catch_warnings(record=True) as caught:
+    # one-thread workers; with more threads a warning may land on a neighbouring file's row. Log records
+    # are matched by thread.)
+    with warnings.catch_warnings(record=True) as caught, _capture_logs(tuple(warning_loggers)) as logs:
         warnings.simplefilter("always")
         while True:
             attempts += 1
             failure: _Failure | None = None
             try:
-                with watchdog.watch(entry.path):
-                    fmt, rec = _read(entry, sniff_bytes)
+                with watchdog.watch(watch_path):
+                    fmt, rec = _read_recorded(entry, sniff_bytes, caught, logs)
             except _Failure as exc:
                 failure = exc
             except FileAbort as exc:  # delivered in the instant after the reader returned
@@ -165,7 +341,7 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0,
             row.update(format=rec.format, format_version=rec.format_version, status="ok",
                        n_arrays=len(rec.arrays), attrs=dumps(rec.attrs),
                        groups=dumps(rec.groups) if rec.groups else None)
-            tag = {"path": entry.path}
+            tag = {"path": row["path"]}
             out["arrays"] = [{**tag, **r} for r in rec.arrays]
             problems = list(rec.warnings)
             for table, rows in rec.tables.items():
@@ -174,13 +350,52 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0,
                 else:  # a plugin's own table: the catalog has no place for it (yet)
                     problems.append(f"{len(rows)} rows for table {table!r} left out: not a catalog table")
             break
-        if hash_content:  # error rows too, so an unchanged bad file is not re-read on every --hash run
+        # Error rows are hashed too, so an unchanged bad file is not re-read on every --hash run; not a file
+        # that already hit a limit (hashing would hit it again).
+        if hash_content and row.get("error_type") not in ("timeout", "too_large"):
             try:
-                row["content_hash"] = content_hash(entry)
-            except OSError:
-                pass
-    row.update(warnings=_warning_texts(caught, problems), attempts=attempts, read_seconds=time.perf_counter() - t0)
+                row["content_hash"] = _hash_limited(entry, watchdog, watch_path)
+            except FileAbort as exc:  # the hash hit the limits: the file is a timeout / too_large row
+                row.update(status="error", error_type=exc.reason, error_message=f"hashing the content: {exc}",
+                           format_version=None, n_arrays=None, attrs=None, groups=None)
+                out.update({name: [] for name in out if name != "files"})
+    row.update(warnings=_warning_texts(caught, logs, [*first_warnings, *problems]), attempts=attempts,
+               read_seconds=time.perf_counter() - t0)
     return out
+
+
+def _clean(value: Any) -> Any:
+    """`value` with every string made valid UTF-8 (surrogate escapes from file names shown as ``\\udcff``)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows, schema=SCHEMAS[name])
+    except UnicodeEncodeError:
+        # A reader put an undecodable file name into a message or attribute: escape it rather than lose
+        # the batch (only this rare case pays for the walk over every value).
+        return pa.Table.from_pylist([_clean(r) for r in rows], schema=SCHEMAS[name])
+
+
+def _task_settings() -> dict[str, Any]:
+    return {
+        "sniff_bytes": int(config.get("scan.sniff-bytes", 1024)),
+        "retries": int(config.get("scan.retries", 0)),
+        "backoff": float(config.get("scan.retry-backoff", 0.5)),
+        "hash_content": bool(config.get("scan.hash", False)),
+        "warning_loggers": tuple(config.get("scan.warning-loggers", None) or ()),
+    }
 
 
 def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None) -> dict[str, pa.Table]:
@@ -196,27 +411,32 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     """
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
     with dask.config.set({"metaextract.scan": settings} if settings else {}):
-        kwargs: dict[str, Any] = {
-            "sniff_bytes": int(config.get("scan.sniff-bytes", 1024)),
-            "retries": int(config.get("scan.retries", 0)),
-            "backoff": float(config.get("scan.retry-backoff", 0.5)),
-            "hash_content": bool(config.get("scan.hash", False)),
-        }
+        kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
         for entry in entries:
             for name, part in extract_file(entry, **kwargs).items():
                 rows[name].extend(part)
-    return {name: pa.Table.from_pylist(rows[name], schema=SCHEMAS[name]) for name in SCHEMAS}
+    return {name: _table(name, rows[name]) for name in SCHEMAS}
 
 
-def hash_batch(entries: Sequence[FileEntry]) -> list[str | None]:
-    """Content hashes of a batch (None where a file cannot be read), for ``--hash`` re-scans."""
+def hash_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None) -> list[str | None]:
+    """Content hashes of a batch, for ``--hash`` re-scans, under the same limits as reading.
+
+    None where a file cannot be read, is special, or its hash ran past ``scan.file-timeout`` /
+    ``scan.file-memory-limit`` (the scan then reads it again, which records the limit in its row).
+    """
     out: list[str | None] = []
-    for entry in entries:
-        try:
-            out.append(content_hash(entry))
-        except OSError:
-            out.append(None)
+    with dask.config.set({"metaextract.scan": settings} if settings else {}):
+        watchdog = get_watchdog()
+        watchdog.configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
+        for entry in entries:
+            if entry.special:
+                out.append(None)
+                continue
+            try:
+                out.append(_hash_limited(entry, watchdog, entry.catalog_path))
+            except FileAbort:
+                out.append(None)
     return out
 
 
@@ -225,5 +445,5 @@ def error_tables(entries: Sequence[FileEntry], error_type: str, message: str, fm
     rows = [dict(file_row(e), format=fmt, status="error", error_type=error_type, error_message=message)
             for e in entries]
     tables = {name: SCHEMAS[name].empty_table() for name in SCHEMAS}
-    tables["files"] = pa.Table.from_pylist(rows, schema=SCHEMAS["files"])
+    tables["files"] = _table("files", rows)
     return tables

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from metaextract_dask import config
 from metaextract_dask.cluster import connect
+from metaextract_dask.discover import decode_path
 from metaextract_dask.formats.base import TRUNCATED
 from metaextract_dask.progress import Progress
 from metaextract_dask.schema import SCHEMAS
@@ -410,12 +411,13 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 # summarised on a worker, many per task; the client does no I/O for it
                 where = "cpu" if nbytes < gpu_min else dev
                 small.append({"base": {**base, "device": where}, "nbytes": int(nbytes),
-                              "item": (row["path"], row["name"], fmt, bins,
+                              "item": (decode_path(row["path"]), row["name"], fmt, bins,
                                        (memory_limit, chunk_limit(memory_limit)),
                                        strategy, sample_fraction, where)})
                 continue
             try:
-                arr, source = _open_raw(row["path"], row["name"], engine=fmt, memory_limit=memory_limit)
+                arr, source = _open_raw(decode_path(row["path"]), row["name"], engine=fmt,
+                                        memory_limit=memory_limit)
                 attrs = dict(arr.attrs)
                 final, meta = profile_array(arr.data, attrs, bins=bins, strategy=strategy,
                                             sample_fraction=sample_fraction, device=dev, key=key, source=source)

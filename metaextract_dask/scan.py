@@ -9,6 +9,11 @@ A batch task that fails as a whole (its worker died: a segfaulting library, a re
 past ``scan.file-timeout``, the memory limit) does not lose its files: the files the worker reported before
 dying get their ``timeout`` / ``too_large`` rows, the others are re-run, one task per file when the culprit
 is unknown, so that the file that kills a worker ends as its own error row and is not retried forever.
+
+Special entries (FIFOs, sockets, devices, symlinks not followed) and directories that cannot be listed get
+their rows here, on the client, without being opened; the rows of files below an unlisted directory are
+kept, not dropped, until it can be listed again. The catalog being written is never scanned itself.
+Catalog paths are :func:`~metaextract_dask.discover.encode_path` of the OS paths.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import pyarrow.compute as pc
 from metaextract_dask import config
 from metaextract_dask.catalog import Catalog
 from metaextract_dask.cluster import connect
-from metaextract_dask.discover import FileEntry, discover, plan_batches
-from metaextract_dask.extract import error_tables, extract_batch, hash_batch
+from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, discover, plan_batches
+from metaextract_dask.extract import error_tables, extract_batch, hash_batch, special_tables
 from metaextract_dask.progress import Progress
 from metaextract_dask.sinks import ParquetSink
 from metaextract_dask.watchdog import ABORT_TOPIC
@@ -42,15 +47,22 @@ class ScanSummary(dict):
     def format(self) -> str:
         """Human-readable multi-line summary for the CLI."""
         startup = self.get("startup_seconds", 0.0)
+        recorded = f", {self['recorded']} special recorded" if self.get("recorded") else ""
         lines = [f"scanned {self['files']} files ({self['bytes'] / 1e6:,.1f} MB) in {self['seconds']:.1f} s: "
-                 f"{self['read']} read ({self['files_per_second']:,.0f} files/s), {self['unchanged']} unchanged, "
-                 f"{self['reused']} reused from an interrupted run, {self['removed']} removed"]
+                 f"{self['read']} read ({self['files_per_second']:,.0f} files/s){recorded}, "
+                 f"{self['unchanged']} unchanged, {self['reused']} reused from an interrupted run, "
+                 f"{self['removed']} removed"]
         if self["read"]:
             lines.append(f"  on {self['threads']} worker threads, {self['batches']} tasks"
                          + (f"; cluster start {startup:.1f} s" if startup >= 0.05 else ""))
         lines += [f"  {fmt:<8} {n:>8}" for fmt, n in sorted(self["by_format"].items())]
+        special = self.get("special") or {}
+        if special:
+            lines.append("  special files (not read): " + ", ".join(f"{k} {n}" for k, n in sorted(special.items())))
         lines.append(f"  errors   {self['errors']:>8}")
         lines += [f"    {etype}: {n}" for etype, n in sorted(self["error_types"].items())]
+        if self.get("kept"):
+            lines.append(f"  kept     {self['kept']:>8} rows of files below directories that could not be listed")
         if self.get("retries"):
             lines.append(f"  retries  {self['retries']:>8} (transient I/O errors, {self['retried_files']} files)")
         return "\n".join(lines)
@@ -67,6 +79,7 @@ class ScanPlan:
     unchanged: int = 0
     reused: int = 0
     removed: int = 0
+    kept: int = 0  # rows of files below directories that could not be listed, kept as they were
 
 
 def _fingerprints(table: pa.Table) -> dict[str, tuple[int, int, str, str | None]]:
@@ -79,7 +92,11 @@ def _fingerprints(table: pa.Table) -> dict[str, tuple[int, int, str, str | None]
 
 def plan_scan(entries: list[FileEntry], sink: ParquetSink, *, full: bool = False, use_hash: bool = False,
               retry_errors: bool = False) -> ScanPlan:
-    """Compare the files found with the catalog's committed rows (see :class:`ScanPlan`)."""
+    """Compare the files found with the catalog's committed rows (see :class:`ScanPlan`).
+
+    Rows are matched by catalog path (:attr:`FileEntry.catalog_path`). Special entries are never hashed:
+    size and mtime decide. Rows below a directory that could not be listed are kept.
+    """
     visible = _fingerprints(sink.files_rows("batches"))
     pending = _fingerprints(sink.files_rows("pending"))
     plan = ScanPlan()
@@ -88,51 +105,73 @@ def plan_scan(entries: list[FileEntry], sink: ParquetSink, *, full: bool = False
         return (old is not None and not full and old[:2] == fp
                 and not (retry_errors and old[2] == "error"))
 
+    current: set[str] = set()
+    unlisted: list[str] = []
     for e in entries:
+        key = e.catalog_path
+        current.add(key)
+        if e.kind == DIRECTORY_KIND:
+            unlisted.append(key)
         fp = (e.size, e.mtime_us)
-        v, p = visible.get(e.path), pending.get(e.path)
+        v, p = visible.get(key), pending.get(key)
         if still_good(v, fp):
             assert v is not None
-            if not use_hash:
+            if not use_hash or e.special:
                 plan.unchanged += 1
             elif v[3] is None:  # scanned without --hash: nothing to compare, read again
                 plan.to_read.append(e)
-                plan.drop_visible.add(e.path)
+                plan.drop_visible.add(key)
             else:
                 plan.verify.append((e, v[3]))
             if p is not None:
-                plan.drop_pending.add(e.path)
+                plan.drop_pending.add(key)
             continue
-        if still_good(p, fp) and (not use_hash or (p is not None and p[3] is not None)):
+        if still_good(p, fp) and (not use_hash or e.special or (p is not None and p[3] is not None)):
             plan.reused += 1
             if v is not None:
-                plan.drop_visible.add(e.path)
+                plan.drop_visible.add(key)
             continue
         plan.to_read.append(e)
         if v is not None:
-            plan.drop_visible.add(e.path)
+            plan.drop_visible.add(key)
         if p is not None:
-            plan.drop_pending.add(e.path)
-    current = {e.path for e in entries}
+            plan.drop_pending.add(key)
     gone_visible = set(visible) - current
+    gone_pending = set(pending) - current
+    if unlisted:  # not seen is not gone: keep what the catalog knows below a directory it could not list
+        below = tuple(d.rstrip("/") + "/" for d in unlisted)
+        kept = {k for k in gone_visible if k.startswith(below)}
+        plan.kept = len(kept)
+        gone_visible -= kept
+        gone_pending = {k for k in gone_pending if not k.startswith(below)}
     plan.removed = len(gone_visible)
     plan.drop_visible |= gone_visible
-    plan.drop_pending |= set(pending) - current
+    plan.drop_pending |= gone_pending
     return plan
 
 
-def _verify_hashes(c: Any, plan: ScanPlan, threads: int) -> None:
-    """--hash re-scan: files whose size and mtime match are re-read only if their content hash changed."""
+def _verify_hashes(c: Any, plan: ScanPlan, threads: int, settings: dict[str, Any]) -> None:
+    """--hash re-scan: files whose size and mtime match are re-read only if their content hash changed.
+
+    Hashing runs under the file limits (`settings`); a file whose hash fails or hits a limit, or whose
+    task died (a worker ended by the watchdog), is read again, and its row records why.
+    """
     entries = [e for e, _ in plan.verify]
     stored = dict((e.path, h) for e, h in plan.verify)
     batches = plan_batches(entries, threads)
-    for batch, hashes in zip(batches, c.gather(c.map(hash_batch, batches, pure=False))):
+    futures = c.map(hash_batch, batches, settings=settings, pure=False)
+    for batch, future in zip(batches, futures):
+        try:
+            hashes = future.result()
+        except Exception:
+            hashes = [None] * len(batch)
+        future.release()
         for entry, h in zip(batch, hashes):
             if h is not None and h == stored[entry.path]:
                 plan.unchanged += 1
             else:
                 plan.to_read.append(entry)
-                plan.drop_visible.add(entry.path)
+                plan.drop_visible.add(entry.catalog_path)
     plan.verify = []
 
 
@@ -145,14 +184,15 @@ TASK_ATTEMPTS = 2
 def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, failures: Counter[tuple[str, ...]]
              ) -> tuple[dict[str, pa.Table] | None, list[list[FileEntry]]]:
     """Rows for a failed batch task's files, and the batches to run again."""
-    paths = {e.path for e in batch}
+    paths = {e.catalog_path for e in batch}  # abort events name files by catalog path
     aborted: dict[str, dict[str, Any]] = {}
     for ts, msg in c.get_events(ABORT_TOPIC):
         if ts >= since and isinstance(msg, dict) and msg.get("path") in paths:
             aborted[msg["path"]] = msg
-    named = [e for e in batch if e.path in aborted]
-    rest = [e for e in batch if e.path not in aborted]
-    parts = [error_tables([e], aborted[e.path]["reason"], aborted[e.path]["message"]) for e in named]
+    named = [e for e in batch if e.catalog_path in aborted]
+    rest = [e for e in batch if e.catalog_path not in aborted]
+    parts = [error_tables([e], aborted[e.catalog_path]["reason"], aborted[e.catalog_path]["message"])
+             for e in named]
     retry: list[list[FileEntry]] = []
     if named:
         retry = [rest] if rest else []  # the culprit is known: the others go again, together
@@ -241,14 +281,24 @@ def scan(
         settings["hash"] = bool(hash)
     if file_timeout is not None:
         settings["file-timeout"] = file_timeout
-    entries = discover(paths)
+    # The catalog is left out of its own scan, however it is reached (symlink, relative path).
+    entries = discover(paths, exclude=[output])
     startup = 0.0
     threads = tasks = 0
     attempts: Counter[int] = Counter()
 
     with ParquetSink(output) as sink:
         plan = plan_scan(entries, sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
-        if plan.to_read or plan.verify:
+
+        def write_special() -> bool:
+            # Rows replacing committed ones stay pending until the end, so no reader sees a file twice.
+            pending = bool(plan.drop_visible) or bool(sink.manifest["pending"])
+            special = [e for e in plan.to_read if e.special]  # recorded here, never opened, no worker needed
+            if special:
+                sink.write_batch(special_tables(special), pending=pending)
+            return pending
+
+        if any(not e.special for e in plan.to_read) or plan.verify:
             t_connect = time.perf_counter()
             with connect(scheduler, client=client, n_workers=n_workers, dashboard_address=dashboard_address) as c, \
                     ExitStack() as stack:
@@ -257,29 +307,36 @@ def scan(
                     on_client(c)
                 threads = sum(c.nthreads().values()) or 1
                 if plan.verify:
-                    _verify_hashes(c, plan, threads)
-                # Rows replacing committed ones stay pending until the end, so no reader sees a file twice.
-                pending = bool(plan.drop_visible) or bool(sink.manifest["pending"])
+                    _verify_hashes(c, plan, threads, settings)
+                pending = write_special()
                 if performance_report is not None:
                     from distributed import performance_report as perf
 
                     stack.enter_context(c.as_current())
                     stack.enter_context(perf(filename=os.fspath(performance_report)))
-                tasks = _extract_all(c, sink, plan.to_read, settings, threads, pending, progress, attempts)
+                tasks = _extract_all(c, sink, [e for e in plan.to_read if not e.special], settings, threads,
+                                     pending, progress, attempts)
+        else:
+            write_special()
         sink.finish(plan.drop_visible, plan.drop_pending)
 
-        files = Catalog(sink.output).to_arrow("files").select(["format", "status", "error_type", "size_bytes"])
+        files = Catalog(sink.output).to_arrow("files").select(["format", "format_version", "status", "error_type",
+                                                               "size_bytes"])
         errors = files.filter(pc.equal(files.column("status"), "error"))
+        special = files.filter(pc.equal(files.column("format"), "special"))
         seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
+        n_read = sum(1 for e in plan.to_read if not e.special)  # special rows are recorded, not read
         summary = ScanSummary(
-            files=len(entries), read=len(plan.to_read), unchanged=plan.unchanged, reused=plan.reused,
+            files=len(entries), read=n_read, recorded=len(plan.to_read) - n_read, unchanged=plan.unchanged,
+            reused=plan.reused,
             removed=plan.removed, bytes=int(pc.sum(files.column("size_bytes")).as_py() or 0),
             by_format=dict(Counter(files.column("format").to_pylist())), errors=errors.num_rows,
             error_types=dict(Counter(errors.column("error_type").to_pylist())),
+            special=dict(Counter(special.column("format_version").to_pylist())), kept=plan.kept,
             retries=sum((a - 1) * n for a, n in attempts.items() if a > 1),
             retried_files=sum(n for a, n in attempts.items() if a > 1),
             batches=tasks, threads=threads, seconds=seconds, startup_seconds=startup,
-            files_per_second=len(plan.to_read) / seconds if seconds and plan.to_read else 0.0,
+            files_per_second=n_read / seconds if seconds and n_read else 0.0,
         )
         sink.set_summary(summary, settings)
     return Catalog(sink.output)

@@ -23,8 +23,10 @@ def _builtin_backends() -> list[type]:
     return [_load(target) for target in BUILTIN_BACKENDS.values()]
 
 
-#: Values of ``files.format`` ("unknown": the file's task failed before the file was identified).
-FORMATS = tuple(f for cls in _builtin_backends() for f in cls.formats()) + ("binary", "unknown")
+#: Values of ``files.format`` ("unknown": the file's task failed before the file was identified; "special":
+#: FIFOs, sockets, devices and symlinks, never opened; "directory": a directory that could not be listed).
+FORMATS = tuple(f for cls in _builtin_backends() for f in cls.formats()) + ("binary", "special", "directory",
+                                                                              "unknown")
 
 _JSON = pa.string()  # JSON documents are stored as strings; duckdb/pandas parse them on demand
 _INTS = pa.list_(pa.int64())

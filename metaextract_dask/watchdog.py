@@ -1,4 +1,4 @@
-"""Per-file time and memory limits for readers.
+"""Per-file time and memory limits for readers (and for content hashing, under the same limits).
 
 One daemon thread per process watches the files being read. A file past ``scan.file-timeout`` seconds, or
 that grew the process by more than ``scan.file-memory-limit`` bytes, gets :class:`FileAbort` raised in its

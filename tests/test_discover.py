@@ -63,15 +63,18 @@ def test_discover_dedups_overlapping_inputs(tmp_path) -> None:
     assert len(discover([tmp_path, tmp_path / "x.bin"])) == 1
 
 
-def test_symlinks_skipped_by_default_and_cycles_terminate(tmp_path) -> None:
+def test_symlinks_not_followed_by_default_and_cycles_terminate(tmp_path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f.bin").write_bytes(b"1")
     os.symlink(tmp_path, tmp_path / "a" / "loop")  # a -> .. -> a -> ...
     os.symlink(tmp_path / "a" / "f.bin", tmp_path / "link.bin")
-    assert [os.path.relpath(e.path, tmp_path) for e in discover([tmp_path])] == [os.path.join("a", "f.bin")]
+    # not followed: the links are special entries (catalogued, never opened), the file is read
+    found = [(os.path.relpath(e.path, tmp_path), e.kind, e.detail) for e in discover([tmp_path])]
+    assert found == [(os.path.join("a", "f.bin"), "", None), (os.path.join("a", "loop"), "symlink", str(tmp_path)),
+                     ("link.bin", "symlink", str(tmp_path / "a" / "f.bin"))]
     with dask.config.set({"metaextract.scan.follow-symlinks": True}):
-        found = sorted(os.path.relpath(e.path, tmp_path) for e in discover([tmp_path]))
-    assert found == [os.path.join("a", "f.bin"), "link.bin"]
+        found = sorted((os.path.relpath(e.path, tmp_path), e.kind) for e in discover([tmp_path]))
+    assert found == [(os.path.join("a", "f.bin"), ""), ("link.bin", "")]  # the cycle is walked once
 
 
 def test_adaptive_chunks_keep_whole_disk_chunks() -> None:
