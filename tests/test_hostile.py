@@ -4,6 +4,7 @@ broken array, huge attributes. Each reproduces a report first, then checks the f
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -151,3 +152,22 @@ def test_huge_attributes_are_capped_and_stored_once(tmp_path: Path) -> None:
     with dask.config.set({"metaextract.scan.attr-json-max-bytes": None}):
         unlimited = json.loads(extract_file(entry)["arrays"][1]["attrs"])
     assert unlimited["note"] == "x" * 70_000
+
+
+def test_non_utf8_named_file_is_profiled_and_opened(tmp_path: Path, client: Any) -> None:
+    """The catalog stores the escaped name; profile and Catalog.open_array open the real OS path."""
+    import h5py
+
+    from metaextract_dask import decode_path, profile, scan
+
+    data = tmp_path / "data"
+    data.mkdir()
+    raw = os.path.join(os.fsencode(data), b"bad\xff.h5")
+    with h5py.File(raw, "w") as f:
+        f["v"] = np.arange(12, dtype=np.int32)
+    cat = scan([data], tmp_path / "cat", client=client)
+    path = cat.to_pandas("files")["path"].iloc[0]
+    assert path.endswith("bad\\xff.h5") and os.fsencode(decode_path(path)) == raw
+    stats = profile(cat, client=client, device="cpu")
+    assert list(stats["status"]) == ["ok"] and stats["max"].iloc[0] == 11
+    assert int(cat.open_array(path, "/v").sum()) == 66
