@@ -209,6 +209,16 @@ class FormatBackendTests:
                     f"{where}: catalog says {row['dtype']}, open_array gives {spec.proxy.dtype.str}"
             expected = tuple(row["chunks"]) if row.get("chunks") else None
             assert spec.disk_chunks == expected, f"{where}: chunks {spec.disk_chunks} vs catalog {expected}"
+            named = row.get("dims") or []
+            for axis, dim in enumerate(named):  # blank or repeated catalog names get xarray-safe stand-ins
+                if dim and named.count(dim) == 1:
+                    assert spec.dims[axis] == dim, f"{where}: dims {spec.dims} vs catalog {named}"
+            fill = json.loads(row["fill_value"]) if row.get("fill_value") else None
+            if stored is not None and isinstance(fill, (int, float, str)) and "_FillValue" in spec.attrs:
+                mine = float(np.asarray(spec.attrs["_FillValue"]).ravel()[0])
+                theirs = float(fill) if not isinstance(fill, str) else float(fill.replace("Infinity", "inf"))
+                assert mine == theirs or (math.isnan(mine) and math.isnan(theirs)), \
+                    f"{where}: _FillValue {mine} vs catalog fill_value {fill}"
 
     def test_missing_array_is_a_key_error(self, backend: FormatBackend, samples: list[str]) -> None:
         if not backend.supports_arrays:
