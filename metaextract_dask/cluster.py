@@ -80,13 +80,16 @@ def connect(
         with Client(address, set_as_default=False) as c:
             yield c
         return
-    try:
-        from distributed import default_client
+    from distributed import default_client
 
-        yield default_client()
-        return
+    try:
+        current = default_client()
     except ValueError:
-        pass  # no client in this process: start our own
+        current = None  # no client in this process: start our own
+    if current is not None:
+        # Yield outside the try: an exception the caller raises in the with-body must reach them as it is.
+        yield current
+        return
 
     host = config.get("cluster.host", "127.0.0.1")
     dashboard = dashboard_address or config.get("cluster.dashboard-address", "127.0.0.1:8787")
