@@ -227,6 +227,8 @@ def scan(
 
     Raises
     ------
+    ValueError
+        An invalid argument or ``metaextract`` setting (unknown key, value out of range).
     FileNotFoundError
         An input path does not exist.
     metaextract_dask.sinks.CatalogError
@@ -241,6 +243,7 @@ def scan(
         settings["hash"] = bool(hash)
     if file_timeout is not None:
         settings["file-timeout"] = file_timeout
+    config.validate({"scan": settings, "cluster": {"n-workers": n_workers}})  # ValueError: unknown keys, bad values
     entries = discover(paths)
     startup = 0.0
     threads = tasks = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,338 @@ def test_connect_with_the_users_client_lets_their_errors_through(client: Any, ca
             profile(catalog, device="GPU")
     # and nothing else started: the fixture's cluster is still the only one this process runs
     assert client.status == "running"
+
+
+# -- item 1: the embedded cluster is private to its user ---------------------------------------------------------
+
+
+def _comm_refused(address: str, **connection_args: Any) -> None:
+    """A raw distributed comm to `address` gets no answer to an `identity` request."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    async def attempt() -> Any:
+        comm = await comm_connect(address, timeout=5, **connection_args)
+        try:
+            await comm.write({"op": "identity"})
+            return await asyncio.wait_for(comm.read(), 5)
+        finally:
+            await comm.close()
+
+    t0 = time.monotonic()
+    with pytest.raises((OSError, TimeoutError, asyncio.TimeoutError)):
+        answer = asyncio.run(attempt())
+        print("answered:", answer)
+    assert time.monotonic() - t0 < 15
+
+
+def _client_refused(address: str, security: Any = None) -> str:
+    """`Client(address)` cannot connect (and so cannot `run(os.getuid)`); returns the error."""
+    from distributed import Client
+
+    t0 = time.monotonic()
+    with pytest.raises((OSError, TimeoutError, TypeError)) as info:
+        c = Client(address, security=security, timeout=5, set_as_default=False)
+        try:
+            print("ran code as uid", c.run(os.getuid))
+        finally:
+            c.close()
+    assert time.monotonic() - t0 < 15
+    return str(info.value)
+
+
+def _no_verify_tls() -> Any:
+    """A TLS client context that trusts anything and shows no certificate of its own."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_embedded_cluster_of_a_scan_refuses_clients_without_its_credentials(tmp_path: Path) -> None:
+    """While a scan runs, another local user's client (plain TCP, TLS without or with other certificates)
+    cannot reach the scheduler, a worker or a nanny; the dashboard still answers over HTTP on 127.0.0.1."""
+    import urllib.request
+
+    from distributed import Security
+
+    from metaextract_dask import scan
+
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(3):
+        (data / f"{i}.bin").write_bytes(b"x" * i)
+    seen: dict[str, Any] = {}
+
+    def probe(c: Any) -> None:
+        address = c.scheduler.address
+        seen["address"] = address
+        port = address.rsplit(":", 1)[1]
+        seen["tcp"] = _client_refused(f"tcp://127.0.0.1:{port}")
+        seen["tls-none"] = _client_refused(f"tls://127.0.0.1:{port}")
+        seen["tls-other"] = _client_refused(address, Security.temporary())  # a certificate of its own making
+        _comm_refused(f"tcp://127.0.0.1:{port}")
+        _comm_refused(address, ssl_context=_no_verify_tls())
+        workers = c.scheduler_info()["workers"]
+        seen["workers"] = sorted(workers)
+        for addr, info in workers.items():
+            for target in (addr, info["nanny"]):
+                _comm_refused("tcp://" + target.split("://", 1)[1])
+                _comm_refused(target, ssl_context=_no_verify_tls())
+        seen["link"] = c.dashboard_link
+        with urllib.request.urlopen(c.dashboard_link, timeout=30) as resp:
+            seen["dashboard"] = (resp.status, b"Dask" in resp.read())
+        seen["uids"] = set(c.run(os.getuid).values())  # the scan's own client still runs what it likes
+
+    catalog = scan([data], tmp_path / "cat", n_workers=1, on_client=probe)
+    assert seen["address"].startswith("tls://127.0.0.1:")
+    assert seen["workers"] and all(w.startswith("tls://127.0.0.1:") for w in seen["workers"])
+    assert "TLS" in seen["tls-none"] and "certificate" in seen["tls-other"]
+    assert seen["link"].startswith("http://127.0.0.1:") and seen["link"].endswith("/status")
+    assert seen["dashboard"] == (200, True)
+    assert seen["uids"] == {os.getuid()}
+    assert catalog.scan_summary["read"] == 3 and catalog.scan_summary["errors"] == 0
+
+
+def test_session_cluster_is_tls(client: Any) -> None:
+    """The clusters every other test uses are the secured ones too (and work: the suite runs on them)."""
+    assert client.scheduler.address.startswith("tls://127.0.0.1:")
+    assert client.security.require_encryption
+
+
+def test_security_can_be_turned_off() -> None:
+    import dask.config
+    from distributed import Client
+
+    with dask.config.set({"metaextract.cluster.security": False}), connect(n_workers=1) as c:
+        assert c.scheduler.address.startswith("tcp://127.0.0.1:")
+        with Client(c.scheduler.address, timeout=10, set_as_default=False) as anyone:
+            assert set(anyone.run(os.getpid).values()) == set(c.run(os.getpid).values())
+
+
+def _write_credentials(where: Path) -> dict[str, str]:
+    """PEM files of a fresh self-signed certificate (its own CA) and its key, as a site's TLS files would be."""
+    from distributed import Security
+
+    sec = Security.temporary()
+    where.mkdir(parents=True)
+    files = {"ca-file": where / "ca.pem", "cert": where / "cert.pem", "key": where / "key.pem"}
+    files["ca-file"].write_text(sec.tls_ca_file)
+    files["cert"].write_text(sec.tls_client_cert)
+    files["key"].write_text(sec.tls_client_key)
+    files["key"].chmod(0o600)
+    return {k: str(v) for k, v in files.items()}
+
+
+@pytest.mark.slow
+def test_scan_on_an_existing_tls_scheduler(tmp_path: Path) -> None:
+    """`--scheduler tls://...` with the TLS files in metaextract.cluster.tls; without them a one-line error."""
+    import json
+
+    creds = _write_credentials(tmp_path / "tls")
+    other = _write_credentials(tmp_path / "other")
+    tls_args = ["--tls-ca-file", creds["ca-file"], "--tls-cert", creds["cert"], "--tls-key", creds["key"]]
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls",
+                               "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                               "--scheduler-file", str(sched_file), *tls_args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        end = time.monotonic() + 60
+        while not (sched_file.exists() and sched_file.stat().st_size) and time.monotonic() < end:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tls://127.0.0.1:")
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                       "--host", "127.0.0.1", "--no-dashboard", *tls_args,
+                                       "--local-directory", str(tmp_path / "w")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        data = tmp_path / "d"
+        data.mkdir()
+        for i in range(4):
+            (data / f"{i}.bin").write_bytes(b"\0" * i)
+
+        def cfg(name: str, files: dict[str, str]) -> str:
+            path = tmp_path / f"{name}.yaml"
+            path.write_text("cluster:\n  tls:\n" + "".join(f"    {k}: {v}\n" for k, v in files.items()))
+            return str(path)
+
+        # no credentials: one line, exit 2, at once
+        proc = cli("scan", str(data), "-o", str(tmp_path / "c0"), "--scheduler", address, "--no-progress")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"metaextract-dask: error: the scheduler {address} speaks TLS and no credentials are set: set "
+            "metaextract.cluster.tls.ca-file, cert and key (or distributed.comm.tls.*)"]
+        # credentials of another cluster: refused, one line
+        proc = cli("--config", cfg("other", other), "scan", str(data), "-o", str(tmp_path / "c1"),
+                   "--scheduler", address, "--no-progress", "--connect-timeout", "5")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert f"cannot connect to the dask scheduler at {address}" in proc.stderr
+        # the right ones: the scan runs there
+        proc = cli("--config", cfg("good", creds), "scan", str(data), "-o", str(tmp_path / "c2"),
+                   "--scheduler", address, "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        assert "scanned 4 files" in proc.stdout and "on 1 worker threads" in proc.stdout
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+# -- item 12: arguments and settings validated; an unreachable scheduler; the __main__ guard ----------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--workers", "-1"), "argument --workers: must be an integer >= 1, not -1"),
+    (("--workers", "0"), "argument --workers: must be an integer >= 1, not 0"),
+    (("--file-timeout", "-5"), "argument --file-timeout: must be a number > 0, not -5"),
+    (("--retries", "-1"), "argument --retries: must be an integer >= 0, not -1"),
+    (("--connect-timeout", "0"), "argument --connect-timeout: must be a number > 0, not 0"),
+    (("--sample-fraction", "1.5"), "argument --sample-fraction: must be a number > 0 and <= 1, not 1.5"),
+    (("--bins", "x"), "argument --bins: 'x' is not an integer"),
+])
+def test_cli_arguments_are_validated(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    (tmp_path / "d").mkdir()
+    t0 = time.monotonic()
+    proc = cli("scan", str(tmp_path / "d"), "-o", str(tmp_path / "cat"), *args, timeout=60)
+    assert time.monotonic() - t0 < 60  # --workers -1 used to hang
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "cat").exists()
+
+
+def test_unknown_settings_are_rejected_with_the_closest_key(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scan:\n  batch-max-file: 3\n")
+    proc = cli("--config", str(cfg), "scan", str(tmp_path / "d"), "-o", str(tmp_path / "cat"), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (f"metaextract-dask: error: config {cfg}: unknown setting "
+                                   "metaextract.scan.batch-max-file (did you mean metaextract.scan.batch-max-files?)")
+    proc = cli("scan", str(tmp_path / "d"), "-o", str(tmp_path / "cat"), timeout=60,
+               env={"DASK_METAEXTRACT__SCAN__FILE_TIMEOUT": "-5", "DASK_METAEXTRACT__KERNAL": "numba"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == ("metaextract-dask: error: unknown setting metaextract.kernal (did you mean "
+                                   "metaextract.kernel?); metaextract.scan.file-timeout must be a number > 0 or "
+                                   "null, not -5")
+    assert not (tmp_path / "cat").exists()
+
+
+def test_api_validates_arguments_and_settings(tmp_path: Path) -> None:
+    import dask.config
+
+    from metaextract_dask import config, scan
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match=r"metaextract\.scan\.file-timeout must be a number > 0 or null, not -5"):
+        scan([tmp_path / "d"], tmp_path / "cat", file_timeout=-5)
+    with pytest.raises(ValueError, match=r"metaextract\.cluster\.n-workers must be an integer >= 1 or null, not -1"):
+        scan([tmp_path / "d"], tmp_path / "cat", n_workers=-1)
+    with dask.config.set({"metaextract.scan.batch-max-file": 3}), \
+            pytest.raises(ValueError, match=r"did you mean metaextract\.scan\.batch-max-files\?"):
+        scan([tmp_path / "d"], tmp_path / "cat")
+    with dask.config.set({"metaextract.cluster.security": "no"}), \
+            pytest.raises(ValueError, match=r"metaextract\.cluster\.security must be true or false, not 'no'"):
+        with connect():
+            pass
+    with pytest.raises(ValueError, match="n_workers must be a positive integer, not 0"):
+        with connect(n_workers=0):
+            pass
+    assert not (tmp_path / "cat").exists()  # nothing written before the settings were checked
+    # a YAML file with a misspelt key merges nothing
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scan:\n  retries: 7\n  sniff-byte: 10\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: unknown setting metaextract\.scan\.sniff-byte \(did you mean "
+                                         r"metaextract\.scan\.sniff-bytes\?\)"):
+        config.load_yaml(cfg)
+    assert config.get("scan.retries") == 2
+    # every shipped default is valid, and the octal modes read as octal
+    config.validate()
+    assert config.parse_mode("0640") == 0o640 and config.parse_mode(0o600) == 0o600
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_scheduler_is_one_line_within_the_connect_timeout(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.bin").write_bytes(b"x")
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    proc = cli("scan", str(tmp_path / "d"), "-o", str(tmp_path / "cat"), "--scheduler", address,
+               "--connect-timeout", "2", "--no-progress", timeout=120)
+    took = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"metaextract-dask: error: cannot connect to the dask scheduler at {address} within 2 s: no answer (is it "
+        "running, and is the address right?)"]
+    assert took < 2 + 20  # the timeout plus starting Python; distributed's default was 30 s
+    # the API: ClusterError, a RuntimeError; the catalog opened before is left resumable
+    import dask.config
+
+    from metaextract_dask import scan
+    from metaextract_dask.cluster import ClusterError
+
+    with dask.config.set({"metaextract.cluster.connect-timeout": 1}), pytest.raises(ClusterError, match="within 1 s"):
+        scan([tmp_path / "d"], tmp_path / "cat", scheduler=address)
+    assert not (tmp_path / "cat" / ".lock").exists() or _lock_is_free(tmp_path / "cat" / ".lock")
+
+
+def _lock_is_free(path: Path) -> bool:
+    import fcntl
+
+    with open(path) as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+_SCRIPT = """\
+import sys
+import metaextract_dask as mx
+
+{body}
+"""
+
+
+def _script(tmp_path: Path, name: str, body: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / name
+    path.write_text(_SCRIPT.format(body=body))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+
+
+def test_script_without_main_guard_gets_the_hint(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "x.bin").write_bytes(b"x")
+    scan_call = f"cat = mx.scan([{str(data)!r}], {str(tmp_path / 'cat')!r}, n_workers=1)\nprint('scanned', cat.scan_summary['read'])"
+    proc = _script(tmp_path, "noguard.py", scan_call)
+    assert proc.returncode == 1
+    assert "another scan is writing" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"metaextract_dask.cluster.ClusterError: {tmp_path / 'noguard.py'}, line 4: an embedded cluster "
+                    "started from a script's top-level code: put the script's code under `if __name__ == "
+                    "\"__main__\":` (the embedded cluster's worker processes are started with 'spawn' and import the "
+                    "main script again, running its top-level code once more)")
+    assert proc.stderr.count("Traceback") == 1  # one process: no worker was started
+    # the same scan under the guard (in a function called from it) runs, and resumes the catalog left behind
+    guarded = "def main():\n    " + scan_call.replace("\n", "\n    ") + "\n\nif __name__ == '__main__':\n    main()"
+    proc = _script(tmp_path, "guard.py", guarded)
+    assert proc.returncode == 0, proc.stderr
+    assert "scanned 1" in proc.stdout
