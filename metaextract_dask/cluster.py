@@ -103,13 +103,14 @@ def _unguarded_main_line() -> tuple[str, int] | None:
     return path, line
 
 
-def check_main_guard() -> None:
+def check_main_guard(*, spawning: bool = True) -> None:
     """Refuse to start worker processes from a script that lacks ``if __name__ == "__main__":``.
 
     distributed's nannies start workers with multiprocessing's ``spawn`` method: each worker imports the
     script again as ``__mp_main__``, and top-level code outside the guard runs again in every one of them
     (a second scan of the same catalog, a cluster per worker). Called in the parent before the cluster
-    starts, and in a worker still importing the script (multiprocessing marks it as *inheriting*).
+    starts (`spawning`), and wherever a worker still importing the script (multiprocessing marks it as
+    *inheriting*) would go wrong.
 
     Raises
     ------
@@ -122,6 +123,8 @@ def check_main_guard() -> None:
             "are started with 'spawn' and import the main script again, running its top-level code once more)")
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise ClusterError(f"metaextract-dask was called while a worker process imported the main script: {hint}")
+    if not spawning:
+        return
     if dask.config.get("distributed.worker.multiprocessing-method", "spawn") == "fork":
         return  # forked workers never import the main module
     where = _unguarded_main_line()

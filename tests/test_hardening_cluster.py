@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +380,292 @@ def test_script_without_main_guard_gets_the_hint(tmp_path: Path) -> None:
     proc = _script(tmp_path, "guard.py", guarded)
     assert proc.returncode == 0, proc.stderr
     assert "scanned 1" in proc.stdout
+
+
+# -- item 7: a full disk ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB file system (tmpfs) to fill: mounting needs root and CAP_SYS_ADMIN."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill here ({proc.stderr.strip() or proc.returncode}); the "
+                    "RLIMIT_FSIZE test covers the same path with EFBIG")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(disk: Path, leave: int = 0) -> Path:
+    """Fill `disk` up to about `leave` free bytes with one file; remove it to free the space again."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: nothing left to flush on close
+        try:
+            f.write(b"\0" * max(0, free - leave))
+            if not leave:
+                while True:  # up to the last byte
+                    f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def _leftovers(catalog: Path) -> list[str]:
+    return sorted(str(p.relative_to(catalog)) for p in catalog.rglob(".tmp-*"))
+
+
+def _table(n: int, start: int = 0) -> Any:
+    """`files` rows of `n` made-up files (what extract_batch returns, for sink-level tests)."""
+    from metaextract_dask.extract import error_tables
+    from metaextract_dask.discover import FileEntry
+
+    entries = [FileEntry(path=f"/data/f{i:05d}.bin", size=i, mtime_ns=1_700_000_000_000_000_000 + i)
+               for i in range(start, start + n)]
+    return error_tables(entries, "OSError", "made up " * 20)
+
+
+def test_full_disk_in_the_sink_keeps_the_last_commit(small_disk: Path) -> None:
+    import json
+
+    from metaextract_dask.sinks import CatalogFullError, ParquetSink
+
+    out = small_disk / "cat"
+    with ParquetSink(out) as sink:
+        sink.write_batch(_table(10))
+        before = json.loads((out / "_manifest.json").read_text())
+        filler = _fill(small_disk)
+        with pytest.raises(CatalogFullError, match="No space left on device while writing the catalog") as info:
+            sink.write_batch(_table(3000, 10))
+        assert info.value.errno == 28
+        assert json.loads((out / "_manifest.json").read_text()) == before  # the commit record is intact
+        assert sorted(p.name for p in (out / "files").iterdir()) == ["part-000000.parquet"]
+        assert _leftovers(out) == [] and len(sink.manifest["batches"]) == 1
+        filler.unlink()
+        sink.write_batch(_table(5, 10))  # the same sink goes on once there is space again
+        sink.finish(set())
+    from metaextract_dask import open_catalog
+
+    assert len(open_catalog(out).to_pandas("files")) == 15
+
+
+def test_disk_full_when_the_catalog_is_created_then_resumed(small_disk: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(3):
+        (data / f"{i}.bin").write_bytes(b"x" * i)
+    out = small_disk / "cat"
+    filler = _fill(small_disk)
+    proc = cli("scan", str(data), "-o", str(out), "--workers", "1", "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"metaextract-dask: error: No space left on device while writing the catalog {out}: what was committed is "
+        "kept; free some space and run the scan again to resume it"]
+    assert _leftovers(out) == [] and not (out / "_manifest.json").exists()
+    filler.unlink()
+    proc = cli("scan", str(data), "-o", str(out), "--workers", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "scanned 3 files" in proc.stdout and "3 read" in proc.stdout
+
+
+def test_disk_full_during_a_scan_then_resumed(small_disk: Path, tmp_path: Path) -> None:
+    import json
+
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(60):
+        (data / f"{i:02d}.bin").write_bytes(b"x" * i)
+    out = small_disk / "cat"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scan:\n  batch-max-files: 1\n  batch-min-files: 1\n")
+    filler = _fill(small_disk, leave=96 * 1024)  # a few batches' parts and manifests fit, not 60
+    proc = cli("--config", str(cfg), "scan", str(data), "-o", str(out), "--workers", "1", "--no-progress")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[1:] == [  # after the dashboard link: one line, no traceback
+        f"metaextract-dask: error: No space left on device while writing the catalog {out}: what was committed is "
+        "kept; free some space and run the scan again to resume it"]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    committed = sum(b["rows"].get("files", 0) for b in manifest["batches"])
+    assert 0 < committed < 60 and not manifest["complete"]
+    listed = {b["parts"]["files"] for b in manifest["batches"]}
+    assert {p.name for p in (out / "files").iterdir()} == listed  # nothing half-written or unlisted
+    assert _leftovers(out) == []
+    filler.unlink()
+    proc = cli("--config", str(cfg), "scan", str(data), "-o", str(out), "--workers", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    # the batches committed before the disk filled are kept (a first scan's batches are visible at once)
+    assert f"{60 - committed} read" in proc.stdout and f"{committed} unchanged" in proc.stdout
+    from metaextract_dask import open_catalog
+
+    files = open_catalog(out).to_pandas("files")
+    assert len(files) == 60 and files["path"].is_unique and (files["status"] == "ok").all()
+
+
+def test_file_size_limit_is_handled_like_a_full_disk(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE (EFBIG): no mount needed, the same one-line error and a directory the next scan accepts."""
+    import resource
+
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "cat"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, resource.RLIM_INFINITY))  # the first manifest is larger
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([*EXE, "scan", str(tmp_path / "empty"), "-o", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=120, env=env, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"metaextract-dask: error: File too large while writing the catalog {out}: what was committed is kept; "
+        "free some space and run the scan again to resume it"]
+    assert _leftovers(out) == [] and not (out / "_manifest.json").exists()
+    proc = cli("scan", str(tmp_path / "empty"), "-o", str(out), "--no-progress")
+    assert proc.returncode == 0 and "scanned 0 files" in proc.stdout, proc.stderr
+
+
+def test_leftovers_of_an_unfinished_creation_do_not_block_the_next_scan(tmp_path: Path) -> None:
+    """What older versions left when the disk filled before the first manifest: temporaries, empty tables."""
+    from metaextract_dask.sinks import CatalogError, ParquetSink
+
+    out = tmp_path / "cat"
+    (out / "files").mkdir(parents=True)
+    (out / "arrays").mkdir()
+    (out / ".lock").write_bytes(b"")
+    (out / ".tmp-k3j_x9q2").write_bytes(b'{"schema_ver')
+    (out / "arrays" / ".tmp-part-000000.parquet").write_bytes(b"PAR1")
+    with ParquetSink(out) as sink:
+        sink.finish(set())
+    assert _leftovers(out) == [] and (out / "_manifest.json").exists()
+    # someone else's files are never taken for ours
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".tmp-notes.txt").write_text("mine")
+    with pytest.raises(CatalogError, match="not empty and holds no catalog"):
+        ParquetSink(other)
+    assert (other / ".tmp-notes.txt").read_text() == "mine"
+
+
+# -- item 13: catalog permissions -------------------------------------------------------------------------------
+
+
+def _modes(catalog: Path) -> dict[str, str]:
+    out = {".": oct(catalog.stat().st_mode & 0o777)}
+    for p in sorted(catalog.rglob("*")):
+        out[str(p.relative_to(catalog))] = oct(p.stat().st_mode & 0o777)
+    return out
+
+
+def _small_catalog(out: Path) -> None:
+    from metaextract_dask.sinks import ParquetSink
+
+    with ParquetSink(out) as sink:
+        sink.write_batch(_table(4))
+        sink.finish(set())
+
+
+def test_catalog_files_are_private_whatever_the_umask(tmp_path: Path, catalog: Any) -> None:
+    old = os.umask(0o022)  # the usual umask: new files 0644, readable by every local user
+    try:
+        _small_catalog(tmp_path / "cat")
+    finally:
+        os.umask(old)
+    modes = _modes(tmp_path / "cat")
+    assert {k: v for k, v in modes.items() if v != "0o600"} == {
+        ".": "0o700", **{name: "0o700" for name in ("arrays", "dicom", "files", "hdus", "stats")}}
+    assert modes["_manifest.json"] == modes[".lock"] == modes["files/part-000000.parquet"] == "0o600"
+    # the catalog a real scan on the cluster wrote (DICOM names and birth dates inside) is the same
+    scanned = _modes(Path(catalog.path))
+    assert set(scanned.values()) == {"0o600", "0o700"}
+    assert scanned["."] == scanned["dicom"] == "0o700" and scanned["_manifest.json"] == "0o600"
+    assert all(v == "0o600" for k, v in scanned.items() if k.endswith(".parquet"))
+
+
+def test_catalog_modes_are_configurable_and_made_consistent(tmp_path: Path) -> None:
+    import dask.config
+
+    out = tmp_path / "cat"
+    _small_catalog(out)
+    old = os.umask(0o077)  # a configured mode wins over a stricter umask too
+    try:
+        with dask.config.set({"metaextract.catalog.file-mode": "0640", "metaextract.catalog.dir-mode": "0750"}):
+            from metaextract_dask.sinks import ParquetSink
+
+            with ParquetSink(out) as sink:  # continuing the catalog: what is there gets the new modes as well
+                sink.write_batch(_table(2, 100))
+                sink.finish(set())
+    finally:
+        os.umask(old)
+    modes = _modes(out)
+    assert set(modes.values()) == {"0o640", "0o750"}
+    assert modes["."] == modes["files"] == "0o750"
+    assert modes["files/part-000000.parquet"] == modes["_manifest.json"] == modes[".lock"] == "0o640"
+
+
+_AS_NOBODY = """
+import contextlib, io, os, sys
+from metaextract_dask import cli
+with contextlib.redirect_stdout(io.StringIO()):  # import all that `info` needs while the interpreter may
+    assert cli.main(["info", sys.argv[1]]) == 0
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    open(sys.argv[3], "rb").close()
+    print("part: readable")
+except PermissionError:
+    print("part: denied")
+sys.exit(cli.main(["info", sys.argv[2]]))
+"""
+
+
+def _info_as_nobody(warm: Path, catalog: Path) -> subprocess.CompletedProcess[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become the unprivileged user 'nobody' (root itself reads everything)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", _AS_NOBODY, str(warm), str(catalog),
+                           str(catalog / "files" / "part-000000.parquet")],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_another_user_cannot_read_a_catalog_and_info_says_so(tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    import dask.config
+
+    base = Path(tempfile.mkdtemp(prefix="mx-perm-", dir="/tmp"))  # pytest's tmp_path is 0700: nobody can't pass
+    try:
+        base.chmod(0o755)
+        warm = tmp_path / "warm"
+        _small_catalog(warm)
+        private = base / "private"
+        _small_catalog(private)
+        proc = _info_as_nobody(warm, private)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stdout.strip() == "part: denied"
+        assert proc.stderr.strip() == (f"metaextract-dask: error: cannot read the catalog {private}: permission denied "
+                                       "(the catalog belongs to root, mode 0700; see metaextract.catalog.file-mode "
+                                       "/ dir-mode)")
+        # what older versions wrote: parts 0644 (the umask), the manifest 0600 -> a traceback in `info`
+        for p in private.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        private.chmod(0o755)
+        (private / "_manifest.json").chmod(0o600)
+        proc = _info_as_nobody(warm, private)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip() == (f"metaextract-dask: error: cannot read the catalog {private}: permission denied "
+                                       "(the catalog belongs to root, mode 0755; see metaextract.catalog.file-mode "
+                                       "/ dir-mode)")
+        # shared on purpose: modes for everyone
+        shared = base / "shared"
+        with dask.config.set({"metaextract.catalog.file-mode": "0644", "metaextract.catalog.dir-mode": "0755"}):
+            _small_catalog(shared)
+        proc = _info_as_nobody(warm, shared)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("part: readable\ncatalog ") and "4 files" in proc.stdout
+    finally:
+        shutil.rmtree(base)
