@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", choices=["full", "sample"], default="full",
                    help="read every chunk, or a deterministic sample of chunks")
-    p.add_argument("--sample-fraction", type=_number(float, lo=0, strict=True, hi=1), default=0.1, metavar="F", help="share of chunks for --strategy sample")
+    p.add_argument("--sample-fraction", type=_number(float, lo=0, strict=True, hi=1), default=0.1, metavar="F",
+                   help="share of chunks for --strategy sample")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cupy on the workers' GPUs (gpu), numpy (cpu), or GPU when every worker has one (auto)")
     p.add_argument("--bins", type=_POSITIVE_INT, default=64, metavar="N", help="histogram bins (default 64)")

@@ -97,8 +97,11 @@ def _unguarded_main_line() -> tuple[str, int] | None:
             tree = ast.parse(f.read())
     except (OSError, SyntaxError, ValueError):
         return None  # cannot tell: let distributed and multiprocessing speak for themselves
-    for node in tree.body:
-        if isinstance(node, ast.If) and _guard_test(node.test) and node.lineno <= line <= (node.end_lineno or line):
+    # A guard anywhere around that line (also inside a top-level try/with): the line runs at module level, so
+    # it cannot lie in a function's body.
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.If) and _guard_test(node.test) and node.body[0].lineno <= line
+                and line <= (node.body[-1].end_lineno or line)):
             return None
     return path, line
 
