@@ -93,7 +93,7 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
                    help="share of chunks for --strategy sample")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cupy on the workers' GPUs (gpu), numpy (cpu), or GPU when every worker has one (auto)")
-    p.add_argument("--bins", type=_POSITIVE_INT, default=64, metavar="N", help="histogram bins (default 64)")
+    p.add_argument("--bins", type=int, default=64, metavar="N", help="histogram bins (default 64)")
 
 
 def _cluster_overrides(args: argparse.Namespace) -> dict[str, Any]:

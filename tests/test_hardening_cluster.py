@@ -241,7 +241,7 @@ def test_scan_on_an_existing_tls_scheduler(tmp_path: Path) -> None:
     (("--retries", "-1"), "argument --retries: must be an integer >= 0, not -1"),
     (("--connect-timeout", "0"), "argument --connect-timeout: must be a number > 0, not 0"),
     (("--sample-fraction", "1.5"), "argument --sample-fraction: must be a number > 0 and <= 1, not 1.5"),
-    (("--bins", "x"), "argument --bins: 'x' is not an integer"),
+    (("--retries", "x"), "argument --retries: 'x' is not an integer"),
 ])
 def test_cli_arguments_are_validated(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     (tmp_path / "d").mkdir()
