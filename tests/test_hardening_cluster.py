@@ -323,6 +323,13 @@ def test_unreachable_scheduler_is_one_line_within_the_connect_timeout(tmp_path: 
         f"metaextract-dask: error: cannot connect to the dask scheduler at {address} within 2 s: no answer (is it "
         "running, and is the address right?)"]
     assert took < 2 + 20  # the timeout plus starting Python; distributed's default was 30 s
+    # profile: the same (the catalog the failed scan opened is a valid, empty one)
+    proc = cli("profile", str(tmp_path / "cat"), "--scheduler", address, "--connect-timeout", "1", "--no-progress",
+               timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"metaextract-dask: error: cannot connect to the dask scheduler at {address} within 1 s: no answer (is it "
+        "running, and is the address right?)"]
     # the API: ClusterError, a RuntimeError; the catalog opened before is left resumable
     import dask.config
 
