@@ -165,16 +165,32 @@ def scheduler_security(address: str) -> Any:
             raise ClusterError(f"metaextract.cluster.tls is set but the scheduler address {address} is not tls://")
         return Security(tls_ca_file=files["ca-file"], tls_client_cert=files["cert"], tls_client_key=files["key"],
                         require_encryption=True)
-    if address.startswith("tls://") and Security().get_connection_args("client")["ssl_context"] is None:
-        raise ClusterError(f"the scheduler {address} speaks TLS and no credentials are set: set "
-                           "metaextract.cluster.tls.ca-file, cert and key (or distributed.comm.tls.*)")
+    if address.startswith("tls://"):
+        try:
+            context = Security().get_connection_args("client")["ssl_context"]
+        except OSError as exc:  # distributed.comm.tls.* names files that are not there
+            files = ", ".join(str(f) for f in (dask.config.get("distributed.comm.tls.ca-file", None),
+                                                dask.config.get("distributed.comm.tls.client.cert", None),
+                                                dask.config.get("distributed.comm.tls.client.key", None)) if f)
+            raise ClusterError(f"cannot read the TLS files of distributed.comm.tls ({files}): "
+                               f"{exc.strerror or exc}") from None
+        if context is None:
+            raise ClusterError(f"the scheduler {address} speaks TLS and no credentials are set: set "
+                               "metaextract.cluster.tls.ca-file, cert and key (or distributed.comm.tls.*)")
     return None
 
 
 def _existing(address: str) -> Any:
     """A client of the scheduler at `address`, or a one-line ClusterError within ``cluster.connect-timeout``."""
     from distributed import Client
+    from distributed.comm.addressing import parse_address, parse_host_port
 
+    try:  # before Client(): one that fails on its address leaves a traceback behind when collected
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except ValueError as exc:
+        raise ValueError(f"not a scheduler address: {address!r} ({exc}); e.g. tcp://127.0.0.1:8786") from None
     security = scheduler_security(address)
     timeout = config.parse_seconds(config.get("cluster.connect-timeout", 10))
     try:

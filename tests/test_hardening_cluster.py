@@ -323,6 +323,12 @@ def test_unreachable_scheduler_is_one_line_within_the_connect_timeout(tmp_path: 
         f"metaextract-dask: error: cannot connect to the dask scheduler at {address} within 2 s: no answer (is it "
         "running, and is the address right?)"]
     assert took < 2 + 20  # the timeout plus starting Python; distributed's default was 30 s
+    # a malformed address: one line too (no traceback from a half-made client at exit)
+    proc = cli("scan", str(tmp_path / "d"), "-o", str(tmp_path / "cat"), "--scheduler", "tcp://127.0.0.1",
+               "--no-progress", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "metaextract-dask: error: not a scheduler address: 'tcp://127.0.0.1' (missing port number in address "
+        "'127.0.0.1'); e.g. tcp://127.0.0.1:8786"], proc.stderr
     # profile: the same (the catalog the failed scan opened is a valid, empty one)
     proc = cli("profile", str(tmp_path / "cat"), "--scheduler", address, "--connect-timeout", "1", "--no-progress",
                timeout=120)
