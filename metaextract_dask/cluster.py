@@ -239,12 +239,12 @@ def connect(
     """
     from distributed import Client, LocalCluster, default_client
 
+    _positive("n_workers", n_workers)
+    _positive("threads_per_worker", threads_per_worker)
+    config.validate()  # every scan and profile comes through here, on whatever cluster
     if client is not None:
         yield client
         return
-    _positive("n_workers", n_workers)
-    _positive("threads_per_worker", threads_per_worker)
-    config.validate()
     address = scheduler or dask.config.get("scheduler-address", None)
     if address:
         with _existing(address) as c:

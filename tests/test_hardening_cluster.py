@@ -302,6 +302,19 @@ def test_api_validates_arguments_and_settings(tmp_path: Path) -> None:
     assert config.parse_mode("0640") == 0o640 and config.parse_mode(0o600) == 0o600
 
 
+def test_profile_on_the_users_client_validates_settings(client: Any, catalog: Any) -> None:
+    import dask.config
+
+    from metaextract_dask import profile
+
+    before = catalog.manifest["next_id"]
+    with dask.config.set({"metaextract.profile-batches": "1MiB"}), \
+            pytest.raises(ValueError, match=r"^unknown setting metaextract\.profile-batches \(did you mean "
+                                            r"metaextract\.profile-batch\?\)$"):
+        profile(catalog, client=client)
+    assert catalog.manifest["next_id"] == before  # nothing written
+
+
 def _free_port() -> int:
     import socket
 
