@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -30,13 +30,40 @@ class Catalog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.path.abspath(os.fspath(path))
-        if not os.path.isfile(os.path.join(self.path, MANIFEST)):
-            raise FileNotFoundError(f"not a metaextract catalog (no {MANIFEST}): {self.path}")
+        manifest = os.path.join(self.path, MANIFEST)
+        try:  # (os.path.isfile says False for a manifest this user may not even look at)
+            with open(manifest, "rb"):
+                pass
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise FileNotFoundError(f"not a metaextract catalog (no {MANIFEST}): {self.path}") from None
+        except PermissionError:
+            self._denied(manifest)
+
+    def _denied(self, path: str) -> NoReturn:
+        """A clear PermissionError for a catalog file this user may not read (catalogs are private by default)."""
+        import pwd
+
+        where = self.path
+        try:
+            st = os.stat(where)
+            try:
+                owner = pwd.getpwuid(st.st_uid).pw_name
+            except KeyError:
+                owner = str(st.st_uid)
+            detail = f"the catalog belongs to {owner}, mode {st.st_mode & 0o7777:04o}"
+        except OSError:
+            detail = "its directory cannot be looked at"
+        what = "" if path == os.path.join(where, MANIFEST) else f" ({os.path.relpath(path, where)})"
+        raise PermissionError(f"cannot read the catalog {where}{what}: permission denied ({detail}; "
+                              "see metaextract.catalog.file-mode / dir-mode)") from None
 
     @property
     def manifest(self) -> dict[str, Any]:
         """The catalog manifest: schema version, committed batches, completion flag, scan summary."""
-        return read_manifest(self.path)
+        try:
+            return read_manifest(self.path)
+        except PermissionError:
+            self._denied(os.path.join(self.path, MANIFEST))
 
     @property
     def scan_summary(self) -> dict[str, Any] | None:
@@ -52,7 +79,7 @@ class Catalog:
     def parts(self, name: str) -> list[str]:
         """The committed Parquet parts of one table (what the manifest lists; nothing half-written)."""
         self.table_path(name)
-        return committed_parts(self.path, name)
+        return committed_parts(self.path, name, self.manifest)
 
     def table(self, name: str) -> Any:
         """One table as a lazy dask DataFrame over its committed parts."""
@@ -67,7 +94,11 @@ class Catalog:
         """One table read eagerly into a pyarrow Table."""
         import pyarrow.dataset as ds
 
-        return ds.dataset(self.parts(name), schema=SCHEMAS[name], format="parquet").to_table()
+        parts = self.parts(name)
+        for part in parts:  # one clear message instead of arrow's, for a part this user may not read
+            if not os.access(part, os.R_OK) and os.path.exists(part):
+                self._denied(part)
+        return ds.dataset(parts, schema=SCHEMAS[name], format="parquet").to_table()
 
     def to_pandas(self, name: str) -> pd.DataFrame:
         """One table read eagerly into pandas."""

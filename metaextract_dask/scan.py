@@ -267,6 +267,8 @@ def scan(
 
     Raises
     ------
+    ValueError
+        An invalid argument or ``metaextract`` setting (unknown key, value out of range).
     FileNotFoundError
         An input path does not exist.
     metaextract_dask.sinks.CatalogError
@@ -281,6 +283,7 @@ def scan(
         settings["hash"] = bool(hash)
     if file_timeout is not None:
         settings["file-timeout"] = file_timeout
+    config.validate({"scan": settings, "cluster": {"n-workers": n_workers}})  # ValueError: unknown keys, bad values
     # The catalog is left out of its own scan, however it is reached (symlink, relative path).
     entries = discover(paths, exclude=[output])
     startup = 0.0

@@ -12,16 +12,26 @@ on open a sink deletes parts it does not list (left by a crash between rename an
 Batches are either *visible* (``batches``: part of the catalog) or *pending* (``pending``: committed by a
 scan that replaces rows of a live catalog; swapped in when that scan finishes, so readers never see a file
 twice). An interrupted scan keeps what it committed; the next run reuses it.
+
+A full disk (``ENOSPC``, ``EDQUOT``, or ``EFBIG`` past a file size limit) while writing is a
+:class:`CatalogFullError`: the part or manifest being written is removed, the last committed manifest stays,
+and the next scan resumes from it.
+
+Catalogs hold personal data (DICOM patient names and birth dates): files are created with
+``metaextract.catalog.file-mode`` (0600) and the catalog and table directories get
+``metaextract.catalog.dir-mode`` (0700), whatever the umask.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
-import tempfile
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -31,23 +41,87 @@ import pyarrow.parquet as pq
 from metaextract_dask import config
 from metaextract_dask.schema import SCHEMA_VERSION, SCHEMAS
 
-__all__ = ["ParquetSink", "MANIFEST", "CatalogError", "read_manifest", "committed_parts"]
+__all__ = ["ParquetSink", "MANIFEST", "CatalogError", "CatalogFullError", "read_manifest", "committed_parts",
+           "catalog_modes"]
 
 MANIFEST = "_manifest.json"
 _LOCK = ".lock"
+_TMP = ".tmp-"
+#: Temporaries of ours in the catalog directory: the manifest being written (and, from older versions,
+#: ``tempfile.mkstemp`` names). A directory holding only these, the lock and empty table directories is a
+#: catalog whose creation never finished (a full disk, a kill), not someone else's data.
+_TMP_NAME = re.compile(r"^\.tmp-(_manifest\.json\.\d+|[a-z0-9_]{8})$")
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class CatalogError(Exception):
-    """The output location cannot hold a catalog (not writable, not a catalog, or in use by another scan)."""
+    """The output location cannot hold a catalog (not writable, not a catalog, in use by another scan, full)."""
 
 
-def _atomic_write_json(path: str, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class CatalogFullError(CatalogError):
+    """The device holding the catalog is full (or a quota or file size limit was reached) while writing.
+
+    What was committed before stays; running the same scan again, once there is space, resumes it.
+    """
+
+    def __init__(self, message: str, errno_: int) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+def catalog_modes() -> tuple[int, int]:
+    """``(file mode, directory mode)`` for catalog contents (``metaextract.catalog.file-mode`` / ``dir-mode``)."""
+    return (config.parse_mode(config.get("catalog.file-mode", "0600")),
+            config.parse_mode(config.get("catalog.dir-mode", "0700")))
+
+
+def _write_file(path: str, mode: int, write: Callable[[str], None]) -> None:
+    """Create `path` with `mode` (not the umask's: never readable by others, not even while written), fill it
+    with ``write(path)``, and remove it again if that fails. A file left from an earlier run is replaced."""
+    if os.path.lexists(path):  # an earlier run's temporary, never renamed (the caller holds the catalog lock)
+        os.remove(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have taken bits away from a configured mode
+    finally:
+        os.close(fd)
+    try:
+        write(path)  # opening an existing file for writing keeps its mode
+    except BaseException:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        raise
+
+
+def _write_json(data: Any) -> Callable[[str], None]:
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(json.dumps(data, indent=1).encode())
+            f.flush()
+            os.fsync(f.fileno())
+    return write
+
+
+def _atomic_write_json(path: str, data: Any, mode: int = 0o600) -> None:
+    tmp = os.path.join(os.path.dirname(path), f"{_TMP}{os.path.basename(path)}.{os.getpid()}")
+    _write_file(tmp, mode, _write_json(data))
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+def _set_mode(path: str, mode: int) -> None:
+    """chmod what this user owns (a catalog directory someone else owns is theirs to set)."""
+    try:
+        st = os.stat(path)
+        if st.st_uid == os.geteuid() and (st.st_mode & 0o7777) != mode:
+            os.chmod(path, mode)
+    except FileNotFoundError:
+        pass
 
 
 def read_manifest(path: str) -> dict[str, Any]:
@@ -78,27 +152,68 @@ class ParquetSink:
     """
 
     def __init__(self, output: str | os.PathLike[str]) -> None:
+        from metaextract_dask.cluster import check_main_guard
+
+        check_main_guard(spawning=False)  # a worker re-running an unguarded script would only find the lock taken
         self.output = os.path.abspath(os.fspath(output))
         self.compression = config.get("catalog.compression", "zstd")
+        self.file_mode, self.dir_mode = catalog_modes()
         self._lock_fd: int | None = None
-        self._prepare()
+        self._uncommitted: list[str] = []  # parts written since the last manifest commit
+        with self._space():
+            self._prepare()
+
+    @contextmanager
+    def _space(self) -> Iterator[None]:
+        """Turn a full disk into a CatalogFullError; drop the parts no manifest will ever list."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            for path in self._uncommitted:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+            self._uncommitted = []
+            raise CatalogFullError(
+                f"{os.strerror(exc.errno)} while writing the catalog {self.output}: what was committed is kept; "
+                "free some space and run the scan again to resume it", exc.errno) from exc
 
     # -- opening -------------------------------------------------------------------------------------------
+
+    def _unfinished(self, names: set[str]) -> bool:
+        """Only what a catalog creation that never reached its first manifest leaves behind."""
+        for name in names:
+            path = os.path.join(self.output, name)
+            if _TMP_NAME.match(name) and os.path.isfile(path):
+                continue
+            if name in SCHEMAS and os.path.isdir(path) and all(n.startswith(_TMP) for n in os.listdir(path)):
+                continue
+            return False
+        return True
 
     def _prepare(self) -> None:
         out = self.output
         if os.path.exists(out) and not os.path.isdir(out):
             raise CatalogError(f"output exists and is not a directory: {out}")
         try:
-            os.makedirs(out, exist_ok=True)
+            os.makedirs(out, mode=self.dir_mode, exist_ok=True)
         except OSError as exc:
+            if exc.errno in _FULL:
+                raise
             raise CatalogError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
         if not os.access(out, os.W_OK | os.X_OK):
             raise CatalogError(f"output directory is not writable: {out}")
         existing = set(os.listdir(out)) - {_LOCK}
-        if existing and MANIFEST not in existing:
+        if existing and MANIFEST not in existing and not self._unfinished(existing):
             raise CatalogError(f"output directory is not empty and holds no catalog: {out}")
         self._lock()
+        _set_mode(out, self.dir_mode)
+        for name in existing:  # manifests whose writer died before the rename (no writer runs: we hold the lock)
+            if _TMP_NAME.match(name):
+                os.remove(os.path.join(out, name))
         if MANIFEST in existing:
             self.manifest = read_manifest(out)
             if self.manifest.get("schema_version") != SCHEMA_VERSION:
@@ -107,20 +222,24 @@ class ParquetSink:
         else:
             self.manifest = {"schema_version": SCHEMA_VERSION, "created": time.time(), "complete": False,
                              "next_id": 0, "batches": [], "pending": []}
+            self._commit()  # a catalog from the first byte on: a failure after this leaves something to resume
         for name in SCHEMAS:
-            os.makedirs(os.path.join(out, name), exist_ok=True)
+            path = os.path.join(out, name)
+            os.makedirs(path, mode=self.dir_mode, exist_ok=True)
+            _set_mode(path, self.dir_mode)
         self._run_start_id = int(self.manifest["next_id"])  # batches from here on are this run's
         self._remove_orphans()
         self._commit()
 
     def _lock(self) -> None:
-        fd = os.open(os.path.join(self.output, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(os.path.join(self.output, _LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise CatalogError(f"another scan is writing the catalog {self.output}") from None
         self._lock_fd = fd
+        _set_mode(os.path.join(self.output, _LOCK), self.file_mode)
 
     def _referenced(self) -> set[str]:
         refs: set[str] = set()
@@ -130,15 +249,21 @@ class ParquetSink:
 
     def _remove_orphans(self) -> None:
         # Parts renamed into place whose batch never reached the manifest (a crash in between), temporaries.
+        # The parts that stay get the configured mode (a catalog written by an older version, or before the
+        # mode was changed, becomes consistent).
         refs = self._referenced()
         for name in SCHEMAS:
             for fname in os.listdir(os.path.join(self.output, name)):
+                path = os.path.join(self.output, name, fname)
                 if os.path.join(name, fname) not in refs:
-                    os.remove(os.path.join(self.output, name, fname))
+                    os.remove(path)
+                else:
+                    _set_mode(path, self.file_mode)
 
     def _commit(self) -> None:
         self.manifest["updated"] = time.time()
-        _atomic_write_json(os.path.join(self.output, MANIFEST), self.manifest)
+        _atomic_write_json(os.path.join(self.output, MANIFEST), self.manifest, self.file_mode)
+        self._uncommitted = []
 
     # -- what is committed ---------------------------------------------------------------------------------
 
@@ -162,8 +287,9 @@ class ParquetSink:
     def _write_part(self, name: str, batch_id: int, table: pa.Table) -> str:
         fname = f"part-{batch_id:06d}.parquet"
         final = os.path.join(self.output, name, fname)
-        tmp = os.path.join(self.output, name, f".tmp-{fname}")
-        pq.write_table(table, tmp, compression=self.compression)
+        tmp = os.path.join(self.output, name, f"{_TMP}{fname}")
+        _write_file(tmp, self.file_mode, lambda path: pq.write_table(table, path, compression=self.compression))
+        self._uncommitted += [tmp, final]
         os.replace(tmp, final)
         return fname
 
@@ -173,14 +299,21 @@ class ParquetSink:
         With ``pending=True`` the batch is committed but not visible until :meth:`finish`.
         """
         batch_id = int(self.manifest["next_id"])
-        self.manifest["next_id"] = batch_id + 1
         parts, rows = {}, {}
-        for name, table in tables.items():
-            if table.num_rows:
-                parts[name] = self._write_part(name, batch_id, table)
-                rows[name] = table.num_rows
-        self.manifest["pending" if pending else "batches"].append({"id": batch_id, "parts": parts, "rows": rows})
-        self._commit()
+        batches = self.manifest["pending" if pending else "batches"]
+        with self._space():
+            for name, table in tables.items():
+                if table.num_rows:
+                    parts[name] = self._write_part(name, batch_id, table)
+                    rows[name] = table.num_rows
+            self.manifest["next_id"] = batch_id + 1
+            batches.append({"id": batch_id, "parts": parts, "rows": rows})
+            try:
+                self._commit()
+            except BaseException:  # the manifest on disk does not list it: neither does ours
+                batches.pop()
+                self.manifest["next_id"] = batch_id
+                raise
         return batch_id
 
     def _filtered(self, batches: list[dict[str, Any]], drop: set[str], replaced: list[str]) -> list[dict[str, Any]]:
@@ -222,6 +355,10 @@ class ParquetSink:
         earlier runs (parts holding them are rewritten under new ids); all pending batches become visible.
         Replaced parts are deleted after the commit.
         """
+        with self._space():
+            self._finish(drop_visible, drop_pending)
+
+    def _finish(self, drop_visible: set[str], drop_pending: set[str] | None) -> None:
         start = self._run_start_id
         pending = self.manifest["pending"]
         replaced: list[str] = []
@@ -245,6 +382,10 @@ class ParquetSink:
 
     def replace_table(self, name: str, table: pa.Table, info: dict[str, Any] | None = None) -> None:
         """Make `table` the whole of table `name` (e.g. ``stats`` after a profile), in one manifest commit."""
+        with self._space():
+            self._replace_table(name, table, info)
+
+    def _replace_table(self, name: str, table: pa.Table, info: dict[str, Any] | None) -> None:
         new_id = int(self.manifest["next_id"])
         self.manifest["next_id"] = new_id + 1
         part = self._write_part(name, new_id, table)
@@ -269,7 +410,8 @@ class ParquetSink:
         self.manifest["summary"] = summary
         if settings is not None:
             self.manifest["settings"] = settings
-        self._commit()
+        with self._space():
+            self._commit()
 
     def close(self) -> None:
         """Release the catalog lock (the manifest is already committed)."""

@@ -78,7 +78,8 @@ def test_embedded_cluster_listens_on_loopback_only() -> None:
         with urllib.request.urlopen(link, timeout=30) as resp:  # the bokeh dashboard answers
             assert resp.status == 200
             assert b"Dask" in resp.read()
-        assert all(w.startswith("tcp://127.0.0.1:") for w in c.scheduler_info()["workers"])
+        # TLS by default: the embedded cluster is private to its user (metaextract.cluster.security)
+        assert all(w.startswith("tls://127.0.0.1:") for w in c.scheduler_info()["workers"])
         # distributed's MALLOC_TRIM_THRESHOLD_ slows file opens ~20%; the embedded cluster leaves glibc adaptive
         assert set(c.run(_trim_env).values()) == {None}
 
