@@ -374,8 +374,18 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     arrays = [r for r in catalog.to_pandas("arrays").to_dict("records") if r["path"] in fmt_of]
     rows: list[dict[str, Any]] = []
 
-    with connect(scheduler, client=client, n_workers=n_workers) as c:
+    with ParquetSink(catalog.path) as sink, connect(scheduler, client=client, n_workers=n_workers) as c:
         dev = resolve_device(device, c)
+        # An unfinished profile with the same settings committed some rows already: keep them, skip their arrays.
+        settings = {"strategy": strategy, "sample_fraction": sample_fraction if strategy == "sample" else None,
+                    "bins": int(bins), "device": dev}
+        wanted = {(r["path"], r["name"]) for r in arrays}
+        resumed = sink.stats_pending(settings)
+        if resumed is not None:
+            rows = [r for r in resumed.to_pylist() if (r["path"], r["name"]) in wanted]
+            done = {(r["path"], r["name"]) for r in rows}
+            arrays = [r for r in arrays if (r["path"], r["name"]) not in done]
+        committer = _Committer(sink, settings, rows)
         memory_limit = worker_memory_limit(c)
         batch_bytes = config.parse_bytes(config.get("profile-batch", "64MiB"))
         small_bytes = min(batch_bytes, chunk_limit(memory_limit))
@@ -440,6 +450,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
             second: list[Any] = []
             ac = as_completed(futures, loop=c.loop)
             for future in ac:
+                committer.maybe_commit()
                 job = todo.pop(future.key)
                 if job["kind"] == "batch":
                     _batch_done(c, ac, todo, future, job, rows, bar)
@@ -486,11 +497,28 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
             if dev == "gpu" or any(job["opened"][1].reads_in_place for job in jobs):
                 c.run(release_buffers)  # the per-thread read buffers (see _region_partial), cupy's pool
 
-    table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
-    with ParquetSink(catalog.path) as sink:
+        table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
         sink.replace_table("stats", table, {"strategy": strategy, "device": dev, "arrays": len(rows),
-                                            "seconds": time.perf_counter() - t0})
+                                            "resumed": committer.resumed, "seconds": time.perf_counter() - t0})
     return table.to_pandas()
+
+
+class _Committer:
+    """Commits the stats rows of a running profile to the catalog as they come (pending parts, not visible to
+    readers until the profile finishes): every `metaextract.profile-commit-rows` rows or 30 seconds."""
+
+    def __init__(self, sink: Any, settings: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        self.sink, self.settings, self.rows = sink, settings, rows
+        self.resumed = self.done = len(rows)  # rows of an earlier run are committed already
+        self.every = int(config.get("profile-commit-rows", 256))
+        self.last = time.monotonic()
+
+    def maybe_commit(self) -> None:
+        new = self.rows[self.done:]
+        if new and (len(new) >= self.every or time.monotonic() - self.last > 30):
+            self.sink.add_stats_pending(pa.Table.from_pylist(new, schema=SCHEMAS["stats"]), self.settings)
+            self.done += len(new)
+            self.last = time.monotonic()
 
 
 def _batches(small: list[dict[str, Any]], budget: int, most: int = 256) -> list[list[dict[str, Any]]]:

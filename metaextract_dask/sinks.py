@@ -245,6 +245,7 @@ class ParquetSink:
         refs: set[str] = set()
         for batch in self.manifest["batches"] + self.manifest["pending"]:
             refs.update(os.path.join(name, part) for name, part in batch["parts"].items())
+        refs.update(os.path.join("stats", part) for part in self.manifest.get("stats_pending", {}).get("parts", []))
         return refs
 
     def _remove_orphans(self) -> None:
@@ -381,9 +382,45 @@ class ParquetSink:
             os.remove(path)
 
     def replace_table(self, name: str, table: pa.Table, info: dict[str, Any] | None = None) -> None:
-        """Make `table` the whole of table `name` (e.g. ``stats`` after a profile), in one manifest commit."""
+        """Make `table` the whole of table `name` (e.g. ``stats`` after a profile), in one manifest commit.
+        For ``stats``, the parts of the unfinished profile (:meth:`add_stats_pending`) go with the old ones."""
         with self._space():
             self._replace_table(name, table, info)
+
+    # -- a profile's stats, committed batch by batch ---------------------------------------------------------
+
+    def stats_pending(self, settings: dict[str, Any]) -> pa.Table | None:
+        """The stats rows an unfinished profile with the same `settings` committed (None: no such profile;
+        the parts of one with other settings are dropped)."""
+        pending = self.manifest.get("stats_pending")
+        if not pending:
+            return None
+        if pending.get("settings") != settings:
+            self.drop_stats_pending()
+            return None
+        paths = [os.path.join(self.output, "stats", part) for part in pending["parts"]]
+        tables = [pq.read_table(p, schema=SCHEMAS["stats"]) for p in paths]
+        return pa.concat_tables(tables) if tables else SCHEMAS["stats"].empty_table()
+
+    def add_stats_pending(self, table: pa.Table, settings: dict[str, Any]) -> None:
+        """Commit stats rows of a running profile, not visible to readers until :meth:`replace_table`: a profile
+        killed (or stuck on one array) keeps what it computed, and the next one with the same settings resumes."""
+        with self._space():
+            new_id = int(self.manifest["next_id"])
+            part = self._write_part("stats", new_id, table)
+            self.manifest["next_id"] = new_id + 1
+            pending = self.manifest.setdefault("stats_pending", {"settings": settings, "parts": []})
+            pending["parts"].append(part)
+            self._commit()
+
+    def drop_stats_pending(self) -> None:
+        """Forget an unfinished profile's stats (its parts are deleted after the commit)."""
+        pending = self.manifest.pop("stats_pending", None)
+        if pending:
+            with self._space():
+                self._commit()
+            for part in pending["parts"]:
+                os.remove(os.path.join(self.output, "stats", part))
 
     def _replace_table(self, name: str, table: pa.Table, info: dict[str, Any] | None) -> None:
         new_id = int(self.manifest["next_id"])
@@ -401,6 +438,9 @@ class ParquetSink:
         self.manifest["batches"] = batches
         if info is not None:
             self.manifest.setdefault("tables", {})[name] = info
+        if name == "stats":  # the finished profile's rows are in `table`
+            old += [os.path.join(self.output, "stats", p)
+                    for p in self.manifest.pop("stats_pending", {}).get("parts", [])]
         self._commit()
         for path in old:
             os.remove(path)

@@ -171,3 +171,60 @@ def test_non_utf8_named_file_is_profiled_and_opened(tmp_path: Path, client: Any)
     stats = profile(cat, client=client, device="cpu")
     assert list(stats["status"]) == ["ok"] and stats["max"].iloc[0] == 11
     assert int(cat.open_array(path, "/v").sum()) == 66
+
+
+@pytest.mark.slow
+def test_profile_commits_batch_by_batch_and_resumes_after_kill(tmp_path: Path, client: Any) -> None:
+    """A profile killed with SIGKILL keeps the stats rows it committed (not visible yet); the next profile
+    with the same settings computes only the rest, and the result equals an undisturbed profile."""
+    import signal
+    import subprocess
+    import sys
+
+    import h5py
+
+    from metaextract_dask import profile, scan
+    from metaextract_dask.sinks import read_manifest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(150):
+        with h5py.File(data / f"f{i:03d}.h5", "w") as f:
+            f["a"] = rng.normal(size=(64, 64))
+            f["b"] = rng.integers(0, 100, 500, dtype=np.int16)
+    with dask.config.set({"metaextract.scan.batch-max-files": 50}):
+        scan([data], tmp_path / "cat", client=client)
+        scan([data], tmp_path / "ref", client=client)
+    script = ("import dask, metaextract_dask as mx\n"
+              "if __name__ == '__main__':\n"
+              "    with dask.config.set({'metaextract.profile-commit-rows': 8, 'metaextract.profile-batch': '40KiB'}):\n"
+              f"        mx.profile({str(tmp_path / 'cat')!r}, device='cpu', n_workers=1)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    committed = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            committed = len(read_manifest(str(tmp_path / "cat")).get("stats_pending", {}).get("parts", []))
+        except (OSError, ValueError):
+            committed = 0
+        if committed >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    manifest = read_manifest(str(tmp_path / "cat"))
+    kept = sum(1 for _ in manifest["stats_pending"]["parts"])
+    visible = {b["parts"].get("stats") for b in manifest["batches"]}
+    assert kept >= 3 and visible.isdisjoint(manifest["stats_pending"]["parts"])  # committed, not yet visible
+    resumed = profile(tmp_path / "cat", client=client, device="cpu")
+    reference = profile(tmp_path / "ref", client=client, device="cpu")
+    info = read_manifest(str(tmp_path / "cat"))["tables"]["stats"]
+    assert info["resumed"] >= 3 * 8 and "stats_pending" not in read_manifest(str(tmp_path / "cat"))
+    cols = ["path", "name", "status", "count", "valid_count", "min", "max", "mean", "std", "hist_counts"]
+    a = resumed[cols].sort_values(["path", "name"])
+    b = reference[cols].sort_values(["path", "name"])
+    assert len(a) == len(b) == 300
+    assert a.drop(columns="hist_counts").reset_index(drop=True).equals(b.drop(columns="hist_counts").reset_index(drop=True))
+    assert [list(x) for x in a["hist_counts"]] == [list(x) for x in b["hist_counts"]]
