@@ -8,7 +8,6 @@ included) must be exactly one row; an invalid element value is a warning and a n
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import warnings

@@ -28,7 +28,7 @@ import numpy as np
 
 from metaextract_dask.formats.handles import FITS_LOCK, HDF5_LOCK, stamp
 
-__all__ = ["FormatBackend", "FormatReader", "Records", "ArraySpec", "ArrayProxy", "MissingDependencyError",
+__all__ = ["FormatBackend", "FormatReader", "Records", "ArraySpec", "ArrayProxy", "MemberProxy", "MissingDependencyError",
            "HDF5_LOCK", "FITS_LOCK", "missing_array", "unique_dims", "as_text", "truncation", "TRUNCATED",
            "attr_json_limit"]
 
@@ -312,6 +312,17 @@ class ArrayProxy:
         not kept), or None when the backend cannot (then :meth:`read_region`). Only backends that declare
         ``maps_regions`` ever return pieces."""
         return None
+
+
+class MemberProxy(ArrayProxy):
+    """A proxy for one member of a file: a dataset or variable path, an HDU index, a Zarr component."""
+
+    def __init__(self, path: str, member: Any, shape: Sequence[int], dtype: Any) -> None:
+        self.member = member  # before the stamp is taken: a member may have its own metadata file (Zarr)
+        super().__init__(path, shape, dtype)
+
+    def _ident(self) -> tuple[Any, ...]:
+        return (self.path, self.member)
 
 
 @dataclass

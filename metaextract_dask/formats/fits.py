@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array, truncation
+from metaextract_dask.formats.base import ArraySpec, FormatBackend, MemberProxy, Records, missing_array, truncation
 from metaextract_dask.formats.handles import FITS_LOCK, HandleCache
 from metaextract_dask.jsonutil import dumps, to_jsonable
 
@@ -237,19 +236,12 @@ def _image_names(hdul: Any) -> list[str]:
     return [f"HDU{i}" for i, h in enumerate(hdul) if _is_image_array(h)]
 
 
-class FITSImage(ArrayProxy):
-    """One image HDU (plain or tile-compressed), raw stored values."""
-
-    def __init__(self, path: str, index: int, shape: Sequence[int], dtype: Any) -> None:
-        super().__init__(path, shape, dtype)
-        self.index = index
-
-    def _ident(self) -> tuple[Any, ...]:
-        return (self.path, self.index)
+class FITSImage(MemberProxy):
+    """One image HDU (plain or tile-compressed; the member is its index), raw stored values."""
 
     def _read(self, key: tuple[slice, ...]) -> Any:
         with FITS_LOCK:
-            hdu = _FILES.get(self.path)[self.index]
+            hdu = _FILES.get(self.path)[self.member]
             # section reads only the requested region (for tile-compressed HDUs: only the tiles it covers).
             return np.array(hdu.section[key], copy=True)
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, as_text, \
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, MemberProxy, Records, as_text, \
     attr_json_limit, missing_array, unique_dims
 from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache, stamp
 from metaextract_dask.jsonutil import capped_attrs, dumps, to_jsonable
@@ -217,23 +217,19 @@ _MIN_MAPPED_PIECE = 1 << 18  # below this a piece costs more per call than the c
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # POSIX; elsewhere pages leave when the map is closed
 
 
-class HDF5Array(ArrayProxy):
+class HDF5Array(MemberProxy):
     """One HDF5 dataset (or the HDF5 dataset behind a netCDF-4 variable), read under :data:`HDF5_LOCK`."""
 
     reads_in_place: ClassVar[bool] = True  # read_region fills the caller's buffer (h5py read_direct)
     maps_regions: ClassVar[bool] = True
 
     def __init__(self, path: str, name: str, shape: Sequence[int], dtype: Any, *, strings: bool = False) -> None:
-        super().__init__(path, shape, dtype)
-        self.name = name
+        super().__init__(path, name, shape, dtype)
         self.strings = strings
-
-    def _ident(self) -> tuple[Any, ...]:
-        return (self.path, self.name)
 
     def _read(self, key: tuple[slice, ...]) -> Any:
         with HDF5_LOCK:
-            dset = H5_FILES.get(self.path)[self.name]
+            dset = H5_FILES.get(self.path)[self.member]
             if self.strings:
                 dset = dset.asstr()
             return dset[key] if key else dset[()]
@@ -243,7 +239,7 @@ class HDF5Array(ArrayProxy):
             return self[region]
         self.count_read()
         with HDF5_LOCK:
-            H5_FILES.get(self.path)[self.name].read_direct(out, region)  # HDF5 converts byte order if needed
+            H5_FILES.get(self.path)[self.member].read_direct(out, region)  # HDF5 converts byte order if needed
         return out
 
     def iter_region(self, region: tuple[slice, ...]) -> Iterator[np.ndarray] | None:
@@ -255,7 +251,7 @@ class HDF5Array(ArrayProxy):
         None otherwise, and the caller reads with :meth:`read_region`. Each piece's pages are dropped from
         this process's mapping once the caller asks for the next one, so resident memory stays one piece.
         """
-        return None if self.strings else mapped_region(self.path, self.name, region, self.dtype)
+        return None if self.strings else mapped_region(self.path, self.member, region, self.dtype)
 
 
 def mapped_region(path: str, name: str, region: tuple[slice, ...], dtype: np.dtype) -> Iterator[np.ndarray] | None:

@@ -7,12 +7,12 @@ so its plain stored bytes take the HDF5 backend's memory-map path when profiled.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, as_text, \
+from metaextract_dask.formats.base import ArraySpec, FormatBackend, MemberProxy, Records, as_text, \
     attr_json_limit, missing_array, truncation, unique_dims
 from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache
 from metaextract_dask.formats.hdf5 import has_hdf5_magic, mapped_region
@@ -134,21 +134,14 @@ def _open_nc(path: str) -> Any:
 NC_FILES = HandleCache(_open_nc, HDF5_LOCK)
 
 
-class NetCDFArray(ArrayProxy):
+class NetCDFArray(MemberProxy):
     """One netCDF variable, raw stored values (no auto mask/scale, no char-to-string)."""
 
     maps_regions: ClassVar[bool] = True  # netCDF-4: the HDF5 dataset of the same path
 
-    def __init__(self, path: str, name: str, shape: Sequence[int], dtype: Any) -> None:
-        super().__init__(path, shape, dtype)
-        self.name = name
-
-    def _ident(self) -> tuple[Any, ...]:
-        return (self.path, self.name)
-
     def _read(self, key: tuple[slice, ...]) -> Any:
         with HDF5_LOCK:
-            var = NC_FILES.get(self.path)[self.name]
+            var = NC_FILES.get(self.path)[self.member]
             var.set_auto_maskandscale(False)
             var.set_auto_chartostring(False)
             return var[key] if key else var[...]
@@ -156,7 +149,7 @@ class NetCDFArray(ArrayProxy):
     def iter_region(self, region: tuple[slice, ...]) -> Iterator[np.ndarray] | None:
         """As :meth:`HDF5Array.iter_region`: a netCDF-4 file is an HDF5 file and the variable the HDF5 dataset
         of the same path (opened with h5py, read-only, beside netCDF-C's handle). None for netCDF-3."""
-        return mapped_region(self.path, self.name, region, self.dtype)
+        return mapped_region(self.path, self.member, region, self.dtype)
 
 
 class NetCDFBackend(FormatBackend):

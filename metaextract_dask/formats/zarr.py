@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, attr_json_limit, \
+from metaextract_dask.formats.base import ArraySpec, FormatBackend, MemberProxy, Records, attr_json_limit, \
     missing_array, unique_dims
 from metaextract_dask.formats.handles import HandleCache, stamp
 from metaextract_dask.jsonutil import capped_attrs, dumps, to_jsonable
@@ -149,21 +149,14 @@ def _open(key: tuple[str, str]) -> Any:
 _ARRAYS = HandleCache(_open, threading.Lock(), maxsize=256, stamp_of=lambda key: stamp(_meta_file(key)))
 
 
-class ZarrArray(ArrayProxy):
-    """One array of a Zarr store (zarr-python reads and decodes its chunks)."""
-
-    def __init__(self, path: str, component: str, shape: Sequence[int], dtype: Any) -> None:
-        self.component = component
-        super().__init__(path, shape, dtype)
+class ZarrArray(MemberProxy):
+    """One array of a Zarr store (the member is its component path; zarr-python reads and decodes chunks)."""
 
     def _stamp_path(self) -> str:
-        return _meta_file((self.path, self.component))
-
-    def _ident(self) -> tuple[Any, ...]:
-        return (self.path, self.component)
+        return _meta_file((self.path, self.member))
 
     def _read(self, key: tuple[slice, ...]) -> Any:
-        return _ARRAYS.get((self.path, self.component))[key if key else ()]
+        return _ARRAYS.get((self.path, self.member))[key if key else ()]
 
 
 class ZarrBackend(FormatBackend):
