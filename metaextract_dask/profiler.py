@@ -381,8 +381,9 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                     "bins": int(bins), "device": dev}
         wanted = {(r["path"], r["name"]) for r in arrays}
         resumed = sink.stats_pending(settings)
-        if resumed is not None:
-            rows = [r for r in resumed.to_pylist() if (r["path"], r["name"]) in wanted]
+        if resumed is not None:  # errors (a lost worker, a transient read error) are tried again
+            rows = [r for r in resumed.to_pylist()
+                    if (r["path"], r["name"]) in wanted and r["status"] in ("ok", "skipped")]
             done = {(r["path"], r["name"]) for r in rows}
             arrays = [r for r in arrays if (r["path"], r["name"]) not in done]
         committer = _Committer(sink, settings, rows)
@@ -449,8 +450,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                            unit="array", desc="profile")
             second: list[Any] = []
             ac = as_completed(futures, loop=c.loop)
-            for future in ac:
-                committer.maybe_commit()
+            for future in _completed(ac, committer):
                 job = todo.pop(future.key)
                 if job["kind"] == "batch":
                     _batch_done(c, ac, todo, future, job, rows, bar)
@@ -484,6 +484,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 rows.append(_row(base, meta, partial, attrs, passes=1))
                 bar.update(1)
             for f2, base, meta, partial, attrs in second:
+                committer.maybe_commit()
                 try:
                     hist = f2.result()
                     partial.hist, partial.under, partial.over = hist.hist, hist.under, hist.over
@@ -501,6 +502,18 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         sink.replace_table("stats", table, {"strategy": strategy, "device": dev, "arrays": len(rows),
                                             "resumed": committer.resumed, "seconds": time.perf_counter() - t0})
     return table.to_pandas()
+
+
+def _completed(ac: Any, committer: _Committer) -> Any:
+    """The futures of `ac` as they finish; while none is ready, the rows so far are committed on time (so an
+    array that never finishes does not hold back the others' rows)."""
+    while not ac.is_empty():
+        if not ac.has_ready():
+            committer.maybe_commit()
+            time.sleep(0.01)
+            continue
+        yield from ac.next_batch(block=False)
+        committer.maybe_commit()
 
 
 class _Committer:

@@ -377,8 +377,10 @@ class ParquetSink:
         self.manifest["batches"] = batches
         self.manifest["pending"] = []
         self.manifest["complete"] = True
+        # The files changed: rows of an unfinished profile may describe what is no longer there.
+        stale = self.manifest.pop("stats_pending", {}).get("parts", [])
         self._commit()
-        for path in replaced:
+        for path in replaced + [os.path.join(self.output, "stats", part) for part in stale]:
             os.remove(path)
 
     def replace_table(self, name: str, table: pa.Table, info: dict[str, Any] | None = None) -> None:
@@ -399,6 +401,9 @@ class ParquetSink:
             self.drop_stats_pending()
             return None
         paths = [os.path.join(self.output, "stats", part) for part in pending["parts"]]
+        if not all(os.path.isfile(p) for p in paths):  # removed by hand, or by an older version: start afresh
+            self.drop_stats_pending()
+            return None
         tables = [pq.read_table(p, schema=SCHEMAS["stats"]) for p in paths]
         return pa.concat_tables(tables) if tables else SCHEMAS["stats"].empty_table()
 
@@ -411,7 +416,14 @@ class ParquetSink:
             self.manifest["next_id"] = new_id + 1
             pending = self.manifest.setdefault("stats_pending", {"settings": settings, "parts": []})
             pending["parts"].append(part)
-            self._commit()
+            try:
+                self._commit()
+            except BaseException:  # the manifest on disk does not list it: neither does ours
+                pending["parts"].pop()
+                if not pending["parts"]:
+                    self.manifest.pop("stats_pending")
+                self.manifest["next_id"] = new_id
+                raise
 
     def drop_stats_pending(self) -> None:
         """Forget an unfinished profile's stats (its parts are deleted after the commit)."""

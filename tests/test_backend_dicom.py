@@ -55,3 +55,24 @@ def test_units_follow_one_rule(tmp_path) -> None:
     ds.save_as(tmp_path / "raw_ct.dcm")
     assert get_backend("dicom").read(str(tmp_path / "raw_ct.dcm")).arrays[0]["units"] is None
     assert "units" not in open_array(tmp_path / "raw_ct.dcm", "PixelData").attrs
+
+
+def test_deflated_dataset_is_not_truncated(tmp_path) -> None:
+    """Deflated Explicit VR Little Endian compresses the whole dataset, pixels included: a file far smaller
+    than its pixel data is valid, not truncated."""
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Rows = ds.Columns = 512
+    ds.PixelData = np.zeros((512, 512), dtype=np.int16).tobytes()
+    path = tmp_path / "deflated.dcm"
+    ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 512 * 512 * 2 // 10
+    row = get_backend("dicom").read(str(path)).arrays[0]
+    assert row.get("error") is None and row["shape"] == [512, 512] and row["nbytes"] == 512 * 512 * 2

@@ -12,6 +12,7 @@ from typing import Any
 
 import dask.config
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from helpers import loads, none
@@ -228,3 +229,29 @@ def test_profile_commits_batch_by_batch_and_resumes_after_kill(tmp_path: Path, c
     assert len(a) == len(b) == 300
     assert a.drop(columns="hist_counts").reset_index(drop=True).equals(b.drop(columns="hist_counts").reset_index(drop=True))
     assert [list(x) for x in a["hist_counts"]] == [list(x) for x in b["hist_counts"]]
+
+
+def test_a_scan_that_changes_the_catalog_drops_an_unfinished_profile(tmp_path: Path, client: Any) -> None:
+    """Rows a killed profile committed describe the files as they were: a scan that re-reads files discards
+    them, so a later profile cannot publish stale statistics."""
+    import h5py
+
+    from metaextract_dask import scan
+    from metaextract_dask.sinks import ParquetSink, read_manifest
+    from metaextract_dask.schema import SCHEMAS
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with h5py.File(data / "a.h5", "w") as f:
+        f["v"] = np.arange(5)
+    scan([data], tmp_path / "cat", client=client)
+    settings = {"strategy": "full", "sample_fraction": None, "bins": 64, "device": "cpu"}
+    with ParquetSink(tmp_path / "cat") as sink:
+        sink.add_stats_pending(pa.Table.from_pylist([{"path": str(data / "a.h5"), "name": "/v", "status": "ok"}],
+                                                    schema=SCHEMAS["stats"]), settings)
+    part = read_manifest(str(tmp_path / "cat"))["stats_pending"]["parts"][0]
+    with h5py.File(data / "a.h5", "w") as f:
+        f["v"] = np.arange(50)
+    scan([data], tmp_path / "cat", client=client)
+    assert "stats_pending" not in read_manifest(str(tmp_path / "cat"))
+    assert not (tmp_path / "cat" / "stats" / part).exists()

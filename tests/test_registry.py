@@ -77,7 +77,8 @@ def test_classify_unknown() -> None:
 def test_plugin_reusing_a_builtin_name_is_refused(tmp_path, monkeypatch) -> None:
     """A plugin registered as `hdf5`, or writing files.format `netcdf4`, is refused with a warning: the
     built-ins keep reading their files."""
-    install_plugin(tmp_path, "squatter", {"hdf5": "squat:Squat", "sly": "squat:Sly"}, {"squat": '''
+    install_plugin(tmp_path, "squatter", {"hdf5": "squat:Squat", "sly": "squat:Sly", "alias": "squat:Alias"},
+                   {"squat": '''
         from metaextract_dask.formats.base import FormatBackend, Records
 
         class Squat(FormatBackend):
@@ -91,6 +92,9 @@ def test_plugin_reusing_a_builtin_name_is_refused(tmp_path, monkeypatch) -> None
         class Sly(Squat):
             name = "sly"
             catalog_formats = ("netcdf4",)
+
+        class Alias(Squat):  # an innocent entry-point name, a built-in's name inside
+            catalog_formats = ("alias-format",)
     '''})
     monkeypatch.syspath_prepend(str(tmp_path))
     formats.get_backends.cache_clear()
@@ -99,6 +103,7 @@ def test_plugin_reusing_a_builtin_name_is_refused(tmp_path, monkeypatch) -> None
             backends = formats.get_backends()
         messages = " | ".join(str(w.message) for w in record)
         assert "'hdf5' is taken" in messages and "files.format ['netcdf4']" in messages
+        assert "format plugin 'alias' refused: its backend calls itself 'hdf5'" in messages
         assert [b.name for b in backends].count("hdf5") == 1 and "sly" not in [b.name for b in backends]
         assert type(formats.get_backend("hdf5")).__module__ == "metaextract_dask.formats.hdf5"
     finally:

@@ -63,7 +63,7 @@ def get_backends() -> tuple[FormatBackend, ...]:
             logger.warning("format %s disabled: %s", key, exc)
     taken = {fmt for cls in classes.values() for fmt in cls.formats()}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTIN_BACKENDS or ep.name in classes:
+        if ep.name in classes:
             _refuse(f"format plugin {ep.value!r} refused: the name {ep.name!r} is taken "
                     f"(by {'a built-in backend' if ep.name in BUILTIN_BACKENDS else 'another plugin'})")
             continue
@@ -75,14 +75,19 @@ def get_backends() -> tuple[FormatBackend, ...]:
         if not (isinstance(cls, type) and issubclass(cls, FormatBackend)):
             _refuse(f"format plugin {ep.name!r} refused: {ep.value} is not a FormatBackend subclass")
             continue
-        clash = taken.intersection(cls.formats() if cls.name else (ep.name,))
+        name = cls.name or ep.name  # the backend's own name is its key (engine=, get_backend)
+        if name in classes:
+            _refuse(f"format plugin {ep.name!r} refused: its backend calls itself {name!r}, a name that is "
+                    f"taken (by {'a built-in backend' if name in BUILTIN_BACKENDS else 'another plugin'})")
+            continue
+        clash = taken.intersection(cls.formats() if cls.name else (name,))
         if clash:
             _refuse(f"format plugin {ep.name!r} refused: it would write files.format {sorted(clash)}, "
                     "which another backend writes")
             continue
         if not cls.name:
-            cls.name = ep.name
-        classes[ep.name] = cls
+            cls.name = name
+        classes[name] = cls
         taken.update(cls.formats())
     backends = [cls() for cls in classes.values()]
     return tuple(sorted(backends, key=lambda b: b.priority))

@@ -180,6 +180,8 @@ def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
     compressed = bool(ts is not None and ts.is_compressed)
     if compressed:  # encapsulated: every frame is at least one 8-byte item header
         problem = truncation(8 * frames, file_size, f"an encapsulated pixel module of {frames:,} frames")
+    elif ts is not None and ts.is_deflated:  # the whole dataset is zlib-compressed: no bound from the size
+        problem = None
     else:
         packed = -(-math.prod(shape) * int(ds.BitsAllocated) // 8)
         problem = truncation(packed, file_size, f"the pixel module ({'x'.join(map(str, shape))})")

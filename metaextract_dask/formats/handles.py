@@ -45,14 +45,18 @@ class HandleCache:
         Handles kept open.
     stamp_of : callable, optional
         The stamp of a key (default :func:`stamp` of the path); Zarr stores stamp their metadata file.
+    open_under_lock : bool, default True
+        Open while holding `lock` (libraries that are not thread-safe); False opens outside it, so threads
+        open different files at once (a race to open the same one keeps the first handle, closes the other).
     """
 
     def __init__(self, opener: Callable[[Any], Any], lock: Any, maxsize: int = 64,
-                 stamp_of: Callable[[Any], Any] | None = None) -> None:
+                 stamp_of: Callable[[Any], Any] | None = None, open_under_lock: bool = True) -> None:
         self._opener = opener
         self._lock = lock
         self._maxsize = maxsize
         self._stamp_of = stamp_of or stamp
+        self._open_under_lock = open_under_lock
         self._handles: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
         _CACHES.append(self)
 
@@ -65,17 +69,34 @@ class HandleCache:
         """The open handle for `key` (a path, or what the opener takes), opened now if needed."""
         current = self._stamp_of(key)
         with self._lock:
-            hit = self._handles.get(key)
+            hit = self._lookup(key, current)
             if hit is not None:
-                if hit[0] == current:
-                    self._handles.move_to_end(key)
-                    return hit[1]
-                self._close(self._handles.pop(key)[1])
-            handle = self._opener(key)
-            self._handles[key] = (current, handle)
-            while len(self._handles) > self._maxsize:
-                self._close(self._handles.popitem(last=False)[1][1])
-            return handle
+                return hit
+            if self._open_under_lock:
+                return self._insert(key, current, self._opener(key))
+        handle = self._opener(key)
+        with self._lock:
+            hit = self._lookup(key, current)
+            if hit is not None:  # another thread opened it meanwhile
+                self._close(handle)
+                return hit
+            return self._insert(key, current, handle)
+
+    def _lookup(self, key: Any, current: Any) -> Any:
+        hit = self._handles.get(key)
+        if hit is None:
+            return None
+        if hit[0] == current:
+            self._handles.move_to_end(key)
+            return hit[1]
+        self._close(self._handles.pop(key)[1])
+        return None
+
+    def _insert(self, key: Any, current: Any, handle: Any) -> Any:
+        self._handles[key] = (current, handle)
+        while len(self._handles) > self._maxsize:
+            self._close(self._handles.popitem(last=False)[1][1])
+        return handle
 
     def clear(self) -> None:
         """Close every cached handle."""

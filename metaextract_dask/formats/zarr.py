@@ -146,7 +146,8 @@ def _open(key: tuple[str, str]) -> Any:
 
 
 # Open zarr arrays of this process by (store, component), renewed when the array's metadata file changes.
-_ARRAYS = HandleCache(_open, threading.Lock(), maxsize=256, stamp_of=lambda key: stamp(_meta_file(key)))
+_ARRAYS = HandleCache(_open, threading.Lock(), maxsize=256, stamp_of=lambda key: stamp(_meta_file(key)),
+                      open_under_lock=False)
 
 
 class ZarrArray(MemberProxy):
