@@ -510,7 +510,9 @@ def _completed(ac: Any, committer: _Committer) -> Any:
     while not ac.is_empty():
         if not ac.has_ready():
             committer.maybe_commit()
-            time.sleep(0.01)
+            with ac.thread_condition:  # notified when a future finishes (as as_completed's own __next__ waits)
+                if not ac.has_ready():  # under the lock: a completion between the checks is not missed
+                    ac.thread_condition.wait(timeout=0.1)
             continue
         yield from ac.next_batch(block=False)
         committer.maybe_commit()
