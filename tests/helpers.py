@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["assert_same_catalog", "assert_subset", "auto_device", "by_relpath", "install_plugin", "loads", "none",
-           "normalized"]
+           "normalized", "stop_processes"]
 
 
 def none(value: Any) -> Any:
@@ -100,3 +100,17 @@ def auto_device() -> str:
     from metaextract_dask.profiler import gpu_available
 
     return "gpu" if gpu_available() else "cpu"
+
+
+def stop_processes(procs: list[Any]) -> None:
+    """Terminate `procs` (e.g. dask scheduler and workers started by a test), last started first; kill any
+    that has not ended after 30 s."""
+    import subprocess
+
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()

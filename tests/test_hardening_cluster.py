@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from helpers import stop_processes
+
 from metaextract_dask.cluster import connect
 
 EXE = [sys.executable, "-m", "metaextract_dask.cli"]
@@ -228,13 +230,7 @@ def test_scan_on_an_existing_tls_scheduler(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         assert "scanned 4 files" in proc.stdout and "on 1 worker threads" in proc.stdout
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 # -- item 12: arguments and settings validated; an unreachable scheduler; the __main__ guard ----------------------
