@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import xarray
 
 __all__ = ["ArrayProxy", "ArraySpec", "close_cached_files", "list_arrays", "open_array", "open_arrays",
-           "open_dicom_series"]
+           "open_datatree", "open_dicom_series"]
 
 PathLike = str | os.PathLike[str]
 
@@ -129,15 +129,15 @@ def _decode(name: str, var: xarray.Variable) -> xarray.Variable:
 
     if not _is_numeric(var.dtype):  # strings, compounds: nothing to decode
         return var
-    if not var.dtype.isnative:
-        var = var.copy(data=var.data.astype(var.dtype.newbyteorder("=")), deep=False)
     return xr.conventions.decode_cf_variable(
         name, var, concat_characters=False, mask_and_scale=True, decode_times=False,
         decode_endianness=False, stack_char_dim=False, decode_timedelta=False)
 
 
-def _to_dataarray(spec: ArraySpec, name: str, fmt: str, *, decode: bool, chunks: Any,
-                  memory_limit: int | None) -> xarray.DataArray:
+def _raw_variable(spec: ArraySpec, name: str, fmt: str, *, chunks: Any, memory_limit: int | None,
+                  native: bool = True) -> xarray.Variable:
+    """The stored values of one array as a dask-backed Variable (in native byte order unless `native` is
+    False), attrs undecoded."""
     import dask.array as da
     import xarray as xr
     from dask.base import tokenize
@@ -148,6 +148,10 @@ def _to_dataarray(spec: ArraySpec, name: str, fmt: str, *, decode: bool, chunks:
     label = "dicom-series" if "instance_number" in spec.coords else fmt
     data = da.from_array(proxy, chunks=dchunks, name=f"open-{label}-{token}", lock=False, asarray=True,
                          meta=np.ndarray, inline_array=False)
+    if native and _is_numeric(proxy.dtype) and not proxy.dtype.isnative:
+        # swapped here with dask: xarray's endianness coder would wrap the array in a lazily indexed adapter
+        # that is no longer a dask array (no chunks, the whole array read at once)
+        data = data.astype(proxy.dtype.newbyteorder("="))
     encoding: dict[str, Any] = {
         "source": proxy.path,
         "format": fmt,
@@ -157,7 +161,14 @@ def _to_dataarray(spec: ArraySpec, name: str, fmt: str, *, decode: bool, chunks:
         "original_shape": proxy.shape,
         "dtype": proxy.dtype,
     }
-    var = xr.Variable(spec.dims, data, attrs=dict(spec.attrs), encoding=encoding)
+    return xr.Variable(spec.dims, data, attrs=dict(spec.attrs), encoding=encoding)
+
+
+def _to_dataarray(spec: ArraySpec, name: str, fmt: str, *, decode: bool, chunks: Any,
+                  memory_limit: int | None) -> xarray.DataArray:
+    import xarray as xr
+
+    var = _raw_variable(spec, name, fmt, chunks=chunks, memory_limit=memory_limit, native=decode)
     if decode:
         var = _decode(name, var)
     out = xr.DataArray(var, coords=spec.coords or None, name=name)
@@ -168,9 +179,9 @@ def _to_dataarray(spec: ArraySpec, name: str, fmt: str, *, decode: bool, chunks:
 # --------------------------------------------------------------------------- #
 # public API
 # --------------------------------------------------------------------------- #
-def open_array(path: PathLike, name: str, *, engine: str | None = None, decode: bool = True, chunks: Any = None,
-               memory_limit: int | None = None) -> xarray.DataArray:
-    """Open one array of a file or Zarr store as a lazy, dask-backed DataArray.
+def open_array(path: PathLike, name: str, *, engine: str | None = None, decode: bool | Mapping[str, Any] = True,
+               chunks: Any = None, memory_limit: int | None = None, coords: bool = True) -> xarray.DataArray:
+    """Open one array of a file or Zarr store as a lazy, dask-backed DataArray, as xarray would give it.
 
     Parameters
     ----------
@@ -178,16 +189,18 @@ def open_array(path: PathLike, name: str, *, engine: str | None = None, decode: 
         A file (HDF5, netCDF3/4, FITS, DICOM) or a Zarr v2/v3 store directory. The format is detected by
         content (:func:`metaextract_dask.formats.sniff`).
     name : str
-        The array as the catalog's ``arrays.name`` spells it: ``"/grp/var"`` (root ``"/var"``; a Zarr store
-        that is an array: ``"/"``), ``"HDU<index>"`` for FITS image HDUs, ``"PixelData"`` for DICOM.
+        The array as the catalog's ``arrays.name`` spells it (``"/grp/var"``; a Zarr store that is an array:
+        ``"/"``; ``"HDU<index>"`` for FITS image HDUs; ``"PixelData"`` for DICOM) or as xarray does: a root
+        variable without the ``/`` (``"tas"``), a FITS HDU by its EXTNAME.
     engine : str, optional
         The format backend (``hdf5``, ``netcdf``, ``zarr``, ``fits``, ``dicom``, a plugin's name) or the
         catalog's ``files.format`` value (``netcdf4``, ...); default: detected from the content.
-    decode : bool, default True
-        Apply CF decoding lazily with xarray's coders: mask ``_FillValue``/``missing_value`` to NaN, unpack
-        ``scale_factor``/``add_offset`` (FITS BSCALE/BZERO/BLANK and DICOM RescaleSlope/RescaleIntercept are
-        mapped to these first). Times are left numeric. False: the raw stored values, with the decoding keys
-        in ``attrs``.
+    decode : bool or dict, default True
+        Decode lazily with xarray's own coders (:func:`xarray.conventions.decode_cf_variables`): mask
+        ``_FillValue``/``missing_value`` to NaN, unpack ``scale_factor``/``add_offset`` (FITS BSCALE/BZERO/BLANK
+        and DICOM RescaleSlope/RescaleIntercept are mapped to these first), CF times and character arrays. A
+        dict switches single decoders (``{"decode_times": False}``, keys as :func:`xarray.open_dataset`'s).
+        False: the raw stored values, with the decoding keys in ``attrs``.
     chunks : optional
         Dask chunks (anything :func:`dask.array.from_array` accepts, or a dict by dimension name or axis, the
         other axes adaptive). Default: :func:`~metaextract_dask.chunking.adaptive_chunks` from the on-disk
@@ -195,12 +208,16 @@ def open_array(path: PathLike, name: str, *, engine: str | None = None, decode: 
     memory_limit : int, optional
         Worker memory in bytes that caps the chunk size; default the smallest worker memory limit of the
         current ``distributed`` client (or of this worker), none without one.
+    coords : bool, default True
+        Attach coordinates: dimension coordinates (their 1-D values are read, as xarray does for an index) and
+        those a ``coordinates`` attribute names, FITS celestial WCS ``lon``/``lat`` (lazy), DICOM positions.
 
     Returns
     -------
     xarray.DataArray
-        Dask-backed; nothing is read until compute. ``attrs`` hold the array's attributes, ``encoding`` the
-        on-disk layout (``chunks``, ``preferred_chunks``, ``source``, ``format``, ``variable``, ``dtype``).
+        Dask-backed; nothing of the array itself is read until compute. ``attrs`` hold the array's attributes,
+        ``encoding`` the on-disk layout (``chunks``, ``preferred_chunks``, ``source``, ``format``,
+        ``variable`` (the catalog name), ``dtype``).
 
     Raises
     ------
@@ -209,8 +226,11 @@ def open_array(path: PathLike, name: str, *, engine: str | None = None, decode: 
     ValueError
         If `path` is of no known format, or of one without arrays.
     """
-    spec, fmt = _spec_of(path, name, engine)
-    return _to_dataarray(spec, name, fmt, decode=decode, chunks=chunks, memory_limit=memory_limit)
+    from metaextract_dask.datasets import open_variable
+
+    path = os.fspath(path)
+    return open_variable(_backend_of(path, engine), path, name, decode=decode, chunks=chunks,
+                         memory_limit=memory_limit, coords=coords)
 
 
 def _spec_of(path: PathLike, name: str, engine: str | None = None) -> tuple[ArraySpec, str]:
@@ -234,45 +254,53 @@ def list_arrays(path: PathLike, *, engine: str | None = None) -> list[str]:
     return _backend_of(path, engine).list_arrays(path)
 
 
-def open_arrays(path: PathLike, *, engine: str | None = None, decode: bool = True,
-                memory_limit: int | None = None) -> xarray.Dataset:
-    """Open every array of one file or Zarr store as a lazy Dataset.
+def open_arrays(path: PathLike, *, engine: str | None = None, group: str | None = None,
+                decode: bool | Mapping[str, Any] = True, chunks: Any = None, memory_limit: int | None = None,
+                drop_variables: str | Iterable[str] | None = None) -> xarray.Dataset:
+    """Open one file or Zarr store as a lazy Dataset: what :func:`xarray.open_dataset` gives.
 
-    Variables are named as the catalog names them (``"/grp/var"``, ``"HDU0"``, ``"PixelData"``); FITS table
-    HDUs are left out. Dimensions of the same name but different lengths in different arrays (phony
-    ``dim_0``, FITS ``y``/``x`` of two images, same-named dimensions of two netCDF groups) are told apart as
-    ``<dim>_1``, ``<dim>_2``, ... in the order the arrays are listed. ``attrs`` are the file-level attributes.
+    netCDF/HDF5/Zarr: the variables of the root group (or of `group`) by their names in the group (``"tas"``),
+    dimension coordinates as indexes, ``coordinates`` attributes honoured, CF decoding by xarray's coders;
+    ``attrs`` are the group's attributes. For every group of a hierarchical file at once use
+    :func:`open_datatree`. FITS (image HDUs ``HDU<index>``, with WCS ``lon``/``lat``), DICOM (``PixelData``)
+    and plugin formats: all arrays in one Dataset; dimensions of one name but other lengths in different
+    arrays (FITS ``y``/``x`` of two images) are told apart as ``<dim>_1``, ``<dim>_2``, ... in list order.
 
     Parameters
     ----------
     path : str or path-like
         File or Zarr store.
-    engine, decode, memory_limit : optional
+    group : str, optional
+        The group to open (``"/forecast"`` or ``"forecast"``); default the root.
+    drop_variables : str or iterable of str, optional
+        Variables to leave out (names in the group).
+    engine, decode, chunks, memory_limit : optional
         As for :func:`open_array`.
     """
-    import xarray as xr
+    from metaextract_dask.datasets import open_group
 
     path = os.fspath(path)
-    backend = _backend_of(path, engine)
-    sizes: dict[str, int] = {}
-    variables: dict[Hashable, Any] = {}
-    for name in backend.list_arrays(path):
-        arr = open_array(path, name, engine=backend.name, decode=decode, memory_limit=memory_limit)
-        renames: dict[Hashable, str] = {}
-        for dim, n in zip(arr.dims, arr.shape):
-            new, k = str(dim), 0
-            while new in sizes and sizes[new] != n:
-                k += 1
-                new = f"{dim}_{k}"
-            sizes[new] = n
-            if new != dim:
-                renames[dim] = new
-        variables[name] = arr.rename(renames) if renames else arr
-    try:
-        attrs = backend.file_attrs(path)
-    except Exception:  # file-level attributes are a convenience; the arrays are the point
-        attrs = {}
-    return xr.Dataset(variables, attrs=attrs)
+    return open_group(_backend_of(path, engine), path, group or "/", decode=decode, chunks=chunks,
+                      memory_limit=memory_limit, drop_variables=drop_variables)
+
+
+def open_datatree(path: PathLike, *, engine: str | None = None, decode: bool | Mapping[str, Any] = True,
+                  chunks: Any = None, memory_limit: int | None = None,
+                  drop_variables: str | Iterable[str] | None = None) -> xarray.DataTree:
+    """Open every group of a hierarchical file (netCDF-4, HDF5, Zarr) as a lazy :class:`xarray.DataTree`, each
+    node as :func:`open_arrays` opens that group (what :func:`xarray.open_datatree` gives). A flat format is a
+    tree of one node.
+
+    Parameters
+    ----------
+    path, engine, decode, chunks, memory_limit, drop_variables : optional
+        As for :func:`open_arrays`.
+    """
+    from metaextract_dask.datasets import open_tree
+
+    path = os.fspath(path)
+    return open_tree(_backend_of(path, engine), path, decode=decode, chunks=chunks, memory_limit=memory_limit,
+                     drop_variables=drop_variables)
 
 
 def open_dicom_series(paths: PathLike | Iterable[PathLike], *, decode: bool = True, chunks: Any = None,

@@ -162,6 +162,16 @@ class FormatBackend:
         """File-level attributes (a Dataset's ``attrs``); by default those of :meth:`read`."""
         return dict(self.read(path).attrs)
 
+    def group_attrs(self, path: str, group: str) -> dict[str, Any]:
+        """Attributes of one group (``"/"``: the file's); by default from :meth:`read`'s ``groups``."""
+        if group == "/":
+            return self.file_attrs(path)
+        return dict(self.read(path).groups.get(group, {}).get("attrs", {}))
+
+    def list_groups(self, path: str) -> list[str]:
+        """Every group of a hierarchical file (``"/"`` first), empty ones included; by default from :meth:`read`."""
+        return ["/", *(g for g in self.read(path).groups if g != "/")]
+
 
 #: The name the contract had before backends held arrays too; plugins written against it keep working.
 FormatReader = FormatBackend
@@ -341,7 +351,10 @@ class ArraySpec:
     disk_chunks : tuple of int, optional
         On-disk chunk shape (numpy order), equal to the catalog's ``arrays.chunks``; None if contiguous.
     coords : dict
-        Coordinates to attach (``{name: (dims, values)}``).
+        Coordinates to attach (``{name: (dims, values[, attrs])}``).
+    extra : dict
+        What the xarray layer may use beyond attributes (FITS: ``wcs_header``, the header text of a celestial
+        WCS, and ``wcs_ctype``, its two axis names).
     """
 
     proxy: ArrayProxy
@@ -349,6 +362,7 @@ class ArraySpec:
     attrs: dict[str, Any]
     disk_chunks: tuple[int, ...] | None
     coords: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- #

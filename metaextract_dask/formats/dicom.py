@@ -366,11 +366,22 @@ def _position(ds: Any) -> float:
     return float(np.dot(normal, np.asarray(ipp, dtype=float)))
 
 
+def _pixel_spacing(ds: Any) -> tuple[float, float] | None:
+    """PixelSpacing (mm between rows, mm between columns), or None when absent or malformed."""
+    value = ds.get("PixelSpacing")
+    try:
+        row, col = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (row, col) if row > 0 and col > 0 else None
+
+
 def series_spec(files: Sequence[str]) -> ArraySpec:
     """The (slice, row, column) volume of single-frame files of one series, sorted along the slice normal
     (ties, and every file when some position is unknown, by InstanceNumber). Reads headers only.
 
-    Coordinates: ``z``, ``instance_number`` and ``path`` along ``slice``; where slope or intercept vary
+    Coordinates: ``z`` (mm along the slice normal), ``instance_number`` and ``path`` along ``slice``; ``y``
+    and ``x`` (mm, from PixelSpacing) along ``row`` and ``column``; where slope or intercept vary
     between slices they are ``scale_factor`` / ``add_offset`` coordinates (not attributes).
 
     Raises
@@ -417,10 +428,15 @@ def series_spec(files: Sequence[str]) -> ArraySpec:
     slopes = np.array([rescale(ds, "RescaleSlope", 1.0) for ds in headers])
     intercepts = np.array([rescale(ds, "RescaleIntercept", 0.0) for ds in headers])
     coords: dict[str, Any] = {
-        "z": ("slice", z[order]),
+        "z": ("slice", z[order], {"units": "mm", "long_name": "position along the slice normal (patient space)"}),
         "instance_number": ("slice", inst[order]),
         "path": ("slice", np.array(files, dtype=object)),
     }
+    spacing = _pixel_spacing(headers[0])
+    if spacing is not None:  # PixelSpacing is (row spacing, column spacing): between rows, between columns
+        rows, cols = shape2d[0], shape2d[1]
+        coords["y"] = ("row", np.arange(rows) * spacing[0], {"units": "mm", "long_name": "row offset"})
+        coords["x"] = ("column", np.arange(cols) * spacing[1], {"units": "mm", "long_name": "column offset"})
     if np.ptp(slopes) or np.ptp(intercepts):
         attrs.pop("scale_factor", None)
         attrs.pop("add_offset", None)

@@ -140,6 +140,26 @@ def _has_wcs_keywords(header: Any) -> bool:
     return any(k.startswith(("CTYPE", "CRVAL", "CD1_", "PC1_")) for k in header.keys())
 
 
+def _celestial(header: Any) -> dict[str, Any]:
+    """``wcs_header``/``wcs_ctype`` of an image whose celestial WCS lies on its first two FITS axes (numpy's
+    last two), for lazily computed lon/lat coordinates; {} otherwise."""
+    if not _has_wcs_keywords(header):
+        return {}
+    try:
+        from astropy.wcs import WCS
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = WCS(header)
+        if not wcs.has_celestial or (wcs.wcs.lng, wcs.wcs.lat) != (0, 1):
+            return {}
+        celestial = wcs.celestial
+        ctype = tuple(str(t).split("-")[0] or str(t) for t in celestial.wcs.ctype)
+        return {"wcs_header": celestial.to_header().tostring(), "wcs_ctype": ctype}
+    except Exception:  # a broken WCS costs the coordinates, never the image (hdus.wcs_error says why)
+        return {}
+
+
 def _hdu_row(index: int, hdu: Any, file_size: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
     from astropy.io import fits
 
@@ -281,10 +301,14 @@ class FITSBackend(FormatBackend):
         with _open_fits(path) as hdul:
             return _image_names(hdul)
 
-    def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
+    def open_array(self, path: str, name: str) -> ArraySpec:
+        """An image HDU by its catalog name ``HDU<index>`` or by its EXTNAME (case-insensitive; the first HDU
+        of that name)."""
         index = int(name[3:]) if name.startswith("HDU") and name[3:].isdigit() else -1
         with FITS_LOCK:
             hdul = _FILES.get(path)
+            if index < 0:
+                index = next((i for i, h in enumerate(hdul) if (_hdu_name(h) or "").upper() == name.upper()), -1)
             try:
                 hdu = hdul[index] if index >= 0 else None
             except IndexError:
@@ -306,8 +330,9 @@ class FITSBackend(FormatBackend):
             if "BLANK" in header and dtype.kind in "iu":
                 attrs["_FillValue"] = np.array(int(header["BLANK"]), dtype=dtype)[()]
             chunks = _tiles(hdu)
+            extra = _celestial(header)
         dims = [_AXES.get(k, f"axis{k}") for k in range(len(naxis), 0, -1)]
-        return ArraySpec(FITSImage(path, index, naxis[::-1], dtype), dims, attrs, chunks)
+        return ArraySpec(FITSImage(path, index, naxis[::-1], dtype), dims, attrs, chunks, extra=extra)
 
     def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
         with FITS_LOCK:

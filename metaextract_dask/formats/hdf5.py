@@ -419,3 +419,14 @@ class HDF5Backend(FormatBackend):
     def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
         with HDF5_LOCK:
             return _json_attrs(H5_FILES.get(path), attr_json_limit())
+
+    def group_attrs(self, path: str, group: str) -> dict[str, Any]:  # noqa: D102
+        with HDF5_LOCK:
+            node = H5_FILES.get(path)[group or "/"]
+            return {k: as_text(v) for k, v in _raw_attrs(node).items() if not isinstance(v, Exception)}
+
+    def list_groups(self, path: str) -> list[str]:  # noqa: D102
+        import h5py
+
+        with HDF5_LOCK:
+            return ["/", *(name for name, obj in _walk(H5_FILES.get(path)) if isinstance(obj, h5py.Group))]

@@ -221,3 +221,13 @@ class NetCDFBackend(FormatBackend):
     def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
         with HDF5_LOCK:
             return _json_attrs(NC_FILES.get(path), attr_json_limit())
+
+    def group_attrs(self, path: str, group: str) -> dict[str, Any]:  # noqa: D102
+        with HDF5_LOCK:
+            ds = NC_FILES.get(path)
+            node = ds if group in ("", "/") else ds[group]
+            return {k: as_text(v) for k, v in _raw_attrs(node).items() if not isinstance(v, Exception)}
+
+    def list_groups(self, path: str) -> list[str]:  # noqa: D102
+        with HDF5_LOCK:
+            return [g.path for g in _groups(NC_FILES.get(path))]

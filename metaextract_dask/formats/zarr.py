@@ -223,12 +223,25 @@ class ZarrBackend(FormatBackend):
         dims = _dims(arr, attrs) or []
         attrs.pop("_ARRAY_DIMENSIONS", None)
         dtype = np.dtype(arr.dtype)
+        extra: dict[str, Any] = {}
         if "_FillValue" not in attrs and arr.fill_value is not None and dtype.kind in "biufc":
             attrs["_FillValue"] = np.array(arr.fill_value, dtype=dtype)[()]
+            # xarray masks a Zarr v3 fill value only when asked (use_zarr_fill_value_as_mask): say where it
+            # came from, so the xarray layer can do the same
+            extra["fill_value_from_metadata"] = int(arr.metadata.zarr_format)
         proxy = ZarrArray(path, component, arr.shape, dtype)
-        return ArraySpec(proxy, unique_dims(dims, len(arr.shape)), attrs, _disk_chunks(arr))
+        return ArraySpec(proxy, unique_dims(dims, len(arr.shape)), attrs, _disk_chunks(arr), extra=extra)
 
     def file_attrs(self, path: str) -> dict[str, Any]:  # noqa: D102
         import zarr
 
         return capped_attrs(zarr.open(store=path, mode="r").attrs.items(), attr_json_limit())
+
+    def group_attrs(self, path: str, group: str) -> dict[str, Any]:  # noqa: D102
+        import zarr
+
+        node = zarr.open(store=path, path=group.strip("/"), mode="r")
+        return {k: v for k, v in node.attrs.items() if k != "_ARRAY_DIMENSIONS"}
+
+    def list_groups(self, path: str) -> list[str]:  # noqa: D102
+        return ["/", *("/" + c for c, kind in _nodes(path) if c and kind == "group")]
