@@ -73,12 +73,13 @@ def _children(names: Iterable[str], group: str) -> list[str]:
     return [n for n in names if n != "/" and group_of(n) == group]
 
 
-def _raw(spec: ArraySpec, name: str, fmt: str, chunks: Any, memory_limit: int | None) -> xarray.Variable:
+def _raw(spec: ArraySpec, name: str, fmt: str, chunks: Any, memory_limit: int | None, *, decoding: bool = True
+         ) -> xarray.Variable:
     from metaextract_dask.arrays import _raw_variable
 
     var = _raw_variable(spec, name, fmt, chunks=chunks, memory_limit=memory_limit)
-    if spec.extra.get("fill_value_from_metadata") == 3:  # as xarray's zarr backend: v3 fill values mark nothing
-        var.attrs.pop("_FillValue", None)
+    if decoding and spec.extra.get("fill_value_from_metadata") == 3:
+        var.attrs.pop("_FillValue", None)  # as xarray's zarr backend: a v3 fill value masks nothing
     return var
 
 
@@ -132,7 +133,8 @@ def open_variable(backend: FormatBackend, path: str, name: str, *, decode: bool 
     name = resolve_name(backend, path, name)
     spec = backend.open_array(path, name)
     fmt = backend.name
-    main = _raw(spec, name, fmt, chunks, memory_limit)
+    dec = decoders(decode)
+    main = _raw(spec, name, fmt, chunks, memory_limit, decoding=dec is not None)
     short = _short(name, group_of(name)) if backend.name in HIERARCHICAL else name
     variables: dict[str, xr.Variable] = {}
     if coords and backend.name in HIERARCHICAL:
@@ -149,15 +151,19 @@ def open_variable(backend: FormatBackend, path: str, name: str, *, decode: bool 
                     cspec = None
                 if cspec is not None and (cname not in spec.dims or (cspec.dims == [cname])):
                     if set(cspec.dims) <= set(spec.dims):
-                        variables[cname] = _raw(cspec, candidate, fmt, None, memory_limit)
+                        variables[cname] = _raw(cspec, candidate, fmt, None, memory_limit,
+                                                decoding=dec is not None)
                     break
                 if group == "/":
                     break
                 group = group_of(group)
     variables[short] = main
-    dec = decoders(decode)
     decoded, _, coord_names = _decode_all(variables, {}, dec)
     coord_names = set(coord_names) | (set(variables) - {short})
+    if short in spec.dims:  # a dimension coordinate asked for itself: the lazy array, not an index over it
+        out = xr.DataArray(decoded[short], name=short)
+        out.encoding = dict(decoded[short].encoding)
+        return out
     ds = _build(decoded, {}, coord_names, _spec_coords(spec) if coords else {})
     if coords and fmt == "fits":
         ds = ds.assign_coords(wcs_coords(spec, ds[short].data.chunks))
@@ -187,7 +193,7 @@ def open_group(backend: FormatBackend, path: str, group: str = "/", *, decode: b
     for name in members:
         spec = backend.open_array(path, name)
         short = _short(name, group) or "data"
-        variables[short] = _raw(spec, name, backend.name, chunks, memory_limit)
+        variables[short] = _raw(spec, name, backend.name, chunks, memory_limit, decoding=dec is not None)
     sizes: dict[str, int] = {}
     for short, var in variables.items():
         dims = _distinct_dims(var.dims, var.shape, sizes)
