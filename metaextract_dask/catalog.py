@@ -143,6 +143,39 @@ class Catalog:
 
         return open_arrays(decode_path(path), **kwargs)
 
+    # xarray side (metaextract_dask.combine, .drift, .esm): combined datasets built from the catalog's rows
+    def search(self, **query: Any) -> Any:
+        """A sub-catalog of the matching files and arrays (``format``, ``name``, ``attrs``, ``path``, ``files``
+        columns); see :func:`metaextract_dask.combine.search`."""
+        from metaextract_dask.combine import search
+
+        return search(self, **query)
+
+    def open_mfdataset(self, variables: Any = None, **kwargs: Any) -> Any:
+        """``(dataset, skipped)``: the files combined along ``concat_dim``, those that do not fit left out with
+        the reason; see :func:`metaextract_dask.combine.open_mfdataset`."""
+        from metaextract_dask.combine import open_mfdataset
+
+        return open_mfdataset(self, variables, **kwargs)
+
+    def to_dataset_dict(self, groupby: Any = ("format",), **kwargs: Any) -> Any:
+        """``({key: dataset}, skipped)`` per group of files; see :func:`metaextract_dask.combine.to_dataset_dict`."""
+        from metaextract_dask.combine import to_dataset_dict
+
+        return to_dataset_dict(self, groupby, **kwargs)
+
+    def drift(self, group_by: Any = ("format",), **kwargs: Any) -> Any:
+        """Where files that should share structure differ; see :func:`metaextract_dask.drift.drift`."""
+        from metaextract_dask.drift import drift
+
+        return drift(self, group_by, **kwargs)
+
+    def to_intake_esm(self, path: str | os.PathLike[str], **kwargs: Any) -> str:
+        """Write an intake-esm collection (JSON + CSV); see :func:`metaextract_dask.esm.to_intake_esm`."""
+        from metaextract_dask.esm import to_intake_esm
+
+        return to_intake_esm(self, path, **kwargs)
+
     def summary(self) -> dict[str, Any]:
         """Counts computed from the tables: files by format and status, bytes, arrays, errors by type."""
         files = self.to_pandas("files")

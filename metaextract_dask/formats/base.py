@@ -162,6 +162,12 @@ class FormatBackend:
         """File-level attributes (a Dataset's ``attrs``); by default those of :meth:`read`."""
         return dict(self.read(path).attrs)
 
+    def proxy_from_row(self, path: str, row: Mapping[str, Any], format_version: str | None = None
+                       ) -> ArrayProxy | None:
+        """The recipe of one array built from its catalog ``arrays`` row alone, opening nothing; None where the
+        row does not say enough (then :meth:`open_array` is asked). `format_version` is ``files.format_version``."""
+        return None
+
     def group_attrs(self, path: str, group: str) -> dict[str, Any]:
         """Attributes of one group (``"/"``: the file's); by default from :meth:`read`'s ``groups``."""
         if group == "/":

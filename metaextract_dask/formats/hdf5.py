@@ -420,6 +420,13 @@ class HDF5Backend(FormatBackend):
         with HDF5_LOCK:
             return _json_attrs(H5_FILES.get(path), attr_json_limit())
 
+    def proxy_from_row(self, path: str, row: Any, format_version: str | None = None) -> HDF5Array | None:  # noqa: D102
+        dtype = row.get("dtype")
+        if not dtype or dtype.startswith(("vlen", "[")) or row.get("shape") is None:
+            return None
+        dt = np.dtype(dtype)
+        return HDF5Array(path, row["name"], row["shape"], dt) if dt.kind in "biufcmM" else None
+
     def group_attrs(self, path: str, group: str) -> dict[str, Any]:  # noqa: D102
         with HDF5_LOCK:
             node = H5_FILES.get(path)[group or "/"]

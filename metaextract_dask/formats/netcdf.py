@@ -222,6 +222,13 @@ class NetCDFBackend(FormatBackend):
         with HDF5_LOCK:
             return _json_attrs(NC_FILES.get(path), attr_json_limit())
 
+    def proxy_from_row(self, path: str, row: Any, format_version: str | None = None) -> NetCDFArray | None:  # noqa: D102
+        dtype = row.get("dtype")
+        if not dtype or dtype.startswith(("vlen", "[")) or row.get("shape") is None:
+            return None
+        # netCDF4-python reads in native byte order
+        return NetCDFArray(path, row["name"], row["shape"], np.dtype(dtype).newbyteorder("="))
+
     def group_attrs(self, path: str, group: str) -> dict[str, Any]:  # noqa: D102
         with HDF5_LOCK:
             ds = NC_FILES.get(path)

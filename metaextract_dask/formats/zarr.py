@@ -237,6 +237,16 @@ class ZarrBackend(FormatBackend):
 
         return capped_attrs(zarr.open(store=path, mode="r").attrs.items(), attr_json_limit())
 
+    def proxy_from_row(self, path: str, row: Any, format_version: str | None = None) -> ZarrArray | None:  # noqa: D102
+        dtype = row.get("dtype")
+        if not dtype or row.get("shape") is None:
+            return None
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:  # a Zarr v3 data type numpy does not spell
+            return None
+        return ZarrArray(path, row["name"].strip("/"), row["shape"], dt) if dt.kind in "biufcmM" else None
+
     def group_attrs(self, path: str, group: str) -> dict[str, Any]:  # noqa: D102
         import zarr
 

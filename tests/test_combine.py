@@ -1,0 +1,158 @@
+"""Catalog -> combined datasets (metaextract_dask.combine): search, fault-tolerant open_mfdataset, to_dataset_dict,
+on real netCDF files written with netCDF4, some of them bad, scanned on the test cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+from metaextract_dask import scan
+from metaextract_dask.arrays import ArrayProxy
+from metaextract_dask.combine import SubCatalog
+
+N_GOOD = 6
+
+
+def write_member(path: Path, i: int, *, dtype: str = "f4", nlat: int = 4, units: str = "K", chunks: Any = (1, 4, 5),
+                 experiment: str = "hist", model: str = "A", lat_shift: float = 0.0, ref: str = "2000-01-01",
+                 offset_days: float = 0.0, with_pr: bool = True) -> np.ndarray:
+    """One CF file of 3 daily steps (time = 3 i .. 3 i + 2 days since 2000-01-01) of tas(time, lat, lon)."""
+    values = (np.arange(3 * nlat * 5).reshape(3, nlat, 5) + 1000 * i).astype(dtype)
+    values[1, 0, 0] = -999  # one fill cell per file
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.setncatts({"experiment_id": experiment, "source_id": model, "Conventions": "CF-1.8"})
+        nc.createDimension("time", None)
+        nc.createDimension("lat", nlat)
+        nc.createDimension("lon", 5)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units = f"days since {ref}"
+        t.calendar = "standard"
+        t[:] = np.arange(3) + 3 * i + offset_days
+        lat = nc.createVariable("lat", "f4", ("lat",))
+        lat.units = "degrees_north"
+        lat[:] = np.linspace(-45, 45, nlat) + lat_shift
+        lon = nc.createVariable("lon", "f4", ("lon",))
+        lon.units = "degrees_east"
+        lon[:] = np.linspace(0, 288, 5)
+        kw: dict[str, Any] = {"chunksizes": chunks if chunks[1:] != (4, 5) else (chunks[0], nlat, 5)}
+        v = nc.createVariable("tas", dtype, ("time", "lat", "lon"), fill_value=np.array(-999, dtype)[()], **kw)
+        v.units = units
+        v.long_name = "air temperature"
+        v.set_auto_maskandscale(False)
+        v[:] = values
+        if with_pr:
+            pr = nc.createVariable("pr", "i2", ("time", "lat", "lon"))
+            pr.scale_factor = 0.5
+            pr.units = "mm"
+            pr[:] = np.full((3, nlat, 5), 2 * i, dtype="i2")
+    return values
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory: pytest.TempPathFactory, client: Any) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("ensemble")
+    good = {}
+    for i in range(N_GOOD):  # written out of order: the combine sorts by time
+        p = root / "hist" / f"tas_{(i * 7) % N_GOOD:02d}.nc"
+        p.parent.mkdir(exist_ok=True)
+        good[p] = write_member(p, (i * 7) % N_GOOD)
+    bad = root / "hist"
+    write_member(bad / "x_dtype.nc", 10, dtype="f8")
+    write_member(bad / "x_shape.nc", 11, nlat=6)
+    write_member(bad / "x_units.nc", 12, units="degC")
+    write_member(bad / "x_chunks.nc", 13, chunks=(1, 2, 5))
+    write_member(bad / "x_lat.nc", 14, lat_shift=1.0)
+    write_member(bad / "x_nopr.nc", 15, with_pr=False)
+    blob = (root / "hist" / "tas_00.nc").read_bytes()
+    (bad / "x_corrupt.nc").write_bytes(blob[: len(blob) // 3])  # a truncated netCDF-4 file
+    # a second experiment: another group for to_dataset_dict (its times in another reference: decoded per file)
+    scen = {}
+    for i in range(3):
+        p = root / "ssp" / f"tas_{i}.nc"
+        p.parent.mkdir(exist_ok=True)
+        scen[p] = write_member(p, i, experiment="ssp585", ref="2001-01-01")
+    cat = scan([root], root.parent / (root.name + "_cat"), client=client)
+    return {"root": root, "cat": cat, "good": good, "scen": scen}
+
+
+def _expected(files: dict[Path, np.ndarray]) -> np.ndarray:
+    ordered = [v for _, v in sorted(files.items(), key=lambda kv: int(kv[1][0, 0, 1]))]
+    out = np.concatenate(ordered).astype(np.float64)
+    out[out % 1000 == 0] = out[out % 1000 == 0]  # (no-op: keeps dtype handling explicit)
+    return np.where(np.concatenate(ordered) == -999, np.nan, out)
+
+
+def test_search_returns_a_sub_catalog(ensemble: dict[str, Any]) -> None:
+    cat = ensemble["cat"]
+    hist = cat.search(format="netcdf", attrs={"experiment_id": "hist"})
+    assert isinstance(hist, SubCatalog)
+    paths = set(hist.to_pandas("files")["path"])
+    assert paths == {str(p) for p in ensemble["good"]} | {
+        str(ensemble["root"] / "hist" / f"x_{k}.nc") for k in ("dtype", "shape", "units", "chunks", "lat", "nopr")}
+    assert len(cat.search(path="x_*.nc").to_pandas("files")) == 7  # the corrupt one too (an error row)
+    tas = cat.search(name="tas", path="*/ssp/*")
+    assert set(tas.to_pandas("arrays")["name"]) == {"/tas"} and len(tas.to_pandas("files")) == 3
+    assert len(cat.search(attrs={"units": "degC"}).to_pandas("files")) == 1  # through an array's attrs
+    assert len(cat.search(attrs={"experiment_id": ["ssp*", "nope"]}).to_pandas("files")) == 3
+    assert len(cat.search(status="error").to_pandas("files")) == 1
+    assert hist.files.compute().shape[0] == len(paths)  # the Catalog interface (dask tables) works
+    assert len(hist.search(name="pr").to_pandas("files")) == len(paths) - 1  # searching a search
+
+
+def test_open_mfdataset_skips_what_does_not_fit(ensemble: dict[str, Any]) -> None:
+    cat = ensemble["cat"].search(path="*/hist/*")
+    before = ArrayProxy.reads
+    ds, skipped = cat.open_mfdataset(concat_dim="time")
+    reads = ArrayProxy.reads - before
+    reasons = dict(zip(skipped["path"].map(os.path.basename), skipped["reason"]))
+    assert set(reasons) == {"x_dtype.nc", "x_shape.nc", "x_units.nc", "x_chunks.nc", "x_lat.nc", "x_nopr.nc",
+                            "x_corrupt.nc"}
+    assert "tas: dtype '<f8', the others' '<f4'" in reasons["x_dtype.nc"]
+    assert "tas: shape beyond 'time' (6, 5), the others' (4, 5)" in reasons["x_shape.nc"]
+    assert "tas: units 'degC', the others' 'K'" in reasons["x_units.nc"]
+    assert reasons["x_chunks.nc"] == "tas: chunks beyond 'time' (2, 5), the others' (4, 5)"
+    assert reasons["x_lat.nc"] == "lat: coordinate values differ from the other files'"
+    assert reasons["x_nopr.nc"] == "missing variable 'pr'"
+    assert reasons["x_corrupt.nc"].startswith("error row: ")
+    # the rest combine, in time order, with xarray's decoding (fill -> NaN, packed pr unpacked, times)
+    assert ds.tas.shape == (3 * N_GOOD, 4, 5) and isinstance(ds.tas.data, da.Array)
+    np.testing.assert_array_equal(ds.tas.values, _expected(ensemble["good"]))
+    np.testing.assert_array_equal(ds.pr.values[::3, 0, 0], np.arange(N_GOOD) * 2.0)  # netCDF4 packed on write
+    assert ds.time.dtype.kind == "M" and str(ds.time.values[0])[:10] == "2000-01-01"
+    assert list(ds.indexes) == ["time", "lat", "lon"] and ds.tas.attrs["units"] == "K"
+    assert ds.attrs["experiment_id"] == "hist"
+    # only 1-D coordinates were read: time, lat, lon of the files whose rows fit (the good ones and x_lat,
+    # whose rows cannot tell), never tas or pr, nor anything of a file its rows already rule out
+    assert reads == 3 * (N_GOOD + 1)
+    # what xarray makes of the good files alone
+    theirs = xr.open_mfdataset(sorted(ensemble["good"]), combine="by_coords")
+    xr.testing.assert_identical(ds, theirs)
+
+
+def test_open_mfdataset_errors_raise_and_variables(ensemble: dict[str, Any]) -> None:
+    cat = ensemble["cat"].search(path="*/hist/*")
+    with pytest.raises(ValueError, match="x_dtype.nc: tas: dtype"):
+        cat.open_mfdataset(concat_dim="time", errors="raise")
+    ds, skipped = cat.open_mfdataset("tas", concat_dim="time")
+    assert set(ds.data_vars) == {"tas"}
+    assert "x_nopr.nc" not in set(skipped["path"].map(os.path.basename))  # pr is not asked for
+    assert len(ds.time) == 3 * (N_GOOD + 1)  # ... so that file fits
+    empty, skipped = ensemble["cat"].search(path="*/x_corrupt.nc").open_mfdataset()
+    assert empty is None and len(skipped) == 1
+
+
+def test_to_dataset_dict_by_attribute(ensemble: dict[str, Any]) -> None:
+    dsets, skipped = ensemble["cat"].to_dataset_dict(groupby=["experiment_id"], concat_dim="time")
+    assert set(dsets) == {"hist", "ssp585"}
+    ssp = dsets["ssp585"]
+    np.testing.assert_array_equal(ssp.tas.values, _expected(ensemble["scen"]))
+    assert str(ssp.time.values[0])[:10] == "2001-01-01"  # each file's own time units
+    assert set(skipped.loc[skipped["key"] == "hist", "path"].map(os.path.basename)) >= {"x_dtype.nc", "x_units.nc"}
+    assert "None" in set(skipped["key"])  # the corrupt file has no attributes: a group of its own
