@@ -156,3 +156,26 @@ def test_to_dataset_dict_by_attribute(ensemble: dict[str, Any]) -> None:
     assert str(ssp.time.values[0])[:10] == "2001-01-01"  # each file's own time units
     assert set(skipped.loc[skipped["key"] == "hist", "path"].map(os.path.basename)) >= {"x_dtype.nc", "x_units.nc"}
     assert "None" in set(skipped["key"])  # the corrupt file has no attributes: a group of its own
+
+
+def test_to_intake_esm_opens_with_intake_esm(ensemble: dict[str, Any], tmp_path: Path) -> None:
+    import intake_esm  # the test extra
+    good = ensemble["cat"].search(path=["tas_*.nc"])
+    written = good.to_intake_esm(tmp_path / "ens", concat_dim="time")
+    assert written == str(tmp_path / "ens.json") and (tmp_path / "ens.csv").exists()
+    # threaded=False: xarray's netcdf4 engine reads metadata unlocked; netCDF-C in parallel threads crashes
+    col = intake_esm.esm_datastore(written, threaded=False)
+    df = col.df
+    assert len(df) == 2 * (N_GOOD + 3)  # tas and pr of each file; coordinates are no variables
+    assert set(df["variable"]) == {"tas", "pr"} and set(df["format"]) == {"netcdf"}
+    assert set(df["experiment_id"]) == {"hist", "ssp585"} and set(df["dtype"]) == {"<f4", "<i2"}
+    assert set(df.loc[df["variable"] == "tas", "units"]) == {"K"}
+    sub = col.search(experiment_id="hist", variable="tas")
+    assert len(sub.df) == N_GOOD
+    dsets = sub.to_dataset_dict(xarray_open_kwargs={"engine": "netcdf4"}, progressbar=False, threaded=False)
+    (ds,) = dsets.values()
+    assert ds.tas.shape == (3 * N_GOOD, 4, 5)
+    np.testing.assert_array_equal(ds.tas.values, _expected(ensemble["good"]))
+    # the same table as Parquet
+    col = intake_esm.esm_datastore(good.to_intake_esm(tmp_path / "p.json", table_format="parquet"), threaded=False)
+    assert len(col.df) == len(df)
