@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise a catalog")
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from metaextract_dask.drift import add_drift_parser
+
+    add_drift_parser(sub)
     return parser
 
 
@@ -233,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return _error(str(exc))
     handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info}
+    if args.command == "drift":
+        from metaextract_dask.drift import run_drift
+
+        return run_drift(args)
     return handlers[args.command](args)
 
 

@@ -179,3 +179,50 @@ def test_to_intake_esm_opens_with_intake_esm(ensemble: dict[str, Any], tmp_path:
     # the same table as Parquet
     col = intake_esm.esm_datastore(good.to_intake_esm(tmp_path / "p.json", table_format="parquet"), threaded=False)
     assert len(col.df) == len(df)
+
+
+def test_drift_lists_differences_and_predicts_the_combines(ensemble: dict[str, Any]) -> None:
+    report = ensemble["cat"].drift(group_by=["experiment_id"])
+    d = report.differences
+    d = d.assign(file=d["path"].map(os.path.basename))
+    hist = d[d["group"] == "hist"]
+    got = {(r["file"], r["variable"], r["aspect"]): (r["value"], r["majority"]) for r in hist.to_dict("records")}
+    assert got[("x_dtype.nc", "tas", "dtype")] == ("<f8", "<f4")
+    assert got[("x_units.nc", "tas", "units")] == ("degC", "K")
+    assert got[("x_shape.nc", "tas", "shape")] == ("[6, 5]", "[4, 5]")
+    assert got[("x_chunks.nc", "tas", "chunks")] == ("[2, 5]", "[4, 5]")
+    assert got[("x_nopr.nc", "pr", "missing variable")][0] == "absent"
+    # the dtype file's fill value is a float64 -999: same JSON, no attribute drift; nothing else differs
+    assert {f for f, _, _ in got} == {"x_dtype.nc", "x_units.nc", "x_shape.nc", "x_chunks.nc", "x_nopr.nc"}
+    assert set(d.loc[d["group"] == "ssp585", "file"]) == set()
+    corrupt = d[d["aspect"] == "error"]
+    assert list(corrupt["file"]) == ["x_corrupt.nc"] and list(corrupt["group"]) == ["None"]
+    p = report.predictions.set_index("group")
+    assert p.loc["hist", "concat_dim"] == "time" and p.loc["hist", "files"] == N_GOOD + 6
+    assert p.loc["hist", "xarray_open_mfdataset"].startswith("fails: variables ['pr'] are missing")
+    assert "dtype of ['tas'] differs" in p.loc["hist", "xarray_open_mfdataset"]
+    assert p.loc["hist", "catalog_open_mfdataset"].startswith(f"combines {N_GOOD + 1} of {N_GOOD + 6} files, leaves out 5")
+    assert p.loc["ssp585", "xarray_open_mfdataset"] == "combines"
+    assert p.loc["None", "xarray_open_mfdataset"].startswith("fails: 1 file(s)")
+    # the prediction holds: xarray fails on the hist files, ours leaves out what the report names
+    hist_paths = sorted(ensemble["cat"].search(attrs={"experiment_id": "hist"}).to_pandas("files")["path"])
+    with pytest.raises(ValueError):
+        xr.open_mfdataset(hist_paths, combine="by_coords").load()
+    _, skipped = ensemble["cat"].search(attrs={"experiment_id": "hist"}).open_mfdataset(concat_dim="time")
+    assert set(skipped["path"].map(os.path.basename)) == {f for f, _, _ in got} | {"x_lat.nc"}
+
+
+def test_drift_cli(ensemble: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from metaextract_dask.cli import main
+
+    assert main(["drift", ensemble["cat"].path, "--group-by", "experiment_id", "--concat-dim", "time"]) == 0
+    out = capsys.readouterr().out
+    assert "group 'hist': 12 files, 5 differ from the majority (concat dim 'time')" in out
+    assert "x_units.nc: tas: units degC (majority: K)" in out
+    assert main(["drift", ensemble["cat"].path, "--json", "--no-attrs"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {r["group"] for r in data["predictions"]} == {"netcdf4", "hdf5"}  # the corrupt file: an hdf5 error row
+    assert main(["drift", str(ensemble["root"])]) == 1  # not a catalog: a message, no traceback
+    assert "not a metaextract catalog" in capsys.readouterr().err
