@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from metaextract_dask.catalog import Catalog
 if TYPE_CHECKING:  # pragma: no cover
     import xarray
 
-__all__ = ["CombineResult", "SubCatalog", "file_signatures", "group_keys", "open_mfdataset", "search",
+__all__ = ["CombineResult", "CoordCache", "SubCatalog", "file_signatures", "group_keys", "open_mfdataset", "search",
            "to_dataset_dict", "SKIPPED_COLUMNS"]
 
 #: Columns of the table of files left out of a combine.
@@ -338,57 +339,117 @@ class _File:
         self.format_version = row.get("format_version")
         self.backend = backend_for_format(row["format"])
         self.sig = sig
+        self._proxies: dict[str, Any] = {}
 
     def proxy(self, name: str) -> Any:
-        row = self.sig[name]
-        proxy = self.backend.proxy_from_row(self.local, row, self.format_version)
-        if proxy is None:  # the row does not say enough: the backend opens the file
-            proxy = self.backend.open_array(self.local, row["name"]).proxy
-        return proxy
+        if name not in self._proxies:
+            row = self.sig[name]
+            proxy = self.backend.proxy_from_row(self.local, row, self.format_version)
+            if proxy is None:  # the row does not say enough: the backend opens the file
+                proxy = self.backend.open_array(self.local, row["name"]).proxy
+            self._proxies[name] = proxy
+        return self._proxies[name]
 
-    def variable(self, name: str, *, decode: Any, chunks: Any, memory_limit: int | None) -> xarray.Variable:
-        """The array as a lazy Variable (decoded with this file's own attributes)."""
-        import dask.array as da
-        import xarray as xr
-        from dask.base import tokenize
+    def attrs(self, name: str) -> dict[str, Any]:
+        """The array's attributes as xarray's coders want them."""
+        dtype = self.proxy(name).dtype
+        return _decode_attrs(self.sig[name], self.backend.name, self.format_version, dtype.newbyteorder("="))
 
-        from metaextract_dask.chunking import adaptive_chunks
-
-        proxy = self.proxy(name)
-        row = self.sig[name]
-        if chunks is None:
-            dchunks = adaptive_chunks(proxy.shape, proxy.dtype, row["chunks"], memory_limit=memory_limit)
-        else:
-            dims = row["dims"] or ()
-            dchunks = tuple(chunks.get(d, -1) if isinstance(chunks, Mapping) else chunks for d in dims)
-        data = da.from_array(proxy, chunks=dchunks, name=f"open-{self.backend.name}-{tokenize(proxy, dchunks)}",
-                             lock=False, asarray=True, meta=np.ndarray, inline_array=False)
-        dtype = proxy.dtype
-        if dtype.kind in "biuf" and not dtype.isnative:
-            data = data.astype(dtype.newbyteorder("="))
-        attrs = _decode_attrs(row, self.backend.name, self.format_version, dtype.newbyteorder("="))
-        encoding = {"source": self.local, "format": self.backend.name, "variable": row["name"],
-                    "chunks": row["chunks"], "dtype": dtype}
-        dims = row["dims"] or tuple(f"dim_{i}" for i in range(len(proxy.shape)))
-        var = xr.Variable(dims, data, attrs=attrs, encoding=encoding)
-        if decode is not None and var.dtype.kind != "V":
-            var = xr.conventions.decode_cf_variable(name, var, **_single(decode))
-        return var
-
-    def values(self, name: str, *, decode: Any) -> xarray.Variable:
-        """The 1-D values of a coordinate, read now (decoded with this file's attributes)."""
-        import xarray as xr
-
-        proxy = self.proxy(name)
-        row = self.sig[name]
-        values = np.asarray(proxy[...])
+    def raw(self, name: str) -> np.ndarray:
+        """The stored values of a (small, 1-D) array, read now, in native byte order."""
+        values = np.asarray(self.proxy(name)[...])
         if values.dtype.kind in "biuf" and not values.dtype.isnative:
             values = values.astype(values.dtype.newbyteorder("="))
-        attrs = _decode_attrs(row, self.backend.name, self.format_version, values.dtype)
-        var = xr.Variable(row["dims"], values, attrs=attrs)
-        if decode is not None:
-            var = xr.conventions.decode_cf_variable(name, var, **_single(decode))
-        return var.load()
+        return values
+
+
+#: Attributes that change what xarray's coders make of the stored values.
+_CODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "units", "calendar",
+                 "dtype")
+
+
+def _coding_key(attrs: Mapping[str, Any], dtype: np.dtype) -> str:
+    return json.dumps([dtype.str] + [attrs.get(k) for k in _CODING_ATTRS], default=str)
+
+
+def _runs(files: Sequence[_File], key: Any) -> list[list[_File]]:
+    """Consecutive files with equal ``key(file)``."""
+    runs: list[list[_File]] = []
+    last = object()
+    for h in files:
+        k = key(h)
+        if not runs or k != last:
+            runs.append([])
+        runs[-1].append(h)
+        last = k
+    return runs
+
+
+def _read_block(proxy: Any, key: tuple[slice, ...]) -> np.ndarray:
+    return proxy[key]
+
+
+def _stacked(files: Sequence[_File], name: str, axis: int | None, chunks: Any, memory_limit: int | None) -> Any:
+    """The stored values of `name` of `files`, concatenated along `axis` (None: the first file's only), as one
+    dask array whose graph is written here: one task per block of each file, nothing tokenized per file."""
+    import itertools
+
+    import dask.array as da
+    from dask.base import tokenize
+
+    from metaextract_dask.chunking import adaptive_chunks
+
+    def file_chunks(h: _File) -> tuple[tuple[int, ...], ...]:
+        proxy, row = h.proxy(name), h.sig[name]
+        if chunks is None:
+            return adaptive_chunks(proxy.shape, proxy.dtype, row["chunks"], memory_limit=memory_limit)
+        from dask.array.core import normalize_chunks
+
+        wanted = tuple(chunks.get(d, -1) for d in (row["dims"] or ())) if isinstance(chunks, Mapping) else chunks
+        return normalize_chunks(wanted, proxy.shape, dtype=proxy.dtype)
+
+    files = list(files) if axis is not None else list(files[:1])
+    ref = file_chunks(files[0])
+    per_file = [ref if i == 0 else file_chunks(h) for i, h in enumerate(files)]
+    if axis is None:
+        axis, along = 0, list(ref[0]) if ref else []
+    else:
+        along = [c for fc in per_file for c in fc[axis]]
+    out_chunks = tuple(tuple(along) if i == axis else ref[i] for i in range(len(ref)))
+    proxies = [h.proxy(name) for h in files]
+    dtype = proxies[0].dtype
+    out_name = "open-mf-" + tokenize(name, [p.__dask_tokenize__() for p in proxies], out_chunks)
+    others = [list(zip(np.cumsum((0,) + c[:-1]), c)) for c in out_chunks]
+    graph: dict[Any, Any] = {}
+    block = 0
+    for proxy, fc in zip(proxies, per_file):
+        start = 0
+        for size in (fc[axis] if out_chunks else ()):
+            pieces = list(others)
+            pieces[axis] = [(start, size)]
+            for idx in itertools.product(*[range(len(p)) for p in pieces]):
+                key = tuple(slice(int(pieces[i][j][0]), int(pieces[i][j][0] + pieces[i][j][1]))
+                            for i, j in enumerate(idx))
+                block_idx = tuple(block if i == axis else j for i, j in enumerate(idx))
+                graph[(out_name, *block_idx)] = (_read_block, proxy, key)
+            start += size
+            block += 1
+    if not out_chunks:  # a scalar
+        graph[(out_name,)] = (_read_block, proxies[0], ())
+    arr = da.Array(graph, out_name, out_chunks, meta=np.empty((0,) * len(out_chunks), dtype=dtype))
+    if dtype.kind in "biuf" and not dtype.isnative:
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr
+
+
+def _decoded(name: str, dims: tuple[str, ...], data: Any, attrs: dict[str, Any], dec: Mapping[str, Any] | None,
+             encoding: dict[str, Any]) -> xarray.Variable:
+    import xarray as xr
+
+    var = xr.Variable(dims, data, attrs=attrs, encoding=encoding)
+    if dec is not None and var.dtype.kind != "V":
+        var = xr.conventions.decode_cf_variable(name, var, **_single(dec))
+    return var
 
 
 def _single(dec: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,9 +461,74 @@ def _skip_table(rows: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
+class CoordCache:
+    """1-D coordinate values read from a catalog's files, kept in the catalog (``<catalog>/_coords/*.parquet``)
+    so that the next combine of the same files opens none of them (``metaextract.combine.cache-coords``).
+
+    An entry is used only while the file's catalog row still has the size and mtime it was read at; a file
+    a re-scan found changed is read again. The cache is private like the catalog (its file and directory
+    modes); a catalog this user may not write to is simply not cached into.
+    """
+
+    DIR = "_coords"
+
+    def __init__(self, cat: Catalog) -> None:
+        self.dir = os.path.join(cat.path, self.DIR)
+        self.entries: dict[tuple[str, str], tuple[Any, Any, np.ndarray]] = {}
+        self.new: list[dict[str, Any]] = []
+        try:
+            parts = sorted(f for f in os.listdir(self.dir) if f.endswith(".parquet"))
+        except OSError:
+            parts = []
+        if parts:
+            import pyarrow.parquet as pq
+
+            for part in parts:
+                try:
+                    table = pq.read_table(os.path.join(self.dir, part))
+                except Exception:  # a damaged cache part: those values are read from the files again
+                    continue
+                for r in table.to_pylist():
+                    values = np.frombuffer(r["values"], dtype=np.dtype(r["dtype"]))
+                    self.entries[(r["path"], r["name"])] = (r["size_bytes"], r["mtime"], values)
+
+    def get(self, h: _File, name: str, row: Mapping[str, Any]) -> np.ndarray:
+        """The values of `name` of `h`: cached if the file is unchanged, else read (and remembered)."""
+        hit = self.entries.get((h.path, name))
+        if hit is not None and hit[0] == row["size_bytes"] and hit[1] == row["mtime"]:
+            return hit[2]
+        values = h.raw(name)
+        if values.dtype.kind in "biufcmM":
+            self.new.append({"path": h.path, "name": name, "size_bytes": row["size_bytes"], "mtime": row["mtime"],
+                             "dtype": values.dtype.str, "values": np.ascontiguousarray(values).tobytes()})
+        return values
+
+    def save(self) -> None:
+        """Write what was read as one new part (nothing when all came from the cache)."""
+        if not self.new:
+            return
+        import uuid
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from metaextract_dask.sinks import _write_file, catalog_modes
+
+        file_mode, dir_mode = catalog_modes()
+        try:
+            os.makedirs(self.dir, mode=dir_mode, exist_ok=True)
+            table = pa.Table.from_pylist(self.new)
+            _write_file(os.path.join(self.dir, f"part-{uuid.uuid4().hex}.parquet"), file_mode,
+                        lambda p: pq.write_table(table, p))
+        except OSError:  # a read-only catalog: no cache, the combine itself is unaffected
+            return
+        self.new = []
+
+
 def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *, concat_dim: str = "time",
                    group: str = "/", errors: str = "skip", decode: bool | Mapping[str, Any] = True,
-                   chunks: Any = None, memory_limit: int | None = None) -> CombineResult:
+                   chunks: Any = None, memory_limit: int | None = None, cache_coords: bool | None = None
+                   ) -> CombineResult:
     """Combine the catalog's files into one lazy Dataset along `concat_dim`, leaving out files that do not fit.
 
     Parameters
@@ -425,6 +551,9 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
         Dask chunks per dimension for each file's piece; default adaptive (whole on-disk chunks).
     memory_limit : int, optional
         Caps the adaptive chunk size.
+    cache_coords : bool, optional
+        Keep the 1-D coordinate values read in the catalog (:class:`CoordCache`), so the next combine of the
+        same files opens none; default ``metaextract.combine.cache-coords``.
 
     Returns
     -------
@@ -441,6 +570,10 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
     if isinstance(variables, str):
         variables = [variables]
     dec = decoders(decode)
+    if cache_coords is None:
+        from metaextract_dask import config
+
+        cache_coords = bool(config.get("combine.cache-coords", True))
     files = cat.to_pandas("files")
     arrays = cat.to_pandas("arrays")
     skipped: list[tuple[str, str]] = []
@@ -463,19 +596,22 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
     fitting = [r for r in files.to_dict("records") if not reasons.get(r["path"])]
     handles = [_File(r, sigs[r["path"]]) for r in fitting]
     # 1-D dimension coordinates: read (one open per file); the others' values must agree with the majority's
-    coord_names = [v for v in names if any(h.sig[v]["dims"] == (v,) for h in handles[:1])]
-    coords: dict[str, dict[str, Any]] = {}
+    coord_names = [v for v in names if handles and handles[0].sig[v]["dims"] == (v,)]
+    raw: dict[str, dict[str, np.ndarray]] = {}
     ok: list[_File] = []
+    cache = CoordCache(cat) if cache_coords else None
+    by_path = files.set_index("path")[["size_bytes", "mtime"]].to_dict("index")
     for h in handles:
         try:
-            coords[h.path] = {c: h.values(c, decode=dec) for c in coord_names}
+            raw[h.path] = {c: cache.get(h, c, by_path[h.path]) if cache else h.raw(c) for c in coord_names}
         except Exception as exc:  # a file that cannot give its coordinates is left out, not the batch
             skipped.append((h.path, f"reading coordinates: {type(exc).__name__}: {exc}"))
             continue
         ok.append(h)
-    fixed = [c for c in coord_names if c != concat_dim]
-    for c in fixed:
-        digest = {h.path: coords[h.path][c].values.tobytes() for h in ok}
+    if cache is not None:
+        cache.save()
+    for c in (c for c in coord_names if c != concat_dim):
+        digest = {h.path: (raw[h.path][c].tobytes(), _coding_key(h.attrs(c), raw[h.path][c].dtype)) for h in ok}
         common = _majority(digest.values())
         for h in [h for h in ok if digest[h.path] != common]:
             skipped.append((h.path, f"{c}: coordinate values differ from the other files'"))
@@ -485,30 +621,41 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
         raise ValueError("files that do not combine:\n" + "\n".join(f"{p}: {r}" for p, r in skipped))
     if not ok:
         return CombineResult(None, skipped_df)
-    if concat_dim in coord_names:
-        ok.sort(key=lambda h: (_first(coords[h.path][concat_dim]), h.path))
+    out_vars: dict[str, Any] = {}
+    if concat_dim in coord_names:  # decoded per run of files with the same units/calendar, then ordered
+        parts = []
+        for run in _runs(ok, lambda h: _coding_key(h.attrs(concat_dim), raw[h.path][concat_dim].dtype)):
+            values = np.concatenate([raw[h.path][concat_dim] for h in run])
+            var = _decoded(concat_dim, (concat_dim,), values, run[0].attrs(concat_dim), dec, {}).load()
+            bounds = np.cumsum([0] + [len(raw[h.path][concat_dim]) for h in run])
+            parts.extend((var[int(a):int(b)], h) for a, b, h in zip(bounds[:-1], bounds[1:], run))
+        parts.sort(key=lambda vh: (_first(vh[0]), vh[1].path))
+        ok = [h for _, h in parts]
+        out_vars[concat_dim] = xr.Variable.concat([v for v, _ in parts], dim=concat_dim)
+        out_vars[concat_dim].attrs, out_vars[concat_dim].encoding = dict(parts[0][0].attrs), dict(parts[0][0].encoding)
     else:
         ok.sort(key=lambda h: h.path)
     first = ok[0]
-    out_vars: dict[str, Any] = {}
+    for c in coord_names:
+        if c != concat_dim:
+            out_vars[c] = _decoded(c, (c,), raw[first.path][c], first.attrs(c), dec, {}).load()
     for v in names:
         if v in coord_names:
-            if v == concat_dim:
-                parts = [coords[h.path][v] for h in ok]
-                out_vars[v] = xr.Variable.concat(parts, dim=concat_dim)
-                out_vars[v].attrs, out_vars[v].encoding = dict(parts[0].attrs), dict(parts[0].encoding)
-            else:
-                out_vars[v] = coords[first.path][v]
             continue
-        dims = first.sig[v]["dims"] or ()
-        if concat_dim in dims:
-            pieces = [h.variable(v, decode=dec, chunks=chunks, memory_limit=memory_limit) for h in ok]
-            axis = dims.index(concat_dim)
+        dims = first.sig[v]["dims"] or tuple(f"dim_{i}" for i in range(len(first.sig[v]["shape"] or ())))
+        axis = dims.index(concat_dim) if concat_dim in dims else None
+        encoding = {"source": first.local, "format": first.backend.name, "variable": first.sig[v]["name"],
+                    "chunks": first.sig[v]["chunks"], "dtype": first.proxy(v).dtype}
+        members = ok if axis is not None else ok[:1]
+        pieces = []
+        for run in _runs(members, lambda h: _coding_key(h.attrs(v), h.proxy(v).dtype)):
+            data = _stacked(run, v, axis, chunks, memory_limit)
+            pieces.append(_decoded(v, dims, data, run[0].attrs(v), dec, dict(encoding)))
+        if len(pieces) == 1:
+            out_vars[v] = pieces[0]
+        else:  # packing or fill values change between files: each run decoded with its own
             data = da.concatenate([p.data for p in pieces], axis=axis)
-            out_vars[v] = xr.Variable(pieces[0].dims, data, attrs=dict(pieces[0].attrs),
-                                      encoding=dict(pieces[0].encoding))
-        else:
-            out_vars[v] = first.variable(v, decode=dec, chunks=chunks, memory_limit=memory_limit)
+            out_vars[v] = xr.Variable(dims, data, attrs=dict(pieces[0].attrs), encoding=dict(pieces[0].encoding))
     attrs = _loads(cat.to_pandas("files").set_index("path").loc[first.path, "attrs"]) if group in ("", "/") else {}
     coord_set = set(coord_names)
     for v, var in list(out_vars.items()):  # CF "coordinates" attributes name non-index coordinates

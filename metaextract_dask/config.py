@@ -250,6 +250,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "catalog.compression": _choice("zstd", "snappy", "gzip", "brotli", "lz4", "none"),
     "catalog.file-mode": _mode,
     "catalog.dir-mode": _mode,
+    "combine.cache-coords": _bool,
     "chunk-target": _bytes(1),
     "chunk-memory-fraction": _number(0, strict=True, hi=1),
     "profile-batch": _bytes(0),
