@@ -14,12 +14,12 @@ from metaextract_dask.scan import ScanSummary, scan
 from metaextract_dask.sinks import CatalogError
 
 __all__ = ["Catalog", "CatalogError", "ScanSummary", "decode_path", "encode_path", "open_array", "open_arrays",
-           "open_catalog", "open_dicom_series", "profile", "scan", "__version__"]
+           "open_catalog", "open_datatree", "open_dicom_series", "profile", "scan", "__version__"]
 
 
 def __getattr__(name: str) -> object:
     # Array and profile APIs load xarray-backed openers only when first used.
-    if name in ("open_array", "open_arrays", "open_dicom_series"):
+    if name in ("open_array", "open_arrays", "open_datatree", "open_dicom_series"):
         from metaextract_dask import arrays
 
         return getattr(arrays, name)
