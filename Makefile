@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_profile.py --repeat 3
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_profile_many.py
+	$(BIN)/python benchmarks/bench_mfdataset.py --repeat 3
 
 clean:
 	rm -rf $(VENV) demo-data demo-catalog bench-data .pytest_cache

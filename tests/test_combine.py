@@ -226,3 +226,33 @@ def test_drift_cli(ensemble: dict[str, Any], capsys: pytest.CaptureFixture[str])
     assert {r["group"] for r in data["predictions"]} == {"netcdf4", "hdf5"}  # the corrupt file: an hdf5 error row
     assert main(["drift", str(ensemble["root"])]) == 1  # not a catalog: a message, no traceback
     assert "not a metaextract catalog" in capsys.readouterr().err
+
+
+def test_coordinate_cache_opens_no_file_the_second_time(tmp_path: Path, client: Any) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(3):
+        write_member(root / f"m{i}.nc", i)
+    cat = scan([root], tmp_path / "cat", client=client)
+    before = ArrayProxy.reads
+    first, _ = cat.open_mfdataset(concat_dim="time")
+    assert ArrayProxy.reads - before == 3 * 3  # time, lat, lon of each file
+    parts = list((tmp_path / "cat" / "_coords").iterdir())
+    assert len(parts) == 1 and (parts[0].stat().st_mode & 0o777) == 0o600  # private, as the catalog
+    before = ArrayProxy.reads
+    again, _ = cat.open_mfdataset(concat_dim="time")
+    assert ArrayProxy.reads == before  # every coordinate from the cache: no file opened
+    xr.testing.assert_identical(again, first)
+    before = ArrayProxy.reads
+    cat.open_mfdataset(concat_dim="time", cache_coords=False)
+    assert ArrayProxy.reads - before == 9
+    # a file rewritten with other times (and re-scanned) is read again; the others still come from the cache
+    os.remove(root / "m2.nc")
+    write_member(root / "m2.nc", 7)
+    os.utime(root / "m2.nc", (1, 1))  # another mtime for sure
+    cat = scan([root], tmp_path / "cat", client=client)
+    before = ArrayProxy.reads
+    ds, skipped = cat.open_mfdataset(concat_dim="time")
+    assert ArrayProxy.reads - before == 3 and len(skipped) == 0
+    assert [str(t)[:10] for t in ds.time.values[-3:]] == ["2000-01-22", "2000-01-23", "2000-01-24"]
+    np.testing.assert_array_equal(ds.tas.values[-1, 0, 1], 7000 + 2 * 20 + 1)
