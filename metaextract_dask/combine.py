@@ -656,7 +656,11 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
         else:  # packing or fill values change between files: each run decoded with its own
             data = da.concatenate([p.data for p in pieces], axis=axis)
             out_vars[v] = xr.Variable(dims, data, attrs=dict(pieces[0].attrs), encoding=dict(pieces[0].encoding))
-    attrs = _loads(cat.to_pandas("files").set_index("path").loc[first.path, "attrs"]) if group in ("", "/") else {}
+    first_row = files.set_index("path").loc[first.path]
+    if group in ("", "/"):
+        attrs = _loads(first_row["attrs"])
+    else:  # a group's attributes are in files.groups
+        attrs = dict(_loads(first_row["groups"]).get("/" + group.strip("/"), {}).get("attrs", {}))
     coord_set = set(coord_names)
     for v, var in list(out_vars.items()):  # CF "coordinates" attributes name non-index coordinates
         named = str(var.attrs.get("coordinates", "")).split() if dec is not None else []

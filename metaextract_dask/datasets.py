@@ -139,14 +139,17 @@ def open_variable(backend: FormatBackend, path: str, name: str, *, decode: bool 
     variables: dict[str, xr.Variable] = {}
     if coords and backend.name in HIERARCHICAL:
         wanted = list(spec.dims) + str(spec.attrs.get("coordinates", "")).split()
+        available: set[str] | None = None
         for cname in dict.fromkeys(wanted):
             if cname == short:
                 continue
             group = group_of(name)
             while True:  # the nearest group up the tree that holds it
                 candidate = posixpath.join(group, cname)
+                if available is None:  # listed once: a miss would list the file per candidate
+                    available = set(backend.list_arrays(path))
                 try:
-                    cspec = backend.open_array(path, candidate)
+                    cspec = backend.open_array(path, candidate) if candidate in available else None
                 except (KeyError, ValueError, OSError):
                     cspec = None
                 if cspec is not None and (cname not in spec.dims or (cspec.dims == [cname])):

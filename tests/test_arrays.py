@@ -183,6 +183,7 @@ def test_open_datatree_is_one_lazy_tree_per_file(sample_tree: Any) -> None:
                 if not flat:
                     found[posixpath.join(node.path, str(name))] = var
         assert sorted(a["name"] for a in entry["arrays"] if a["name"] != "HDU1") == sorted(found)
+        assert sorted(list_arrays(root / entry["path"])) == sorted(found)
         for spec in entry["arrays"]:
             if spec["stats"]:
                 var = found[spec["name"]]

@@ -207,7 +207,7 @@ def test_drift_lists_differences_and_predicts_the_combines(ensemble: dict[str, A
     # the prediction holds: xarray fails on the hist files, ours leaves out what the report names
     hist_paths = sorted(ensemble["cat"].search(attrs={"experiment_id": "hist"}).to_pandas("files")["path"])
     with pytest.raises(ValueError):
-        xr.open_mfdataset(hist_paths, combine="by_coords").load()
+        xr.open_mfdataset(hist_paths, combine="by_coords", join="outer").load()
     _, skipped = ensemble["cat"].search(attrs={"experiment_id": "hist"}).open_mfdataset(concat_dim="time")
     assert set(skipped["path"].map(os.path.basename)) == {f for f, _, _ in got} | {"x_lat.nc"}
 
@@ -256,3 +256,14 @@ def test_coordinate_cache_opens_no_file_the_second_time(tmp_path: Path, client: 
     assert ArrayProxy.reads - before == 3 and len(skipped) == 0
     assert [str(t)[:10] for t in ds.time.values[-3:]] == ["2000-01-22", "2000-01-23", "2000-01-24"]
     np.testing.assert_array_equal(ds.tas.values[-1, 0, 1], 7000 + 2 * 20 + 1)
+
+
+def test_open_mfdataset_of_a_group_equals_xarrays(catalog: Any, sample_tree: Any) -> None:
+    root, _ = sample_tree
+    path = root / "netcdf/climate_cf.nc"
+    one = catalog.search(path="*/climate_cf.nc")
+    ds, skipped = one.open_mfdataset(group="/forecast", concat_dim="step")
+    assert len(skipped) == 0
+    xr.testing.assert_identical(ds, xr.open_dataset(path, group="forecast", chunks={}))
+    root_ds, _ = one.open_mfdataset(concat_dim="time")
+    xr.testing.assert_identical(root_ds, xr.open_dataset(path, chunks={}))
