@@ -92,15 +92,16 @@ def _spec_coords(spec: ArraySpec) -> dict[str, Any]:
 
 def _decode_all(variables: dict[str, xarray.Variable], attrs: dict[str, Any], dec: dict[str, Any] | None,
                 drop: Iterable[str] = ()) -> tuple[dict[str, xarray.Variable], dict[str, Any], set[Hashable]]:
-    """xarray's CF decoding of one group's variables; compound and opaque variables pass through as they are
-    (xarray's coders have nothing to say about them)."""
+    """xarray's CF decoding of one group's variables; compound, opaque and variable-length string variables pass
+    through as they are (xarray's coders have nothing to say about them, and would read an object array's first
+    element to look for dates)."""
     import xarray as xr
 
     drop = set(drop)
     variables = {k: v for k, v in variables.items() if k not in drop}
     if dec is None:
         return variables, attrs, set()
-    plain = {k: v for k, v in variables.items() if v.dtype.kind not in "V"}
+    plain = {k: v for k, v in variables.items() if v.dtype.kind not in "VO"}
     decoded, attrs, coord_names = xr.conventions.decode_cf_variables(plain, attrs, **dec)
     out = {k: decoded.get(k, variables[k]) for k in variables}
     return out, attrs, coord_names
