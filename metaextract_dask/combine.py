@@ -581,7 +581,15 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
     for row in files[bad].to_dict("records"):
         skipped.append((row["path"], f"error row: {row.get('error_type')}: {row.get('error_message')}"))
     files = files[~bad]
-    sigs = file_signatures(files, arrays, group)
+    from metaextract_dask.formats import get_backends
+
+    readable = {f for b in get_backends() if b.supports_arrays for f in b.formats()}
+    no_arrays = ~files["format"].isin(readable)
+    for row in files[no_arrays].to_dict("records"):
+        skipped.append((row["path"], f"format {row['format']!r}: no arrays"))
+    files = files[~no_arrays]
+    unopened = {k for b in get_backends() for k in b.not_profiled}  # FITS tables: listed, not arrays
+    sigs = file_signatures(files, arrays[~arrays["kind"].isin(unopened)], group)
     wanted = None
     if variables is not None:
         wanted = [v.lstrip("/") if group in ("", "/") else v.rsplit("/", 1)[-1] for v in variables]
@@ -595,6 +603,11 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
             skipped.append((path, "; ".join(why)))
     fitting = [r for r in files.to_dict("records") if not reasons.get(r["path"])]
     handles = [_File(r, sigs[r["path"]]) for r in fitting]
+    if len(handles) > 1 and not any(concat_dim in (handles[0].sig[v]["dims"] or ()) for v in names):
+        # the files would shrink to the first one's variables
+        dims = sorted({d for v in names for d in (handles[0].sig[v]["dims"] or ())})
+        raise ValueError(f"no variable of these files has the dimension {concat_dim!r} to combine along; "
+                         f"their dimensions: {', '.join(dims) or 'none'} (concat_dim=...)")
     # 1-D dimension coordinates: read (one open per file); the others' values must agree with the majority's
     coord_names = [v for v in names if handles and handles[0].sig[v]["dims"] == (v,)]
     raw: dict[str, dict[str, np.ndarray]] = {}
@@ -603,9 +616,11 @@ def open_mfdataset(cat: Catalog, variables: str | Sequence[str] | None = None, *
     by_path = files.set_index("path")[["size_bytes", "mtime"]].to_dict("index")
     for h in handles:
         try:
+            for v in names:  # every recipe now: a file whose arrays cannot be had is left out here
+                h.proxy(v)
             raw[h.path] = {c: cache.get(h, c, by_path[h.path]) if cache else h.raw(c) for c in coord_names}
         except Exception as exc:  # a file that cannot give its coordinates is left out, not the batch
-            skipped.append((h.path, f"reading coordinates: {type(exc).__name__}: {exc}"))
+            skipped.append((h.path, f"opening its arrays: {type(exc).__name__}: {exc}"))
             continue
         ok.append(h)
     if cache is not None:
@@ -735,7 +750,12 @@ def to_dataset_dict(cat: Catalog, groupby: Sequence[str] | str = ("format",), **
                   "arrays": arrays[arrays["path"].isin(paths)].reset_index(drop=True)}
         for table in cat.tables:
             frames.setdefault(table, cat.to_pandas(table).iloc[0:0])
-        ds, sk = open_mfdataset(SubCatalog(parent, frames, {"groupby": key}), **kwargs)
+        try:
+            ds, sk = open_mfdataset(SubCatalog(parent, frames, {"groupby": key}), **kwargs)
+        except ValueError as exc:  # a group that cannot combine at all costs its own rows, not the others
+            if kwargs.get("errors") == "raise":
+                raise
+            ds, sk = None, _skip_table([(p, f"group {key!r}: {exc}") for p in sorted(paths)])
         if ds is not None:
             out[key] = ds
         skipped.append(sk.assign(key=key))

@@ -146,6 +146,8 @@ def test_open_mfdataset_errors_raise_and_variables(ensemble: dict[str, Any]) -> 
     assert len(ds.time) == 3 * (N_GOOD + 1)  # ... so that file fits
     empty, skipped = ensemble["cat"].search(path="*/x_corrupt.nc").open_mfdataset()
     assert empty is None and len(skipped) == 1
+    with pytest.raises(ValueError, match="no variable of these files has the dimension 'member'"):
+        cat.open_mfdataset(concat_dim="member")
 
 
 def test_to_dataset_dict_by_attribute(ensemble: dict[str, Any]) -> None:
@@ -267,3 +269,27 @@ def test_open_mfdataset_of_a_group_equals_xarrays(catalog: Any, sample_tree: Any
     xr.testing.assert_identical(ds, xr.open_dataset(path, group="forecast", chunks={}))
     root_ds, _ = one.open_mfdataset(concat_dim="time")
     xr.testing.assert_identical(root_ds, xr.open_dataset(path, chunks={}))
+
+
+def test_to_dataset_dict_of_mixed_formats_never_raises(catalog: Any) -> None:
+    dsets, skipped = catalog.to_dataset_dict(groupby=["format"], concat_dim="time")
+    assert {"netcdf4", "netcdf3"} <= set(dsets)
+    assert dsets["netcdf4"].tas.shape == (12, 18, 36)
+    # DICOM pixels have no time dimension: that group is listed, with the reason, not raised
+    dicom = skipped[skipped["key"] == "dicom"]
+    assert len(dicom) > 1 and dicom["reason"].str.contains("no variable of these files has the dimension 'time'").all()
+    assert "dicom" not in dsets
+
+
+def test_a_file_broken_after_the_scan_is_left_out(tmp_path: Path, client: Any) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    parts = {root / f"m{i}.nc": write_member(root / f"m{i}.nc", i) for i in range(3)}
+    cat = scan([root], tmp_path / "cat", client=client)
+    broken = root / "m1.nc"
+    broken.write_bytes(broken.read_bytes()[:2000])  # truncated since the catalog was written
+    ds, skipped = cat.open_mfdataset(concat_dim="time", cache_coords=False)
+    assert list(skipped["path"]) == [str(broken)]
+    assert skipped["reason"].iloc[0].startswith("opening its arrays: ")
+    del parts[broken]
+    np.testing.assert_array_equal(ds.tas.values, _expected(parts))
