@@ -416,7 +416,7 @@ def test_deid_resumes_after_sigkill(tmp_path: Path, key_file: Path) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "already done: " in res.stdout and "already done: 0 " not in res.stdout
-    fresh = subprocess.run([*cmd[:5], str(tmp_path / "fresh"), *cmd[6:]], capture_output=True, text=True,
+    fresh = subprocess.run([*cmd[:6], str(tmp_path / "fresh"), *cmd[7:]], capture_output=True, text=True,
                            env=ENV, timeout=600)
     assert fresh.returncode == 0, fresh.stderr
     resumed, clean = _dicoms(tmp_path / "out"), _dicoms(tmp_path / "fresh")

@@ -34,8 +34,10 @@ __all__ = ["Leak", "VerifyReport", "collect_values", "verify"]
 
 # Tags whose removed values identify across files: searched in every output, not only the copy's own.
 _STRONG_TAGS = frozenset({"00100020", "00100010", "00080050", "00101000", "00101001", "00101005", "00100021"})
-_OURS = frozenset({"ANONYMIZED", "ANONYMOUS", "19000101", "19000101000000", "000000", "000Y", "YES",
-                   "http://example.invalid/"})
+_NAME_TAGS = frozenset({"00100010", "00101001", "00101005"})
+_OURS = ("ANONYMIZED", "ANONYMOUS", "ANON^", "19000101000000", "000000", "000Y", "YES",
+         "HTTP://EXAMPLE.INVALID/")
+_TOKEN = re.compile(r"[0-9.]+")
 _NUMBER = re.compile(r"[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?")
 
 
@@ -81,15 +83,21 @@ def _mask(value: str) -> str:
     return value[0] + "*" * (len(value) - 2) + value[-1] if len(value) > 2 else "**"
 
 
-def _searchable(value: str, min_length: int) -> bool:
-    if len(value) < min_length or value.upper() in _OURS:
+def _searchable(value: str, min_length: int, kept: set[str]) -> bool:
+    if len(value) < min_length or not any(c.isalnum() for c in value) or len(set(value)) < 3:
+        return False  # '^^^^', '00000000': no identity in them
+    if any(value.upper() in ours for ours in _OURS):  # 'ANON' is in every pseudonymised name we write
         return False
-    return not (_NUMBER.fullmatch(value) and len(value) < 6)
+    if _NUMBER.fullmatch(value) and len(value) < 6:
+        return False
+    # Text the profile keeps in the same object (a removed 'TOSHIBA' inside a kept 'TOSHIBA_MEC') is no leak.
+    return not any(value in k for k in kept)
 
 
-def collect_values(path: str, profile: Profile, min_length: int = 4) -> tuple[dict[str, str], dict[str, str]]:
-    """(value -> tag) of every searchable value that `profile` removes or replaces in the file at `path`, and
-    the strong subset (searched everywhere)."""
+def collect_values(path: str, profile: Profile, min_length: int = 4
+                   ) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """(value -> tag) of every searchable value that `profile` removes or replaces in the file at `path`, the
+    strong subset (searched everywhere), and the values the profile keeps."""
     import pydicom
 
     ds = pydicom.dcmread(path, force=False)
@@ -97,38 +105,53 @@ def collect_values(path: str, profile: Profile, min_length: int = 4) -> tuple[di
     values: dict[str, str] = {}
     strong: dict[str, str] = {}
     for tag, _code, text in outcome.removed:
-        if text not in outcome.kept and _searchable(text, min_length):
+        if _searchable(text, min_length, outcome.kept):
             values.setdefault(text, tag)
-            if tag in _STRONG_TAGS or re.fullmatch(r"[0-9]+(\.[0-9]+){3,}", text):
+            # Whole names, not their components: 'First' of 'Last^First' is everywhere ('First-Order').
+            if (tag in _STRONG_TAGS and (tag not in _NAME_TAGS or "^" in text)) \
+                    or re.fullmatch(r"[0-9]+(\.[0-9]+){3,}", text):
                 strong[text] = tag  # an identifier wherever else it also appears
-    return values, strong
+    return values, strong, outcome.kept
 
 
 def _find(data: bytes, values: dict[str, str]) -> list[tuple[str, str]]:
-    """The values found in `data`. A purely alphabetic value (a name component) counts only as a whole word:
-    'Sample' of 'Sample^Referrer' is no leak in 'SamplesPerPixel' (the whole name is searched as it is)."""
+    """The values found in `data`. A word or a number counts only whole: 'Sample' of 'Sample^Referrer' is no
+    leak in 'SamplesPerPixel', a time '120000' none in a size 91200000 (in DICOM bytes a value is delimited by
+    its length field and padding, so whole values are still found)."""
     hits = []
     for value, tag in values.items():
         encoded = value.encode("utf-8", "surrogateescape")
         if encoded not in data:
             continue
-        if value.isalpha() and not re.search(rb"(?<![A-Za-z0-9])" + re.escape(encoded) + rb"(?![A-Za-z0-9])",
-                                             data):
+        edge = rb"A-Za-z0-9" if value.isalpha() else rb"A-Za-z0-9." if _TOKEN.fullmatch(value) else None
+        if edge is not None and not re.search(rb"(?<![" + edge + rb"])" + re.escape(encoded) + rb"(?![" + edge
+                                              + rb"])", data):
             continue
         hits.append((value, tag))
     return hits
 
 
 def _parquet_rows(path: Path) -> Iterable[tuple[str | None, str]]:
-    """(row's path, the row as text) of every row of a Parquet file, decoded."""
+    """(row's path, the row's text) of every row of a Parquet file, decoded. Numeric cells are the catalog's own
+    measurements (sizes, shapes: a size of 120000 is no StudyTime); dates are searched in DICOM form too."""
+    import datetime as dt
+
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     key = next((c for c in ("path", "rel_path") if c in table.column_names), None)
-    columns = [table.column(n).to_pylist() for n in table.column_names]
+    columns = [table.column(n).to_pylist() for n, t in zip(table.column_names, table.schema.types)
+               if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))]
     keys = table.column(key).to_pylist() if key else [None] * table.num_rows
+
+    def text(value: Any) -> str:
+        if isinstance(value, dt.date):
+            return f"{value.isoformat()} {value.strftime('%Y%m%d')}"
+        return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+
     for i in range(table.num_rows):
-        yield keys[i], json.dumps([c[i] for c in columns], default=str, ensure_ascii=False)
+        yield keys[i], "\n".join(text(c[i]) for c in columns)
 
 
 def _is_parquet(path: Path) -> bool:
@@ -170,21 +193,24 @@ def verify(output: str | os.PathLike[str], originals: Sequence[str | os.PathLike
     per_file: dict[str, dict[str, str]] = {}  # original path -> values
     by_rel: dict[str, str] = {}
     strong: dict[str, tuple[str, str]] = {}  # value -> (tag, original)
+    kept_anywhere: set[str] = set()
     for src, rel in mirror_paths([os.fspath(p) for p in originals], entries):
         try:
             with open(src, "rb") as f:
                 if f.read(132)[128:132] != b"DICM":
                     continue
-            values, strong_values = collect_values(src, profile, min_length)
+            values, strong_values, kept = collect_values(src, profile, min_length)
         except Exception:  # an unparsable original: deid did not copy it either
             continue
         report.originals += 1
         per_file[src] = values
         by_rel[rel] = src
+        kept_anywhere.update(kept)
         for v, t in strong_values.items():
             strong.setdefault(v, (t, src))
     report.values = sum(len(v) for v in per_file.values())
-    strong_values = {v: t for v, (t, _) in strong.items()}
+    # A value that one original keeps (an implementation UID, say) is no leak in another's output.
+    strong_values = {v: t for v, (t, _) in strong.items() if v not in kept_anywhere}
 
     def check(data: bytes, where: str, own: str | None) -> None:
         hits = _find(data, per_file.get(own, {})) if own else []
