@@ -233,6 +233,10 @@ class Profile:
         self.options = tuple(o for o in OPTIONS if o in opts)
         self.safe_private = parse_safe_private([*DEFAULT_SAFE_PRIVATE, *safe_private])
         self.shift_dates = "retain-long-modified-dates" in self.options
+        # Cleaned text is scrubbed of the object's removed values: only then must they be gathered.
+        self._cleans = any(o.startswith("clean-") or o in ("retain-device-identity",
+                                                             "retain-patient-characteristics")
+                           for o in self.options)
         self._rules = load_table()
         self._private_rule = self._rules["private"]
         self._cache: dict[tuple[int, bool], tuple[str, Rule | None]] = {}
@@ -393,6 +397,8 @@ class Profile:
 
     def _note(self, walk: _Walk, ds: Any, tag: int, code: str, elem: Any = None) -> None:
         """Remember what is removed: for scrubbing cleaned text, and for the leak check."""
+        if not (walk.collect or self._cleans):
+            return  # nothing will ask (decoding removed values costs a third of the profile's time)
         if elem is None:
             try:
                 elem = ds[tag]
