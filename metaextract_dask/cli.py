@@ -9,6 +9,8 @@ from contextlib import ExitStack
 from collections.abc import Sequence
 from typing import Any
 
+from metaextract_dask.deid import cli as deid_cli
+
 __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--profile", action="store_true", help="profile every array's content after the scan")
     _profile_options(p)
+    deid_cli.add_scan_options(p)
 
     p = sub.add_parser("profile", help="profile the content of every array of a catalog (stats table)")
     p.add_argument("catalog", metavar="CATALOG_DIR")
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise a catalog")
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    deid_cli.add_parsers(sub)
     from metaextract_dask.drift import add_drift_parser
 
     add_drift_parser(sub)
@@ -170,6 +174,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         client = None
         try:
             stack.enter_context(dask.config.set(overrides))
+            deidentify = deid_cli.scan_profile(args)
             if args.profile:  # scan and profile share one cluster
                 client = stack.enter_context(connect(args.scheduler, n_workers=args.workers,
                                                      dashboard_address=args.dashboard_address))
@@ -177,7 +182,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                            n_workers=args.workers, dashboard_address=args.dashboard_address, full=args.full,
                            hash=args.hash or None, retry_errors=args.retry_errors,
                            file_timeout=args.file_timeout, performance_report=args.performance_report,
-                           progress=not args.no_progress, on_client=announce)
+                           progress=not args.no_progress, on_client=announce, deidentify=deidentify)
         except (FileNotFoundError, CatalogError, ClusterError, ValueError) as exc:
             # CatalogError includes a full disk (CatalogFullError): what is committed stays, the scan resumes
             return _error(str(exc))
@@ -235,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.validate()
     except ValueError as exc:
         return _error(str(exc))
-    handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info}
+    handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info,
+                **deid_cli.COMMANDS}
     if args.command == "drift":
         from metaextract_dask.drift import run_drift
 

@@ -226,6 +226,7 @@ def scan(
     performance_report: str | os.PathLike[str] | None = None,
     progress: bool | Callable[[int, int], None] = False,
     on_client: Callable[[Any], None] | None = None,
+    deidentify: Any = None,
 ) -> Catalog:
     """Scan files and directories into a Parquet catalog, incrementally.
 
@@ -259,6 +260,9 @@ def scan(
         True for a tqdm progress bar; a callable receives ``(files_done, files_to_read)``.
     on_client : callable, optional
         Called with the client once it is up (the CLI prints the dashboard link from it).
+    deidentify : metaextract_dask.deid.Profile, optional
+        De-identify every DICOM object (PS3.15 profile, keyed) before any of its values reaches the catalog.
+        A catalog written with another profile, key or none is read again in full.
 
     Returns
     -------
@@ -290,7 +294,12 @@ def scan(
     threads = tasks = 0
     attempts: Counter[int] = Counter()
 
+    deid_mark = None if deidentify is None else {"options": list(deidentify.options),
+                                                  "key_fingerprint": deidentify.key.fingerprint}
     with ParquetSink(output) as sink:
+        previous = (sink.manifest.get("summary") or {}) if sink.has_visible else {}
+        if previous and previous.get("deidentify") != deid_mark:
+            full = True  # rows written under another profile (or with identities) must all be replaced
         plan = plan_scan(entries, sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
 
         def write_special() -> bool:
@@ -318,7 +327,7 @@ def scan(
                     stack.enter_context(c.as_current())
                     stack.enter_context(perf(filename=os.fspath(performance_report)))
                 tasks = _extract_all(c, sink, [e for e in plan.to_read if not e.special], settings, threads,
-                                     pending, progress, attempts)
+                                     pending, progress, attempts, deidentify)
         else:
             write_special()
         sink.finish(plan.drop_visible, plan.drop_pending)
@@ -340,13 +349,15 @@ def scan(
             retried_files=sum(n for a, n in attempts.items() if a > 1),
             batches=tasks, threads=threads, seconds=seconds, startup_seconds=startup,
             files_per_second=n_read / seconds if seconds and n_read else 0.0,
+            deidentify=deid_mark,
         )
         sink.set_summary(summary, settings)
     return Catalog(sink.output)
 
 
 def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
-                 pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int]) -> int:
+                 pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int],
+                 deidentify: Any = None) -> int:
     """Run the extraction tasks, committing each batch as it arrives; returns the number of tasks run."""
     from distributed import as_completed
 
@@ -359,7 +370,7 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
 
     def submit(batch: list[FileEntry]) -> None:
         nonlocal tasks
-        future = c.submit(extract_batch, batch, settings, pure=False)
+        future = c.submit(extract_batch, batch, settings, deidentify, pure=False)
         running[future.key] = batch
         ac.add(future)
         tasks += 1
