@@ -83,10 +83,9 @@ def ensemble(tmp_path_factory: pytest.TempPathFactory, client: Any) -> dict[str,
 
 
 def _expected(files: dict[Path, np.ndarray]) -> np.ndarray:
-    ordered = [v for _, v in sorted(files.items(), key=lambda kv: int(kv[1][0, 0, 1]))]
-    out = np.concatenate(ordered).astype(np.float64)
-    out[out % 1000 == 0] = out[out % 1000 == 0]  # (no-op: keeps dtype handling explicit)
-    return np.where(np.concatenate(ordered) == -999, np.nan, out)
+    """The written tas values of `files` in time order (member i starts at 1000 i), fill cells as NaN."""
+    ordered = np.concatenate([v for _, v in sorted(files.items(), key=lambda kv: int(kv[1][0, 0, 1]))])
+    return np.where(ordered == -999, np.nan, ordered.astype(np.float64)).astype(ordered.dtype)
 
 
 def test_search_returns_a_sub_catalog(ensemble: dict[str, Any]) -> None:
