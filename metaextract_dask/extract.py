@@ -33,6 +33,7 @@ from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, encode_path, is
 from metaextract_dask.formats import sniff, suffix_claims
 from metaextract_dask.formats.base import Records
 from metaextract_dask.jsonutil import dumps
+from metaextract_dask.progress import WorkerTicker
 from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.watchdog import FileAbort, get_watchdog
 
@@ -413,9 +414,11 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     with dask.config.set({"metaextract.scan": settings} if settings else {}):
         kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
-        for entry in entries:
+        ticker = WorkerTicker()  # the client's progress moves per file, not per batch
+        for i, entry in enumerate(entries, 1):
             for name, part in extract_file(entry, **kwargs).items():
                 rows[name].extend(part)
+            ticker.tick(i)
     return {name: _table(name, rows[name]) for name in SCHEMAS}
 
 
