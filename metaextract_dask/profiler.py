@@ -16,10 +16,12 @@ import hashlib
 import itertools
 import logging
 import math
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,7 +336,8 @@ def _profilable(row: dict[str, Any], fmt: str) -> str | None:
 
 def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.1, device: str = "auto",
             bins: int = 64, client: Any = None, scheduler: str | None = None, n_workers: int | None = None,
-            progress: bool | Callable[[int, int], None] | None = None) -> pd.DataFrame:
+            progress: bool | Callable[[int, int], None] | None = None, on_client: Callable[[Any], None] | None = None,
+            performance_report: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Profile every numeric array of `catalog` and write the ``stats`` table.
 
     Parameters
@@ -353,6 +356,10 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
 
     progress : bool or callable, optional
         As for :func:`metaextract_dask.scan` (default: shown inside Jupyter only).
+    on_client : callable, optional
+        Called with the client once it is up (the CLI prints the dashboard link from it).
+    performance_report : path, optional
+        Write Dask's performance report (HTML) of the profile here.
 
     Returns
     -------
@@ -376,7 +383,15 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     arrays = [r for r in catalog.to_arrow("arrays").to_pylist() if r["path"] in fmt_of]
     rows: list[dict[str, Any]] = []
 
-    with ParquetSink(catalog.path) as sink, connect(scheduler, client=client, n_workers=n_workers) as c:
+    with ParquetSink(catalog.path) as sink, connect(scheduler, client=client, n_workers=n_workers) as c, \
+            ExitStack() as stack:
+        if on_client is not None:
+            on_client(c)
+        if performance_report is not None:
+            from distributed import performance_report as perf
+
+            stack.enter_context(c.as_current())
+            stack.enter_context(perf(filename=os.fspath(performance_report)))
         dev = resolve_device(device, c)
         # An unfinished profile with the same settings committed some rows already: keep them, skip their arrays.
         settings = {"strategy": strategy, "sample_fraction": sample_fraction if strategy == "sample" else None,

@@ -45,7 +45,7 @@ def test_catalog_tree_pipeline(sample_tree: Any, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr
     by_format = pd.read_parquet(report / "by_format.parquet")
-    expected = pd.Series([e["format"] for e in manifest["files"]] + ["binary"]).value_counts()
+    expected = pd.Series([e["format"] for e in manifest["files"]]).value_counts()
     assert by_format["files"].to_dict() == expected.to_dict()
     assert by_format.loc["hdf5", "errors"] == 1 and by_format["errors"].sum() == 1
     arrays = {f: sum(len(e["arrays"]) for e in manifest["files"] if e["format"] == f) for f in expected.index}
