@@ -399,7 +399,8 @@ def _task_settings() -> dict[str, Any]:
     }
 
 
-def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None) -> dict[str, pa.Table]:
+def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None,
+                  progress_interval: float | None = None) -> dict[str, pa.Table]:
     """Extract a batch of files into one Arrow table per catalog table (the unit of work of a scan task).
 
     Parameters
@@ -409,12 +410,15 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     settings : dict, optional
         ``metaextract.scan`` settings resolved on the client: workers of an existing cluster do not share
         the client's dask.config, so the task carries what it needs.
+    progress_interval : float, optional
+        Seconds between reports of the files done so far (:class:`~metaextract_dask.progress.WorkerTicker`;
+        default ``metaextract.progress.worker-interval`` here).
     """
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
     with dask.config.set({"metaextract.scan": settings} if settings else {}):
         kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
-        ticker = WorkerTicker()  # the client's progress moves per file, not per batch
+        ticker = WorkerTicker(progress_interval)  # the client's progress moves per file, not per batch
         for i, entry in enumerate(entries, 1):
             for name, part in extract_file(entry, **kwargs).items():
                 rows[name].extend(part)

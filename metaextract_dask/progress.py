@@ -169,7 +169,7 @@ class WorkerTicker:
     """Inside a task: report the units done so far on :data:`PROGRESS_TOPIC`, at most every
     ``metaextract.progress.worker-interval`` seconds (a no-op outside a dask worker)."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float | None = None) -> None:
         self.worker: Any = None
         self.key = ""
         try:
@@ -179,7 +179,8 @@ class WorkerTicker:
             self.key = str(self.worker.get_current_task())
         except (ImportError, ValueError):
             pass
-        self.interval = config.parse_seconds(config.get("progress.worker-interval", 0.5))
+        self.interval = config.parse_seconds(config.get("progress.worker-interval", 0.5) if interval is None
+                                             else interval)
         self.last = time.monotonic()
 
     def tick(self, done: int) -> None:

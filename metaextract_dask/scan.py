@@ -381,6 +381,7 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
     failures: Counter[tuple[str, ...]] = Counter()
     tasks = 0
     committed = 0
+    interval = config.parse_seconds(config.get("progress.worker-interval", 0.5))  # the client's, for every worker
     in_batch: dict[str, int] = {}  # files done so far in running batches, as their workers report
 
     def on_progress(event: tuple[float, Any]) -> None:  # the client's event loop thread
@@ -394,7 +395,7 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
 
     def submit(batch: list[FileEntry]) -> None:
         nonlocal tasks
-        future = c.submit(extract_batch, batch, settings, pure=False)
+        future = c.submit(extract_batch, batch, settings, interval, pure=False)
         running[future.key] = batch
         ac.add(future)
         tasks += 1
