@@ -1,8 +1,10 @@
 """Catalog tables as pandas and dask DataFrames, with the column types the Arrow schemas say.
 
 pyarrow's default conversion turns an integer column holding a null into float64 (``n_arrays`` 4.0) and a
-boolean one into objects; here integers and booleans become Arrow-backed pandas dtypes (``int64[pyarrow]``,
-nullable, ``<NA>`` for nulls) and strings ``string[pyarrow]``, as dask's own string conversion makes them.
+boolean one into objects; here integers, booleans and strings become Arrow-backed pandas dtypes
+(``int64[pyarrow]``, ``string[pyarrow]``: ``pd.ArrowDtype``, nullable, ``<NA>`` for nulls). All of one kind:
+pandas' masked ``boolean`` (what ``pd.StringDtype`` comparisons give) cannot be combined with an Arrow
+``bool[pyarrow]`` mask that holds a null (``path.str.endswith(...) & (nbytes > 0)`` raises).
 Floats, timestamps and lists keep pandas' usual types in eager frames; in dask frames lists and dates are
 Arrow-backed too (``list<item: int64>[pyarrow]``; an element is a Python list).
 
@@ -27,7 +29,7 @@ def arrow_dtype(t: pa.DataType) -> Any:
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
         return pd.ArrowDtype(t)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return pd.StringDtype("pyarrow")
+        return pd.ArrowDtype(t)
     return None
 
 
