@@ -1,12 +1,12 @@
 """Catalog tables as pandas and dask DataFrames, with the column types the Arrow schemas say.
 
 pyarrow's default conversion turns an integer column holding a null into float64 (``n_arrays`` 4.0) and a
-boolean one into objects; here integers, booleans and strings become Arrow-backed pandas dtypes
-(``int64[pyarrow]``, ``string[pyarrow]``: ``pd.ArrowDtype``, nullable, ``<NA>`` for nulls). All of one kind:
-pandas' masked ``boolean`` (what ``pd.StringDtype`` comparisons give) cannot be combined with an Arrow
-``bool[pyarrow]`` mask that holds a null (``path.str.endswith(...) & (nbytes > 0)`` raises).
-Floats, timestamps and lists keep pandas' usual types in eager frames; in dask frames lists and dates are
-Arrow-backed too (``list<item: int64>[pyarrow]``; an element is a Python list).
+boolean one into objects; here integers and booleans become Arrow-backed pandas dtypes (``int64[pyarrow]``,
+``pd.ArrowDtype``: nullable, ``<NA>`` for nulls). Eager frames keep pyarrow's other conversions (strings as
+objects, None when missing; lists as arrays); in dask frames every column but floats and timestamps is
+Arrow-backed (``string[pyarrow]``, ``list<item: int64>[pyarrow]`` whose element is a Python list), all of one
+kind: pandas' masked ``boolean`` (what ``pd.StringDtype`` comparisons give) cannot be combined with a
+``bool[pyarrow]`` mask that holds a null (``path.str.endswith(...) & (nbytes > 0)`` would raise).
 
 Dask tables read consecutive committed parts as one partition of about ``metaextract.catalog.partition-rows``
 rows (:func:`table_frame`, ``dd.from_map``): a batch's part is often a few rows, so one partition per part
@@ -25,20 +25,18 @@ __all__ = ["arrow_dtype", "dask_dtype", "to_pandas", "read_parts", "group_parts"
 
 
 def arrow_dtype(t: pa.DataType) -> Any:
-    """The pandas dtype a catalog column of Arrow type `t` gets (None: pyarrow's default conversion)."""
+    """The pandas dtype a catalog column of Arrow type `t` gets in eager frames (None: pyarrow's default)."""
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        return pd.ArrowDtype(t)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
         return pd.ArrowDtype(t)
     return None
 
 
 def dask_dtype(t: pa.DataType) -> Any:
-    """As :func:`arrow_dtype`, and Arrow-backed lists and dates: dask would take their object columns for
-    strings (``dataframe.convert-string``) and turn ``[2, 3]`` into the text ``"[2, 3]"``."""
-    simple = arrow_dtype(t)
-    if simple is not None or pa.types.is_floating(t) or pa.types.is_timestamp(t):
-        return simple
+    """The dtype in dask frames: Arrow-backed but for floats and timestamps. Dask would take object columns
+    for strings (``dataframe.convert-string``: ``[2, 3]`` becoming the text ``"[2, 3]"``), and its own
+    ``string[pyarrow]`` gives masked booleans that do not combine with ``bool[pyarrow]`` masks."""
+    if pa.types.is_floating(t) or pa.types.is_timestamp(t):
+        return None
     return pd.ArrowDtype(t)
 
 

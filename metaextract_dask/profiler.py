@@ -540,7 +540,7 @@ class ProfileResult(pd.DataFrame):
         from metaextract_dask.frames import to_pandas
 
         df = to_pandas(table)
-        df.insert(1, "format", pd.array([formats.get(p) for p in df["path"]], dtype=pd.StringDtype("pyarrow")))
+        df.insert(1, "format", [formats.get(p) for p in df["path"]])
         out = cls(df)
         out.seconds = seconds
         return out
