@@ -566,7 +566,8 @@ class ProfileResult(pd.DataFrame):
         strategies = sorted({str(d) for d in self["strategy"].dropna()})
         return {"arrays": len(self), "status": {str(k): int(v) for k, v in status.value_counts().items()},
                 "device": "/".join(devices) or "-", "strategy": "/".join(strategies) or "-",
-                "elements": sum(v["elements"] for v in by_format.values()), "by_format": dict(sorted(by_format.items())),
+                "elements": sum(v["elements"] for v in by_format.values()),
+                "by_format": dict(sorted(by_format.items())),
                 "error_types": error_types, "error_examples": error_examples,
                 "seconds": getattr(self, "seconds", None)}
 
