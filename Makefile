@@ -30,11 +30,13 @@ test-fast: setup
 
 ## make bench: ratio benchmarks (results go to BENCHMARKS.md by hand, with the command)
 bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_scan.py
 	$(BIN)/python benchmarks/bench_rescan.py
 	$(BIN)/python benchmarks/bench_profile.py --repeat 3
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_profile_many.py
+	$(BIN)/python benchmarks/bench_deid.py
 
 clean:
 	rm -rf $(VENV) demo-data demo-catalog bench-data .pytest_cache

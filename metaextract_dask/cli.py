@@ -16,6 +16,8 @@ from contextlib import ExitStack
 from collections.abc import Sequence
 from typing import Any
 
+from metaextract_dask.deid import cli as deid_cli
+
 __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (or log lines, when not a terminal)")
     p.add_argument("--profile", action="store_true", help="profile every array's content after the scan")
     _profile_options(p)
+    deid_cli.add_scan_options(p)
 
     p = _subcommand(sub, "profile", help="profile the content of every array of a catalog (stats table)",
                     description="Read every numeric array of a catalog once and store its statistics (counts,\n"
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html")
     p.add_argument("--title", help="page title (default: the catalog's path)")
+    deid_cli.add_parsers(sub)
     return parser
 
 
@@ -237,6 +241,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         client = None
         try:
             stack.enter_context(dask.config.set(overrides))
+            deidentify = deid_cli.scan_profile(args)
             if args.profile:  # scan and profile share one cluster
                 client = stack.enter_context(connect(args.scheduler, n_workers=args.workers,
                                                      dashboard_address=args.dashboard_address))
@@ -245,7 +250,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                            hash=args.hash or None, retry_errors=args.retry_errors,
                            file_timeout=args.file_timeout, performance_report=args.performance_report,
                            progress=not args.no_progress, on_client=announce, include=args.include,
-                           exclude=args.exclude)
+                           exclude=args.exclude, deidentify=deidentify)
         except (FileNotFoundError, CatalogError, ClusterError, ValueError) as exc:
             # CatalogError includes a full disk (CatalogFullError): what is committed stays, the scan resumes
             return _error(str(exc))
@@ -316,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return _error(str(exc))
     handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info,
-                "report": _cmd_report}
+                "report": _cmd_report, **deid_cli.COMMANDS}
     return handlers[args.command](args)
 
 

@@ -400,7 +400,7 @@ def _task_settings() -> dict[str, Any]:
 
 
 def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None,
-                  progress_interval: float | None = None) -> dict[str, pa.Table]:
+                  deidentify: Any = None, progress_interval: float | None = None) -> dict[str, pa.Table]:
     """Extract a batch of files into one Arrow table per catalog table (the unit of work of a scan task).
 
     Parameters
@@ -410,12 +410,16 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     settings : dict, optional
         ``metaextract.scan`` settings resolved on the client: workers of an existing cluster do not share
         the client's dask.config, so the task carries what it needs.
+    deidentify : metaextract_dask.deid.Profile, optional
+        De-identify every DICOM object before any of its values reaches a row.
     progress_interval : float, optional
         Seconds between reports of the files done so far (:class:`~metaextract_dask.progress.WorkerTicker`;
         default ``metaextract.progress.worker-interval`` here).
     """
+    from metaextract_dask.formats.dicom import deidentifying
+
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
-    with dask.config.set({"metaextract.scan": settings} if settings else {}):
+    with dask.config.set({"metaextract.scan": settings} if settings else {}), deidentifying(deidentify):
         kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
         ticker = WorkerTicker(progress_interval)  # the client's progress moves per file, not per batch

@@ -837,8 +837,10 @@ def _dicom_write(
     sop_instance: str,
     tags: dict[str, Any],
     pixels: np.ndarray,
+    phi: bool = False,
 ) -> None:
-    """Write a Part-10 file (preamble, file meta, explicit VR little endian)."""
+    """Write a Part-10 file (preamble, file meta, explicit VR little endian). With `phi`, fictitious
+    identifiers also sit in nested sequences and a private block (what a de-identifier must find)."""
     from pydicom.dataset import Dataset, FileMetaDataset
 
     meta = FileMetaDataset()
@@ -856,6 +858,8 @@ def _dicom_write(
     ds.SOPInstanceUID = sop_instance
     for key, value in tags.items():
         setattr(ds, key, value)
+    if phi:
+        _add_phi(ds, Dataset)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = pixels.dtype.itemsize * 8
@@ -865,6 +869,28 @@ def _dicom_write(
     ds.PixelData = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+
+
+def _add_phi(ds: Any, Dataset: Any) -> None:
+    """Fictitious PHI in places a careless de-identifier misses: nested sequences and private tags."""
+    pid, name = str(ds.PatientID), str(ds.PatientName)
+    other = Dataset()
+    other.PatientID = f"{pid}-OTHER"
+    other.IssuerOfPatientID = "FICTITIOUS ISSUER"
+    ds.OtherPatientIDsSequence = [other]
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired)
+    ref.ReferencedSOPInstanceUID = str(ds.StudyInstanceUID)
+    request = Dataset()
+    request.RequestedProcedureID = f"RP-{pid}"
+    request.ScheduledProcedureStepID = f"SPS-{pid}"
+    request.RequestedProcedureDescription = f"requested for {name} (fictitious)"
+    request.ReferencedStudySequence = [ref]
+    ds.RequestAttributesSequence = [request]
+    block = ds.private_block(0x0009, "METAEXTRACT FICTITIOUS PHI", create=True)
+    block.add_new(0x10, "LO", f"{name} private copy")
+    block.add_new(0x11, "LO", pid)
+    block.add_new(0x12, "OB", f"blob {name} {pid} ".encode() + b"\x00")
 
 
 def _dicom_entry(rel: str, sop_class: str, sop_instance: str, tags: dict[str, Any], pixels: np.ndarray,
@@ -956,7 +982,7 @@ def _write_dicom(root: Path, seed: int) -> list[dict[str, Any]]:
                     ImagePositionPatient=[-22.4, -22.4, z], SliceLocation=z)
         sop = _uid(seed, "ct", "instance", inst)
         rel = f"dicom/ct_series/CT_{file_idx:03d}.dcm"
-        _dicom_write(root / rel, sop_class=_CT_STORAGE, sop_instance=sop, tags=tags, pixels=pixels)
+        _dicom_write(root / rel, sop_class=_CT_STORAGE, sop_instance=sop, tags=tags, pixels=pixels, phi=True)
         entries.append(_dicom_entry(rel, _CT_STORAGE, sop, tags, pixels, _DICOM_ATTR_KEYS))
 
     # --- MR single image, different patient / study, uint16 pixels.
@@ -1002,7 +1028,7 @@ def _write_dicom(root: Path, seed: int) -> list[dict[str, Any]]:
                  + rng.normal(0, 20, (size, size)), 0, 4095).astype(np.uint16)
     sop = _uid(seed, "mr", "instance", 1)
     rel = "dicom/mr_brain.dcm"
-    _dicom_write(root / rel, sop_class=_MR_STORAGE, sop_instance=sop, tags=mr_tags, pixels=mr)
+    _dicom_write(root / rel, sop_class=_MR_STORAGE, sop_instance=sop, tags=mr_tags, pixels=mr, phi=True)
     entries.append(_dicom_entry(rel, _MR_STORAGE, sop, mr_tags, mr, _DICOM_ATTR_KEYS))
 
     # --- Multi-frame grayscale word secondary capture, 4 frames of 32x48.
@@ -1039,7 +1065,7 @@ def _write_dicom(root: Path, seed: int) -> list[dict[str, Any]]:
           * np.arange(1, frames + 1)[:, None, None] / frames).astype(np.uint16)
     sop = _uid(seed, "sc", "instance", 1)
     rel = "dicom/multiframe_sc.dcm"
-    _dicom_write(root / rel, sop_class=_MF_SC_WORD_STORAGE, sop_instance=sop, tags=mf_tags, pixels=mf)
+    _dicom_write(root / rel, sop_class=_MF_SC_WORD_STORAGE, sop_instance=sop, tags=mf_tags, pixels=mf, phi=True)
     entries.append(_dicom_entry(rel, _MF_SC_WORD_STORAGE, sop, mf_tags, mf, _DICOM_ATTR_KEYS))
     return entries
 

@@ -233,6 +233,7 @@ def scan(
     on_client: Callable[[Any], None] | None = None,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    deidentify: Any = None,
 ) -> Catalog:
     """Scan files and directories into a Parquet catalog, incrementally.
 
@@ -272,6 +273,9 @@ def scan(
         Glob patterns for the files found in directories (default ``metaextract.scan.include`` /
         ``exclude``; see :class:`~metaextract_dask.discover.PathFilter`). Files a pattern leaves out are not
         in the catalog: a re-scan with new patterns drops the rows of files no longer included.
+    deidentify : metaextract_dask.deid.Profile, optional
+        De-identify every DICOM object (PS3.15 profile, keyed) before any of its values reaches the catalog.
+        A catalog written with another profile, key or none is read again in full.
 
     Returns
     -------
@@ -303,7 +307,12 @@ def scan(
     threads = tasks = 0
     attempts: Counter[int] = Counter()
 
+    deid_mark = None if deidentify is None else {"options": list(deidentify.options),
+                                                  "key_fingerprint": deidentify.key.fingerprint}
     with ParquetSink(output) as sink:
+        previous = (sink.manifest.get("summary") or {}) if sink.has_visible else {}
+        if previous and previous.get("deidentify") != deid_mark:
+            full = True  # rows written under another profile (or with identities) must all be replaced
         plan = plan_scan(entries, sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
 
         def write_special() -> bool:
@@ -331,7 +340,7 @@ def scan(
                     stack.enter_context(c.as_current())
                     stack.enter_context(perf(filename=os.fspath(performance_report)))
                 tasks = _extract_all(c, sink, [e for e in plan.to_read if not e.special], settings, threads,
-                                     pending, progress, attempts)
+                                     pending, progress, attempts, deidentify)
         else:
             write_special()
         sink.finish(plan.drop_visible, plan.drop_pending)
@@ -354,6 +363,7 @@ def scan(
             retried_files=sum(n for a, n in attempts.items() if a > 1),
             batches=tasks, threads=threads, seconds=seconds, startup_seconds=startup,
             files_per_second=n_read / seconds if seconds and n_read else 0.0,
+            deidentify=deid_mark,
         )
         sink.set_summary(summary, settings)
     return Catalog(sink.output)
@@ -370,7 +380,8 @@ def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
 
 
 def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
-                 pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int]) -> int:
+                 pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int],
+                 deidentify: Any = None) -> int:
     """Run the extraction tasks, committing each batch as it arrives; returns the number of tasks run."""
     from distributed import as_completed
 
@@ -395,7 +406,7 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
 
     def submit(batch: list[FileEntry]) -> None:
         nonlocal tasks
-        future = c.submit(extract_batch, batch, settings, interval, pure=False)
+        future = c.submit(extract_batch, batch, settings, deidentify, interval, pure=False)
         running[future.key] = batch
         ac.add(future)
         tasks += 1

@@ -43,9 +43,9 @@ def test_extract_is_lazy_and_equals_the_scanned_catalog(sample_tree: Any, catalo
     calls: list[int] = []
     real = worker_module.extract_batch
 
-    def counting(entries: Any, settings: Any = None, progress_interval: Any = None) -> Any:
+    def counting(entries: Any, settings: Any = None, deidentify: Any = None, progress_interval: Any = None) -> Any:
         calls.append(len(entries))
-        return real(entries, settings, progress_interval)
+        return real(entries, settings, deidentify, progress_interval)
 
     monkeypatch.setattr(worker_module, "extract_batch", counting)
     with dask.config.set({"metaextract.scan.batch-min-files": 2, "metaextract.scan.batch-max-files": 4}):

@@ -7,11 +7,14 @@ pixel module, by the same rules that open it (:func:`pixel_layout`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, 
     truncation
 from metaextract_dask.jsonutil import dumps
 
-__all__ = ["DICOMBackend", "DICOMFile", "DICOMSeries", "DICOM", "DICOM_COLUMNS", "parse_da", "pixel_layout",
+__all__ = ["DICOMBackend", "DeidentifiedReadError", "deidentifying", "DICOMFile", "DICOMSeries", "DICOM", "DICOM_COLUMNS", "parse_da", "pixel_layout",
            "series_spec", "series_files"]
 
 #: Typed columns of the ``dicom`` table: keyword -> kind (str, int, float, date, floats).
@@ -57,6 +60,25 @@ _JSON_VRS = frozenset("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN 
 _PIXEL_ATTRS = ("Modality", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
                 "PixelRepresentation", "SamplesPerPixel", "RescaleType", "PixelSpacing", "SliceThickness",
                 "ImageOrientationPatient", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID")
+
+
+# The de-identification profile in force for reads in this context (scan --deidentify), None: off.
+_DEID: contextvars.ContextVar[Any] = contextvars.ContextVar("metaextract_dicom_deid", default=None)
+
+
+@contextlib.contextmanager
+def deidentifying(profile: Any) -> Iterator[None]:
+    """Within the block, :meth:`DICOMBackend.read` de-identifies each object with `profile` (a
+    :class:`metaextract_dask.deid.Profile`; None: no change) before any value reaches a row."""
+    token = _DEID.set(profile)
+    try:
+        yield
+    finally:
+        _DEID.reset(token)
+
+
+class DeidentifiedReadError(ValueError):
+    """A read that failed while de-identifying; its message has the object's identifiers masked."""
 
 
 def parse_da(value: Any) -> dt.date | None:
@@ -249,10 +271,31 @@ class DICOMBackend(FormatBackend):
         return len(head) >= 132 and head[128:132] == b"DICM"
 
     def read(self, path: str) -> Records:  # noqa: D102
+        profile = _DEID.get()
+        if profile is None:
+            return self._read(path, None)
+        # Warnings and errors may quote values: they are caught here and masked before they leave.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outcome: list[Any] = []
+            try:
+                rec = self._read(path, profile, outcome)
+            except Exception as exc:
+                if not outcome:  # failed before any value was decoded: nothing to mask
+                    raise
+                raise DeidentifiedReadError(profile.scrub(f"{type(exc).__name__}: {exc}", outcome[0])) from None
+        for w in caught:
+            warnings.warn(profile.scrub(str(w.message), outcome[0]) if outcome else "a warning (masked: "
+                          "raised before de-identification)", stacklevel=1)
+        return rec
+
+    def _read(self, path: str, profile: Any, outcome: list[Any] | None = None) -> Records:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if profile is not None and outcome is not None:
+            outcome.append(profile.apply(ds, collect=True))
         problems: list[str] = []
         ts = _get(ds.file_meta, "TransferSyntaxUID", problems)
         # pydicom is lenient: garbage after the magic can still "parse"; with a transfer syntax that is not a
@@ -270,6 +313,8 @@ class DICOMBackend(FormatBackend):
             row["NumberOfFrames"] = 1  # single-frame images omit the tag; 1 keeps sums over frames right
         row["TransferSyntaxUID"] = str(_get(meta, "TransferSyntaxUID") or "") or None
         row["header"] = dumps(header)
+        if outcome:
+            problems = [profile.scrub(p, outcome[0]) for p in problems]
         rec = Records(format="dicom", format_version=ts.name if ts else None, tables={"dicom": [row]},
                       warnings=list(dict.fromkeys(problems)))
         rec.attrs = {k: str(v) for k in ("SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID")
