@@ -90,12 +90,10 @@ def _size_histogram(sizes: np.ndarray) -> Any:
 
     sizes = sizes[sizes > 0]
     fig = figure(title="file sizes", width=520, height=300, toolbar_location=None, x_axis_type="log")
-    if len(sizes):
-        lo, hi = np.log10(sizes.min()), np.log10(sizes.max())
-        edges = np.logspace(lo, hi if hi > lo else lo + 1, 31)
-        counts, edges = np.histogram(sizes, bins=edges)
-        fig.quad(top=counts, bottom=0, left=edges[:-1], right=edges[1:], fill_color=_PALETTE[0],
-                 line_color="white")
+    lo, hi = np.log10(sizes.min()), np.log10(sizes.max())
+    edges = np.logspace(lo, hi if hi > lo else lo + 1, 31)
+    counts, edges = np.histogram(sizes, bins=edges)
+    fig.quad(top=counts, bottom=0, left=edges[:-1], right=edges[1:], fill_color=_PALETTE[0], line_color="white")
     fig.xaxis.axis_label = "bytes (log scale)"
     fig.yaxis.axis_label = "files"
     return fig
@@ -198,8 +196,12 @@ def build_report(catalog: Any, *, title: str | None = None) -> tuple[Any, int]:
     figures += 2
 
     items.append(_div("<h2>Size distribution</h2>"))
-    items.append(_size_histogram(files["size_bytes"].to_numpy(dtype=np.float64)))
-    figures += 1
+    sizes = files["size_bytes"].to_numpy(dtype=np.float64)
+    if (sizes > 0).any():
+        items.append(_size_histogram(sizes))
+        figures += 1
+    else:
+        items.append(_div("<p>no file with content</p>"))
 
     # errors with examples
     items.append(_div("<h2>Errors</h2>"))

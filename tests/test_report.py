@@ -142,3 +142,18 @@ def test_report_cli_errors_are_one_line(tmp_path: Path) -> None:
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2
     assert "not a metaextract catalog" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_of_an_empty_catalog(tmp_path: Path) -> None:
+    import warnings
+
+    import metaextract_dask as mx
+
+    (tmp_path / "in").mkdir()
+    cat = mx.scan(tmp_path / "in", tmp_path / "cat")  # nothing to read: no cluster
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layout, n_figures = build_report(cat)
+    assert n_figures == 4  # by format and by directory (empty); no size, array, DICOM or FITS figure
+    path = cat.report(tmp_path / "r.html")
+    assert 'content="4"' in Path(path).read_text() and "no file with content" in Path(path).read_text()
