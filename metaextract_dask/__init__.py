@@ -13,20 +13,37 @@ from metaextract_dask.discover import decode_path, encode_path
 from metaextract_dask.scan import ScanSummary, scan
 from metaextract_dask.sinks import CatalogError
 
-__all__ = ["Catalog", "CatalogError", "ScanSummary", "decode_path", "encode_path", "open_array", "open_arrays",
-           "open_catalog", "open_datatree", "open_dicom_series", "profile", "scan", "__version__"]
+# Bound here, after the scan has imported the worker module metaextract_dask.extract (which an import
+# binds as this package's attribute `extract`): mx.extract is the lazy API's function.
+from metaextract_dask.lazy import Extraction, extract  # noqa: E402
+
+__version__ = "0.1.0"
+
+# Loaded on first use (xarray-backed openers, the profiler, the report's bokeh, distributed): {name: module}.
+_LAZY = {
+    "open_array": "metaextract_dask.arrays",
+    "open_arrays": "metaextract_dask.arrays",
+    "open_dicom_series": "metaextract_dask.arrays",
+    "open_datatree": "metaextract_dask.arrays",
+    "profile": "metaextract_dask.profiler",
+    "ProfileResult": "metaextract_dask.profiler",
+    "write_report": "metaextract_dask.report",
+    "start_client": "metaextract_dask.cluster",
+}
+
+__all__ = ["Catalog", "CatalogError", "Extraction", "ScanSummary", "decode_path", "encode_path", "extract",
+           "open_catalog", "scan", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> object:
-    # Array and profile APIs load xarray-backed openers only when first used.
-    if name in ("open_array", "open_arrays", "open_datatree", "open_dicom_series"):
-        from metaextract_dask import arrays
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'metaextract_dask' has no attribute {name!r}")
+    import importlib
 
-        return getattr(arrays, name)
-    if name == "profile":
-        from metaextract_dask.profiler import profile
+    return getattr(importlib.import_module(target), name)
 
-        return profile
-    raise AttributeError(f"module 'metaextract_dask' has no attribute {name!r}")
 
-__version__ = "0.1.0"
+def __dir__() -> list[str]:
+    # tab completion offers the lazily loaded names too (mx.open<TAB>)
+    return sorted({*globals(), *_LAZY})

@@ -66,9 +66,13 @@ class Catalog:
             self._denied(os.path.join(self.path, MANIFEST))
 
     @property
-    def scan_summary(self) -> dict[str, Any] | None:
-        """Summary of the scan that wrote this catalog (None while a scan is still running)."""
-        return self.manifest.get("summary")
+    def scan_summary(self) -> Any:
+        """The :class:`~metaextract_dask.scan.ScanSummary` of the scan that wrote this catalog (None while a scan
+        is still running)."""
+        from metaextract_dask.scan import ScanSummary
+
+        summary = self.manifest.get("summary")
+        return None if summary is None else ScanSummary(summary)
 
     def table_path(self, name: str) -> str:
         """Directory of one table's Parquet parts."""
@@ -82,13 +86,21 @@ class Catalog:
         return committed_parts(self.path, name, self.manifest)
 
     def table(self, name: str) -> Any:
-        """One table as a lazy dask DataFrame over its committed parts."""
-        import dask.dataframe as dd
+        """One table as a lazy dask DataFrame over its committed parts.
 
-        parts = self.parts(name)
-        if not parts:  # a scan still running has not committed this table yet
-            return dd.from_pandas(SCHEMAS[name].empty_table().to_pandas(), npartitions=1)
-        return dd.read_parquet(parts, schema=SCHEMAS[name])
+        Consecutive parts are read as one partition of about ``metaextract.catalog.partition-rows`` rows;
+        integer and boolean columns are nullable Arrow-backed dtypes (see :mod:`metaextract_dask.frames`).
+        """
+        from metaextract_dask import config
+        from metaextract_dask.frames import group_parts, table_frame
+
+        self.table_path(name)
+        manifest = self.manifest
+        # a scan still running may not have committed this table yet: an empty frame of the right columns
+        parts = [(os.path.join(self.path, name, b["parts"][name]), int(b.get("rows", {}).get(name, 0)))
+                 for b in manifest.get("batches", []) if name in b["parts"]]
+        target = int(config.get("catalog.partition-rows", 100_000))
+        return table_frame(group_parts(parts, target), SCHEMAS[name])
 
     def to_arrow(self, name: str) -> Any:
         """One table read eagerly into a pyarrow Table."""
@@ -101,8 +113,10 @@ class Catalog:
         return ds.dataset(parts, schema=SCHEMAS[name], format="parquet").to_table()
 
     def to_pandas(self, name: str) -> pd.DataFrame:
-        """One table read eagerly into pandas."""
-        return self.to_arrow(name).to_pandas()
+        """One table read eagerly into pandas (nullable Arrow-backed integers: ``n_arrays`` stays an integer)."""
+        from metaextract_dask.frames import to_pandas
+
+        return to_pandas(self.to_arrow(name))
 
     @cached_property
     def files(self) -> Any:
@@ -176,18 +190,51 @@ class Catalog:
 
         return to_intake_esm(self, path, **kwargs)
 
-    def summary(self) -> dict[str, Any]:
-        """Counts computed from the tables: files by format and status, bytes, arrays, errors by type."""
-        files = self.to_pandas("files")
-        errors = files[files["status"] == "error"]
+    def summary(self, examples: int = 3) -> dict[str, Any]:
+        """Counts computed from the tables: files and bytes by format, errors by type with up to `examples`
+        example paths each, rows per table."""
+        import pyarrow.compute as pc
+
+        files = self.to_arrow("files").select(["path", "format", "status", "error_type", "size_bytes"])
+        by_format = files.group_by("format").aggregate([("path", "count"), ("size_bytes", "sum")])
+        by_format = sorted(zip(by_format.column("format").to_pylist(), by_format.column("path_count").to_pylist(),
+                               by_format.column("size_bytes_sum").to_pylist()))
+        errors = files.filter(pc.equal(files.column("status"), "error"))
+        error_types: dict[str, int] = {}
+        error_examples: dict[str, list[str]] = {}
+        for path, etype in zip(errors.column("path").to_pylist(), errors.column("error_type").to_pylist()):
+            etype = etype or "unknown"
+            error_types[etype] = error_types.get(etype, 0) + 1
+            if len(error_examples.setdefault(etype, [])) < examples:
+                error_examples[etype].append(path)
+        rows = {name: 0 for name in SCHEMAS}
+        for batch in self.manifest.get("batches", []):
+            for name, n in batch.get("rows", {}).items():
+                if name in rows and name in batch.get("parts", {}):
+                    rows[name] += int(n)
         return {
-            "files": len(files),
-            "bytes": int(files["size_bytes"].sum()),
-            "by_format": {k: int(v) for k, v in files["format"].value_counts().sort_index().items()},
-            "errors": len(errors),
-            "error_types": {k: int(v) for k, v in errors["error_type"].value_counts().items()},
-            "arrays": int(self.to_pandas("arrays").shape[0]),
+            "files": files.num_rows,
+            "bytes": int(pc.sum(files.column("size_bytes")).as_py() or 0),
+            "by_format": {k: int(n) for k, n, _ in by_format},
+            "bytes_by_format": {k: int(b or 0) for k, _, b in by_format},
+            "errors": errors.num_rows,
+            "error_types": dict(sorted(error_types.items(), key=lambda kv: -kv[1])),
+            "error_examples": error_examples,
+            "arrays": rows["arrays"],
+            "rows": rows,
         }
+
+    def report(self, output: str | os.PathLike[str], *, title: str | None = None) -> str:
+        """Write a self-contained HTML report of this catalog (see :func:`metaextract_dask.report.write_report`).
+
+        Returns
+        -------
+        str
+            The path of the report written.
+        """
+        from metaextract_dask.report import write_report
+
+        return write_report(self, output, title=title)
 
     def __repr__(self) -> str:
         s = self.summary()
@@ -195,13 +242,9 @@ class Catalog:
         return f"<Catalog {self.path}: {s['files']} files ({formats}), {s['arrays']} arrays, {s['errors']} errors>"
 
     def _repr_html_(self) -> str:
-        import html
+        from metaextract_dask.display import catalog_html
 
-        s = self.summary()
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in s["by_format"].items())
-        return (f"<b>metaextract catalog</b> <code>{html.escape(self.path)}</code><br>"
-                f"{s['files']} files, {s['bytes']:,} bytes, {s['arrays']} arrays, {s['errors']} errors"
-                f"<table><tr><th>format</th><th>files</th></tr>{rows}</table>")
+        return catalog_html(self)
 
 
 def open_catalog(path: str | os.PathLike[str]) -> Catalog:

@@ -1,9 +1,16 @@
-"""The ``metaextract-dask`` command."""
+"""The metaextract-dask command line.
+
+Adding a subcommand: one ``_subcommand(sub, NAME, help=..., description=..., example=...)`` block in
+:func:`build_parser` (its arguments below it) and one ``NAME: _cmd_name`` entry in ``main``'s handlers; the
+handler takes the parsed arguments and returns the exit status (``_error(message)`` for a one-line error,
+status 2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import ExitStack
 from collections.abc import Sequence
@@ -38,19 +45,55 @@ _COUNT = _number(int, lo=0, strict=False)
 _SECONDS = _number(float, lo=0, strict=True)
 
 
+DESCRIPTION = """\
+Metadata catalogs of HDF5, NetCDF, Zarr, FITS and DICOM collections, extracted in parallel on dask.
+
+A scan writes a catalog directory of Parquet tables (files, arrays, hdus, dicom, stats) that pandas, dask
+and duckdb read directly; profile adds content statistics, report writes an HTML report."""
+
+EPILOG = """\
+examples:
+  metaextract-dask sample-data demo-data
+  metaextract-dask scan demo-data -o demo-catalog --profile
+  metaextract-dask report demo-catalog -o report.html
+  metaextract-dask --config conf/scan.yaml scan /data -o catalog
+
+'metaextract-dask COMMAND --help' describes each command."""
+
+
+def _subcommand(sub: Any, name: str, *, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand parser whose --help shows `description` and `example` as written (no re-wrapping)."""
+    return sub.add_parser(name, help=help, description=description, epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``metaextract-dask``."""
-    parser = argparse.ArgumentParser(prog="metaextract-dask", description=__doc__)
+    from metaextract_dask import __version__
+
+    parser = argparse.ArgumentParser(prog="metaextract-dask", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
                         help="merge a YAML config file (metaextract namespace) before running; repeatable")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("sample-data", help="write a deterministic sample tree of all supported formats")
+    p = _subcommand(sub, "sample-data", help="write a deterministic sample tree of all supported formats",
+                    description="Write sample files of every supported format (and some broken ones) with the\n"
+                                "format libraries, plus manifest.json describing what was written (scans leave\n"
+                                "the manifest out: the directory's .metaextract-ignore names it).",
+                    example="metaextract-dask sample-data demo-data --preset small")
     p.add_argument("directory")
-    p.add_argument("--preset", choices=["small", "medium"], default="small")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=["small", "medium"], default="small",
+                   help="small: a few hundred kB; medium: plus a ~400 MB HDF5 cube and a ~300 MB Zarr array")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
 
-    p = sub.add_parser("scan", help="scan files and directories into a Parquet catalog")
+    p = _subcommand(sub, "scan", help="scan files and directories into a Parquet catalog",
+                    description="Scan files, directories and Zarr stores into a catalog directory, incrementally:\n"
+                                "running it again reads only new and changed files and drops vanished ones.\n"
+                                "Prints the dashboard link, progress and a summary; unreadable files become\n"
+                                "error rows (exit status 0).",
+                    example="metaextract-dask scan /data/run42 -o catalog --exclude '*.tmp' --profile")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("-o", "--output", required=True, metavar="CATALOG_DIR")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -61,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, metaextract.cluster.connect-timeout)")
     p.add_argument("--dashboard-address", metavar="HOST:PORT",
                    help="dashboard of the embedded cluster (default 127.0.0.1:8787; loopback only)")
+    p.add_argument("--include", action="append", metavar="GLOB",
+                   help="scan only files matching this pattern (a name, or a path relative to the scanned "
+                        "directory if it has a '/'); repeatable (default metaextract.scan.include)")
+    p.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="leave out files and directories matching this pattern; repeatable "
+                        "(default metaextract.scan.exclude)")
     p.add_argument("--full", action="store_true", help="read every file again (default: only new and changed files)")
     p.add_argument("--hash", action="store_true",
                    help="store content hashes and re-read files whose content changed even if size and mtime did not")
@@ -69,23 +118,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds one file may take before it becomes a 'timeout' row (default 300)")
     p.add_argument("--retries", type=_COUNT, metavar="N", help="retries after transient I/O errors (default 2)")
     p.add_argument("--performance-report", metavar="FILE.html", help="write Dask's performance report here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (or log lines, when not a terminal)")
     p.add_argument("--profile", action="store_true", help="profile every array's content after the scan")
     _profile_options(p)
     deid_cli.add_scan_options(p)
 
-    p = sub.add_parser("profile", help="profile the content of every array of a catalog (stats table)")
+    p = _subcommand(sub, "profile", help="profile the content of every array of a catalog (stats table)",
+                    description="Read every numeric array of a catalog once and store its statistics (counts,\n"
+                                "min/max/mean/std, histogram) in the catalog's stats table. A profile that is\n"
+                                "interrupted resumes where it stopped.",
+                    example="metaextract-dask profile catalog --strategy sample --sample-fraction 0.05")
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("--scheduler", metavar="ADDRESS", help="existing dask scheduler (as for scan)")
     p.add_argument("--workers", type=_POSITIVE_INT, metavar="N", help="worker processes of the embedded cluster")
     p.add_argument("--connect-timeout", type=_SECONDS, metavar="SECONDS",
                    help="seconds to wait for --scheduler to answer (default 10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--performance-report", metavar="FILE.html", help="write Dask's performance report here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (or log lines, when not a terminal)")
     _profile_options(p)
 
-    p = sub.add_parser("info", help="summarise a catalog")
+    p = _subcommand(sub, "info", help="summarise a catalog",
+                    description="Print what a catalog holds: files by format, bytes, arrays, errors by type.",
+                    example="metaextract-dask info catalog --json")
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = _subcommand(sub, "report", help="write a self-contained HTML report of a catalog",
+                    description="Write one HTML file (bokeh figures, scripts inlined: it opens without a network)\n"
+                                "with files and bytes by format and directory, sizes, errors with examples,\n"
+                                "per-array histograms and quantiles (profiled catalogs), DICOM studies and\n"
+                                "series, and FITS sky footprints.",
+                    example="metaextract-dask report catalog -o report.html")
+    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    p.add_argument("--title", help="page title (default: the catalog's path)")
     deid_cli.add_parsers(sub)
     from metaextract_dask.drift import add_drift_parser
 
@@ -120,7 +186,8 @@ def _run_profile(catalog: Any, args: argparse.Namespace, client: Any = None) -> 
             stats = profile(catalog, strategy=args.strategy, sample_fraction=args.sample_fraction,
                             device=args.device, bins=args.bins, client=client,
                             scheduler=getattr(args, "scheduler", None), n_workers=args.workers,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, on_client=None if client is not None else _announce,
+                            performance_report=args.performance_report if client is None else None)
     except (RuntimeError, ValueError, CatalogError, PermissionError) as exc:  # ClusterError is a RuntimeError
         return _error(str(exc))
     counts = stats["status"].value_counts().to_dict()
@@ -137,6 +204,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     except OSError as exc:  # not a catalog; not readable by this user
         return _error(str(exc))
     return _run_profile(catalog, args)
+
+
+def _announce(client: Any) -> None:
+    """Print the dashboard link of the client a command runs on."""
+    print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
 
 
 def _error(message: str) -> int:
@@ -160,9 +232,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from metaextract_dask.scan import ScanSummary, scan
     from metaextract_dask.sinks import CatalogError
 
-    def announce(client: Any) -> None:
-        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
-
+    announce = _announce
     import dask.config
 
     from metaextract_dask.cluster import ClusterError, connect
@@ -182,7 +252,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
                            n_workers=args.workers, dashboard_address=args.dashboard_address, full=args.full,
                            hash=args.hash or None, retry_errors=args.retry_errors,
                            file_timeout=args.file_timeout, performance_report=args.performance_report,
-                           progress=not args.no_progress, on_client=announce, deidentify=deidentify)
+                           progress=not args.no_progress, on_client=announce, include=args.include,
+                           exclude=args.exclude, deidentify=deidentify)
         except (FileNotFoundError, CatalogError, ClusterError, ValueError) as exc:
             # CatalogError includes a full disk (CatalogFullError): what is committed stays, the scan resumes
             return _error(str(exc))
@@ -220,6 +291,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from metaextract_dask.catalog import open_catalog
+
+    try:
+        catalog = open_catalog(args.catalog)
+        out = catalog.report(args.output, title=args.title)
+    except OSError as exc:  # not a catalog, not readable, the report cannot be written
+        return _error(str(exc))
+    print(f"report: {os.path.abspath(out)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -241,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return _error(str(exc))
     handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info,
-                **deid_cli.COMMANDS}
+                "report": _cmd_report, **deid_cli.COMMANDS}
     if args.command == "drift":
         from metaextract_dask.drift import run_drift
 

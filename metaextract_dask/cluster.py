@@ -20,7 +20,8 @@ import dask.config
 
 from metaextract_dask import config
 
-__all__ = ["ClusterError", "check_main_guard", "connect", "default_n_workers", "scheduler_security"]
+__all__ = ["ClusterError", "check_main_guard", "connect", "default_n_workers", "scheduler_security",
+           "start_client"]
 
 
 class ClusterError(RuntimeError):
@@ -237,7 +238,7 @@ def connect(
         The scheduler cannot be reached within ``metaextract.cluster.connect-timeout`` or lacks TLS
         credentials; or the embedded cluster would be started from a script's unguarded top-level code.
     """
-    from distributed import Client, LocalCluster, default_client
+    from distributed import Client, default_client
 
     _positive("n_workers", n_workers)
     _positive("threads_per_worker", threads_per_worker)
@@ -259,6 +260,19 @@ def connect(
         yield current
         return
 
+    cluster = _embedded_cluster(n_workers, threads_per_worker, memory_limit, dashboard_address, quiet)
+    try:
+        with Client(cluster, set_as_default=False) as c:
+            yield c
+    finally:
+        cluster.close()
+
+
+def _embedded_cluster(n_workers: int | None, threads_per_worker: int | None, memory_limit: str | int | None,
+                      dashboard_address: str | None, quiet: bool) -> Any:
+    """A new LocalCluster of worker processes on 127.0.0.1, private to this user (see :func:`connect`)."""
+    from distributed import LocalCluster
+
     check_main_guard()
     host = config.get("cluster.host", "127.0.0.1")
     dashboard = dashboard_address or config.get("cluster.dashboard-address", "127.0.0.1:8787")
@@ -272,7 +286,7 @@ def connect(
             raise ClusterError("the embedded cluster's TLS needs the 'cryptography' package (pip install "
                                "cryptography), or set metaextract.cluster.security: false") from exc
     with _embedded_config():
-        cluster = LocalCluster(
+        return LocalCluster(
             n_workers=n_workers or config.get("cluster.n-workers") or default_n_workers(),
             threads_per_worker=threads_per_worker or config.get("cluster.threads-per-worker", 1),
             memory_limit=memory_limit or config.get("cluster.memory-limit", "auto"),
@@ -282,8 +296,30 @@ def connect(
             security=security,  # None: distributed's defaults (plain TCP unless its own TLS config says otherwise)
             silence_logs=logging.ERROR if quiet else logging.WARNING,
         )
+
+
+def start_client(*, n_workers: int | None = None, threads_per_worker: int | None = None,
+                 memory_limit: str | int | None = None, dashboard_address: str | None = None,
+                 quiet: bool = True) -> Any:
+    """Start the embedded cluster and return a Client to it that stays up (for Jupyter), set as the default.
+
+    Unlike :func:`connect`, nothing closes it at the end of a block: scans and profiles use it as the current
+    client, and its dashboard link keeps working. Close it with ``client.close(); client.cluster.close()``
+    (or let the interpreter's exit do it). Same settings as the embedded cluster of :func:`connect`
+    (127.0.0.1 only, TLS private to this user).
+
+    Returns
+    -------
+    distributed.Client
+    """
+    from distributed import Client
+
+    _positive("n_workers", n_workers)
+    _positive("threads_per_worker", threads_per_worker)
+    config.validate()
+    cluster = _embedded_cluster(n_workers, threads_per_worker, memory_limit, dashboard_address, quiet)
     try:
-        with Client(cluster, set_as_default=False) as c:
-            yield c
-    finally:
+        return Client(cluster, set_as_default=True)
+    except BaseException:
         cluster.close()
+        raise

@@ -204,6 +204,14 @@ def _text(*, none: bool = False) -> Callable[[Any], str | None]:
     return check
 
 
+def _globs(v: Any) -> str | None:
+    if isinstance(v, str):  # a single pattern (e.g. from DASK_METAEXTRACT__SCAN__EXCLUDE) is a list of one
+        v = [v]
+    if v is None or (isinstance(v, (list, tuple)) and all(isinstance(p, str) and p for p in v)):
+        return None
+    return "a list of glob patterns (non-empty strings)"
+
+
 def _mode(v: Any) -> str | None:
     try:
         parse_mode(v)
@@ -247,6 +255,11 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "scan.file-timeout": _number(0, strict=True, none=True),
     "scan.file-memory-limit": _bytes(1, none=True),
     "scan.hash": _bool,
+    "scan.include": _globs,
+    "scan.exclude": _globs,
+    "catalog.partition-rows": _int(1),
+    "progress.log-interval": _number(0, strict=False, seconds=True),
+    "progress.worker-interval": _number(0, strict=True, seconds=True),
     "catalog.compression": _choice("zstd", "snappy", "gzip", "brotli", "lz4", "none"),
     "catalog.file-mode": _mode,
     "catalog.dir-mode": _mode,

@@ -13,6 +13,7 @@ the catalog and :func:`decode_path` turns it back.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import math
 import os
 import stat
@@ -23,13 +24,17 @@ from metaextract_dask import config
 from metaextract_dask.formats.zarr import is_zarr_store
 
 __all__ = ["FileEntry", "discover", "plan_batches", "encode_path", "decode_path", "is_utf8_path",
-           "SPECIAL_KINDS", "DIRECTORY_KIND"]
+           "SPECIAL_KINDS", "DIRECTORY_KIND", "IGNORE_FILE", "PathFilter"]
 
 #: ``kind`` of special entries (catalogued as ``format = "special"``, never opened).
 SPECIAL_KINDS = ("fifo", "socket", "char-device", "block-device", "symlink", "symlink-dangling", "symlink-loop",
                  "other")
 #: ``kind`` of a directory that could not be listed (catalogued as ``format = "directory"``, an error row).
 DIRECTORY_KIND = "directory"
+
+#: A directory's ignore file: glob patterns, one a line (``#`` comments), of names in that directory that
+#: scans leave out; the file itself is never catalogued. The sample generator writes one for its manifest.
+IGNORE_FILE = ".metaextract-ignore"
 
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
@@ -187,14 +192,72 @@ def _special_entry(entry: os.DirEntry[str], follow_symlinks: bool) -> FileEntry:
     return FileEntry(entry.path, lst.st_size, lst.st_mtime_ns, False, _mode_kind(lst.st_mode))
 
 
+class PathFilter:
+    """Include / exclude glob patterns for the files a directory walk finds.
+
+    A pattern without ``/`` is matched against an entry's name, one with ``/`` against its path relative
+    to the scanned directory (``/``-separated; ``*`` matches across ``/`` too, as in :mod:`fnmatch`).
+    With `include` patterns only files (and Zarr stores) matching one of them are kept; an entry matching
+    an `exclude` pattern is left out, and a directory matching one is not walked at all.
+
+    Parameters
+    ----------
+    include, exclude : sequence of str
+        Glob patterns (default ``metaextract.scan.include`` / ``metaextract.scan.exclude``).
+    """
+
+    def __init__(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> None:
+        include = config.get("scan.include", None) if include is None else include
+        exclude = config.get("scan.exclude", None) if exclude is None else exclude
+        include, exclude = ([p] if isinstance(p, str) else p for p in (include, exclude))
+        for p in [*(include or ()), *(exclude or ())]:
+            if not isinstance(p, str) or not p:
+                raise ValueError(f"include/exclude patterns must be non-empty strings, not {p!r}")
+        self.include = tuple(include or ())
+        self.exclude = tuple(exclude or ())
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.exclude)
+
+    @staticmethod
+    def _match(patterns: tuple[str, ...], rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(rel if "/" in p else name, p.strip("/") if "/" in p else p)
+                   for p in patterns)
+
+    def keep_dir(self, rel: str) -> bool:
+        """Walk the directory at `rel` (relative to the scanned directory)?"""
+        return not self._match(self.exclude, rel)
+
+    def keep_file(self, rel: str) -> bool:
+        """Catalogue the file (or store, or special entry) at `rel`?"""
+        if self.include and not self._match(self.include, rel):
+            return False
+        return not self._match(self.exclude, rel)
+
+
+def _ignored_names(top: str, names: list[str]) -> list[str]:
+    """The patterns of `top`'s ignore file (none if it has none or it cannot be read)."""
+    if IGNORE_FILE not in names:
+        return []
+    try:
+        with open(os.path.join(top, IGNORE_FILE), encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f]
+    except OSError:
+        return []
+    return [line for line in lines if line and not line.startswith("#")] + [IGNORE_FILE]
+
+
 class _Walker:
-    def __init__(self, follow_symlinks: bool, exclude: set[tuple[int, int]]) -> None:
+    def __init__(self, follow_symlinks: bool, exclude: set[tuple[int, int]],
+                 patterns: PathFilter | None = None) -> None:
         self.follow = follow_symlinks
         self.exclude = exclude
+        self.patterns = patterns if patterns else None
         self.exclude_inodes = {ino for _dev, ino in exclude}
         self.seen_dirs: set[tuple[int, int]] = set()
 
-    def walk(self, top: str) -> Iterator[FileEntry]:
+    def walk(self, top: str, rel: str = "") -> Iterator[FileEntry]:
         if self.follow:  # a symlink cycle must not walk forever: visit each directory once
             st = os.stat(top)
             key = (st.st_dev, st.st_ino)
@@ -217,7 +280,12 @@ class _Walker:
                             f"{type(exc).__name__}: {exc.strerror or exc}")
             return
         follow = self.follow
+        ignored = _ignored_names(top, [e.name for e in entries])
+        patterns = self.patterns
         for entry in entries:
+            if ignored and any(fnmatch.fnmatchcase(entry.name, p) for p in ignored):
+                continue
+            sub = f"{rel}/{entry.name}" if rel else entry.name
             try:
                 try:
                     is_dir = entry.is_dir(follow_symlinks=follow)
@@ -232,9 +300,12 @@ class _Walker:
                         if (st.st_dev, st.st_ino) in self.exclude:
                             continue
                     if is_zarr_store(entry.path):
-                        yield _store_entry(entry.path)
-                    else:
-                        yield from self.walk(entry.path)
+                        if patterns is None or patterns.keep_file(sub):
+                            yield _store_entry(entry.path)
+                    elif patterns is None or patterns.keep_dir(sub):
+                        yield from self.walk(entry.path, sub)
+                elif patterns is not None and not patterns.keep_file(sub):
+                    continue
                 elif is_file:
                     st = entry.stat(follow_symlinks=follow)
                     yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
@@ -258,7 +329,8 @@ def _inside(path: str, dirs: list[str]) -> bool:
 
 
 def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool | None = None,
-             exclude: Iterable[str | os.PathLike[str]] = ()) -> list[FileEntry]:
+             exclude: Iterable[str | os.PathLike[str]] = (), patterns: PathFilter | None = None
+             ) -> list[FileEntry]:
     """List the files under `paths` (files, directories, Zarr stores), depth first in name order.
 
     Special entries (FIFOs, sockets, devices; symbolic links when `follow_symlinks` is off, dangling or
@@ -274,6 +346,10 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     exclude : iterable of path
         Directories left out wherever they appear, however they are reached (symlink, relative path):
         the catalog a scan writes.
+    patterns : PathFilter, optional
+        Include / exclude glob patterns for what the walk of a directory finds (default: the
+        ``metaextract.scan.include`` / ``exclude`` settings). Paths given explicitly are always kept. Names
+        listed in a directory's :data:`IGNORE_FILE` are left out in any case.
 
     Raises
     ------
@@ -285,7 +361,7 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     excluded = [os.fspath(p) for p in exclude]
     identities = {i for i in map(_identity, excluded) if i is not None}
     excluded_real = [os.path.realpath(p) for p in excluded if os.path.isdir(p)]
-    walker = _Walker(follow_symlinks, identities)
+    walker = _Walker(follow_symlinks, identities, PathFilter() if patterns is None else patterns)
     seen: set[str] = set()
     out: list[FileEntry] = []
     for raw in paths:

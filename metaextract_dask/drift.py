@@ -234,7 +234,15 @@ def drift(cat: Catalog, group_by: Sequence[str] | str = ("format",), *, concat_d
 # --------------------------------------------------------------------------- #
 def add_drift_parser(sub: Any) -> None:
     """Add the ``drift`` subcommand to the CLI's subparsers."""
-    p = sub.add_parser("drift", help="where files that should share structure differ (schema drift)")
+    import argparse
+
+    p = sub.add_parser("drift", help="where files that should share structure differ (schema drift)",
+                       description="List, for files that should share structure (grouped by --group-by), where "
+                                   "variables, dtype, shape, chunks, units or attributes differ from the group's "
+                                   "majority, and predict which combine would fail and why.",
+                       epilog="example:\n  metaextract-dask drift catalog/ --group-by experiment_id "
+                              "--concat-dim time",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("--group-by", default="format", metavar="COLS",
                    help="comma-separated files columns, 'dir' or file attribute names (default: format)")

@@ -33,6 +33,7 @@ from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, encode_path, is
 from metaextract_dask.formats import sniff, suffix_claims
 from metaextract_dask.formats.base import Records
 from metaextract_dask.jsonutil import dumps
+from metaextract_dask.progress import WorkerTicker
 from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.watchdog import FileAbort, get_watchdog
 
@@ -399,7 +400,7 @@ def _task_settings() -> dict[str, Any]:
 
 
 def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None,
-                  deidentify: Any = None) -> dict[str, pa.Table]:
+                  deidentify: Any = None, progress_interval: float | None = None) -> dict[str, pa.Table]:
     """Extract a batch of files into one Arrow table per catalog table (the unit of work of a scan task).
 
     Parameters
@@ -411,6 +412,9 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
         the client's dask.config, so the task carries what it needs.
     deidentify : metaextract_dask.deid.Profile, optional
         De-identify every DICOM object before any of its values reaches a row.
+    progress_interval : float, optional
+        Seconds between reports of the files done so far (:class:`~metaextract_dask.progress.WorkerTicker`;
+        default ``metaextract.progress.worker-interval`` here).
     """
     from metaextract_dask.formats.dicom import deidentifying
 
@@ -418,9 +422,11 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     with dask.config.set({"metaextract.scan": settings} if settings else {}), deidentifying(deidentify):
         kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
-        for entry in entries:
+        ticker = WorkerTicker(progress_interval)  # the client's progress moves per file, not per batch
+        for i, entry in enumerate(entries, 1):
             for name, part in extract_file(entry, **kwargs).items():
                 rows[name].extend(part)
+            ticker.tick(i)
     return {name: _table(name, rows[name]) for name in SCHEMAS}
 
 

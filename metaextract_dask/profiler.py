@@ -16,10 +16,12 @@ import hashlib
 import itertools
 import logging
 import math
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +37,7 @@ from metaextract_dask.progress import Progress
 from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.stats import Partial, block_partial, finalize, histogram_range, merge_all
 
-__all__ = ["profile", "profile_array", "resolve_device", "gpu_available", "release_buffers"]
+__all__ = ["profile", "ProfileResult", "profile_array", "resolve_device", "gpu_available", "release_buffers"]
 
 _FAN_IN = 32  # partials merged per task
 
@@ -334,7 +336,8 @@ def _profilable(row: dict[str, Any], fmt: str) -> str | None:
 
 def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.1, device: str = "auto",
             bins: int = 64, client: Any = None, scheduler: str | None = None, n_workers: int | None = None,
-            progress: bool | Callable[[int, int], None] = False) -> pd.DataFrame:
+            progress: bool | Callable[[int, int], None] | None = None, on_client: Callable[[Any], None] | None = None,
+            performance_report: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Profile every numeric array of `catalog` and write the ``stats`` table.
 
     Parameters
@@ -351,10 +354,17 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     client, scheduler, n_workers
         Where to run, as for :func:`metaextract_dask.scan`.
 
+    progress : bool or callable, optional
+        As for :func:`metaextract_dask.scan` (default: shown inside Jupyter only).
+    on_client : callable, optional
+        Called with the client once it is up (the CLI prints the dashboard link from it).
+    performance_report : path, optional
+        Write Dask's performance report (HTML) of the profile here.
+
     Returns
     -------
-    pandas.DataFrame
-        The ``stats`` table that was written.
+    ProfileResult
+        The ``stats`` table that was written (a pandas DataFrame), with each array's file ``format``.
     """
     from distributed import as_completed
 
@@ -368,13 +378,20 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     if not isinstance(catalog, Catalog):
         catalog = Catalog(catalog)
     t0 = time.perf_counter()
-    files = catalog.to_pandas("files")
-    ok = files["status"] == "ok"
-    fmt_of = dict(zip(files.loc[ok, "path"], files.loc[ok, "format"]))  # the backend of each file: no re-sniffing
-    arrays = [r for r in catalog.to_pandas("arrays").to_dict("records") if r["path"] in fmt_of]
+    files = catalog.to_arrow("files").select(["path", "format", "status"]).to_pylist()
+    fmt_of = {r["path"]: r["format"] for r in files if r["status"] == "ok"}  # each file's backend: no re-sniffing
+    arrays = [r for r in catalog.to_arrow("arrays").to_pylist() if r["path"] in fmt_of]
     rows: list[dict[str, Any]] = []
 
-    with ParquetSink(catalog.path) as sink, connect(scheduler, client=client, n_workers=n_workers) as c:
+    with ParquetSink(catalog.path) as sink, connect(scheduler, client=client, n_workers=n_workers) as c, \
+            ExitStack() as stack:
+        if on_client is not None:
+            on_client(c)
+        if performance_report is not None:
+            from distributed import performance_report as perf
+
+            stack.enter_context(c.as_current())
+            stack.enter_context(perf(filename=os.fspath(performance_report)))
         dev = resolve_device(device, c)
         # An unfinished profile with the same settings committed some rows already: keep them, skip their arrays.
         settings = {"strategy": strategy, "sample_fraction": sample_fraction if strategy == "sample" else None,
@@ -501,7 +518,63 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         table = pa.Table.from_pylist(rows, schema=SCHEMAS["stats"])
         sink.replace_table("stats", table, {"strategy": strategy, "device": dev, "arrays": len(rows),
                                             "resumed": committer.resumed, "seconds": time.perf_counter() - t0})
-    return table.to_pandas()
+    return ProfileResult.from_table(table, fmt_of, seconds=time.perf_counter() - t0)
+
+
+class ProfileResult(pd.DataFrame):
+    """The ``stats`` table a profile wrote, as pandas, with the file's ``format`` beside each ``path``.
+
+    A pandas DataFrame (columns as in the ``stats`` table, nullable Arrow-backed integers) whose Jupyter repr
+    starts with a summary (:meth:`summary`); frames derived from it are plain DataFrames.
+    """
+
+    _metadata = ["seconds"]
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:  # type: ignore[override]
+        return pd.DataFrame
+
+    @classmethod
+    def from_table(cls, table: pa.Table, formats: dict[str, str], seconds: float | None = None) -> ProfileResult:
+        """A result from the ``stats`` rows and the catalog's ``{path: format}``."""
+        from metaextract_dask.frames import to_pandas
+
+        df = to_pandas(table)
+        df.insert(1, "format", [formats.get(p) for p in df["path"]])
+        out = cls(df)
+        out.seconds = seconds
+        return out
+
+    def summary(self, examples: int = 3) -> dict[str, Any]:
+        """Arrays by status and format, elements read, errors by type with example ``path::name``."""
+        status = self["status"].astype(object)
+        errors = self[status == "error"]
+        error_types: dict[str, int] = {}
+        error_examples: dict[str, list[str]] = {}
+        for path, name, etype in zip(errors["path"], errors["name"], errors["error_type"].astype(object)):
+            etype = str(etype) if isinstance(etype, str) else "unknown"
+            error_types[etype] = error_types.get(etype, 0) + 1
+            if len(error_examples.setdefault(etype, [])) < examples:
+                error_examples[etype].append(f"{path}::{name}")
+        by_format: dict[str, dict[str, int]] = {}
+        for fmt, st, count in zip(self["format"].astype(object), status, self["count"].astype(object)):
+            entry = by_format.setdefault(str(fmt), {"arrays": 0, "errors": 0, "elements": 0})
+            entry["arrays"] += 1
+            entry["errors"] += int(st == "error")
+            entry["elements"] += int(count) if isinstance(count, (int, np.integer)) else 0
+        devices = sorted({str(d) for d in self["device"].dropna()})
+        strategies = sorted({str(d) for d in self["strategy"].dropna()})
+        return {"arrays": len(self), "status": {str(k): int(v) for k, v in status.value_counts().items()},
+                "device": "/".join(devices) or "-", "strategy": "/".join(strategies) or "-",
+                "elements": sum(v["elements"] for v in by_format.values()),
+                "by_format": dict(sorted(by_format.items())),
+                "error_types": error_types, "error_examples": error_examples,
+                "seconds": getattr(self, "seconds", None)}
+
+    def _repr_html_(self) -> str | None:
+        from metaextract_dask.display import profile_html
+
+        return profile_html(self) + pd.DataFrame(self)._repr_html_()
 
 
 def _completed(ac: Any, committer: _Committer) -> Any:

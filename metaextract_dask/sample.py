@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from metaextract_dask.discover import IGNORE_FILE
+
 __all__ = ["PRESETS", "generate", "generate_many"]
 
 #: Names accepted by :func:`generate`.
@@ -1147,7 +1149,8 @@ def generate(
     -------
     dict
         ``{"seed", "preset", "files"}`` as described in the module docstring;
-        the same content is written to ``directory/manifest.json``.
+        the same content is written to ``directory/manifest.json``, which scans leave out (the
+        directory's ``.metaextract-ignore`` names it).
 
     Raises
     ------
@@ -1175,6 +1178,8 @@ def generate(
 
     manifest = {"seed": int(seed), "preset": preset, "files": sorted(files, key=lambda e: e["path"])}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    # the manifest describes the data and is not data: scans leave it out (discover.IGNORE_FILE)
+    (root / IGNORE_FILE).write_text("# written by metaextract-dask sample-data\nmanifest.json\n", encoding="utf-8")
     return manifest
 
 

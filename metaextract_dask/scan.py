@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 from metaextract_dask import config
 from metaextract_dask.catalog import Catalog
 from metaextract_dask.cluster import connect
-from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, discover, plan_batches
+from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, PathFilter, discover, plan_batches
 from metaextract_dask.extract import error_tables, extract_batch, hash_batch, special_tables
-from metaextract_dask.progress import Progress
+from metaextract_dask.progress import PROGRESS_TOPIC, Progress
 from metaextract_dask.sinks import ParquetSink
 from metaextract_dask.watchdog import ABORT_TOPIC
 
@@ -66,6 +66,11 @@ class ScanSummary(dict):
         if self.get("retries"):
             lines.append(f"  retries  {self['retries']:>8} (transient I/O errors, {self['retried_files']} files)")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from metaextract_dask.display import scan_summary_html
+
+        return scan_summary_html(self)
 
 
 @dataclass
@@ -224,8 +229,10 @@ def scan(
     retry_errors: bool = False,
     file_timeout: float | None = None,
     performance_report: str | os.PathLike[str] | None = None,
-    progress: bool | Callable[[int, int], None] = False,
+    progress: bool | Callable[[int, int], None] | None = None,
     on_client: Callable[[Any], None] | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
     deidentify: Any = None,
 ) -> Catalog:
     """Scan files and directories into a Parquet catalog, incrementally.
@@ -256,10 +263,16 @@ def scan(
         Seconds one file may take before it becomes a ``timeout`` row (default ``metaextract.scan.file-timeout``).
     performance_report : path, optional
         Write Dask's performance report (HTML) of the extraction here.
-    progress : bool or callable
-        True for a tqdm progress bar; a callable receives ``(files_done, files_to_read)``.
+    progress : bool or callable, optional
+        True: a widget in Jupyter, a bar on a terminal, whole log lines otherwise
+        (:class:`~metaextract_dask.progress.Progress`); a callable receives ``(files_done, files_to_read)``;
+        None (default): True inside Jupyter, else False.
     on_client : callable, optional
         Called with the client once it is up (the CLI prints the dashboard link from it).
+    include, exclude : iterable of str, optional
+        Glob patterns for the files found in directories (default ``metaextract.scan.include`` /
+        ``exclude``; see :class:`~metaextract_dask.discover.PathFilter`). Files a pattern leaves out are not
+        in the catalog: a re-scan with new patterns drops the rows of files no longer included.
     deidentify : metaextract_dask.deid.Profile, optional
         De-identify every DICOM object (PS3.15 profile, keyed) before any of its values reaches the catalog.
         A catalog written with another profile, key or none is read again in full.
@@ -289,7 +302,7 @@ def scan(
         settings["file-timeout"] = file_timeout
     config.validate({"scan": settings, "cluster": {"n-workers": n_workers}})  # ValueError: unknown keys, bad values
     # The catalog is left out of its own scan, however it is reached (symlink, relative path).
-    entries = discover(paths, exclude=[output])
+    entries = discover(paths, exclude=[output], patterns=PathFilter(include, exclude))
     startup = 0.0
     threads = tasks = 0
     attempts: Counter[int] = Counter()
@@ -332,8 +345,8 @@ def scan(
             write_special()
         sink.finish(plan.drop_visible, plan.drop_pending)
 
-        files = Catalog(sink.output).to_arrow("files").select(["format", "format_version", "status", "error_type",
-                                                               "size_bytes"])
+        files = Catalog(sink.output).to_arrow("files").select(["path", "format", "format_version", "status",
+                                                               "error_type", "size_bytes"])
         errors = files.filter(pc.equal(files.column("status"), "error"))
         special = files.filter(pc.equal(files.column("format"), "special"))
         seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
@@ -344,6 +357,7 @@ def scan(
             removed=plan.removed, bytes=int(pc.sum(files.column("size_bytes")).as_py() or 0),
             by_format=dict(Counter(files.column("format").to_pylist())), errors=errors.num_rows,
             error_types=dict(Counter(errors.column("error_type").to_pylist())),
+            error_examples=_examples(errors),
             special=dict(Counter(special.column("format_version").to_pylist())), kept=plan.kept,
             retries=sum((a - 1) * n for a, n in attempts.items() if a > 1),
             retried_files=sum(n for a, n in attempts.items() if a > 1),
@@ -353,6 +367,16 @@ def scan(
         )
         sink.set_summary(summary, settings)
     return Catalog(sink.output)
+
+
+def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
+    """Up to `n` paths of each error type."""
+    out: dict[str, list[str]] = {}
+    for path, etype in zip(errors.column("path").to_pylist(), errors.column("error_type").to_pylist()):
+        bucket = out.setdefault(str(etype), [])
+        if len(bucket) < n:
+            bucket.append(path)
+    return out
 
 
 def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
@@ -367,10 +391,22 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
     running: dict[str, list[FileEntry]] = {}
     failures: Counter[tuple[str, ...]] = Counter()
     tasks = 0
+    committed = 0
+    interval = config.parse_seconds(config.get("progress.worker-interval", 0.5))  # the client's, for every worker
+    in_batch: dict[str, int] = {}  # files done so far in running batches, as their workers report
+
+    def on_progress(event: tuple[float, Any]) -> None:  # the client's event loop thread
+        msg = event[1]
+        if isinstance(msg, dict) and msg.get("key") in running:
+            in_batch[msg["key"]] = int(msg.get("done", 0))
+            bar.set(committed + sum(in_batch.values()))
+
+    if bar.mode != "none" or bar.callback is not None:
+        c.subscribe_topic(PROGRESS_TOPIC, on_progress)
 
     def submit(batch: list[FileEntry]) -> None:
         nonlocal tasks
-        future = c.submit(extract_batch, batch, settings, deidentify, pure=False)
+        future = c.submit(extract_batch, batch, settings, deidentify, interval, pure=False)
         running[future.key] = batch
         ac.add(future)
         tasks += 1
@@ -380,6 +416,7 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
     try:
         for future in ac:
             batch = running.pop(future.key)
+            in_batch.pop(future.key, None)
             tables: dict[str, pa.Table] | None
             try:
                 tables = future.result()
@@ -392,7 +429,10 @@ def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: 
                 continue
             sink.write_batch(tables, pending=pending)
             attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
-            bar.update(tables["files"].num_rows)
+            committed += tables["files"].num_rows
+            bar.set(committed + sum(in_batch.values()))
     finally:
+        if bar.mode != "none" or bar.callback is not None:
+            c.unsubscribe_topic(PROGRESS_TOPIC)
         bar.close()
     return tasks

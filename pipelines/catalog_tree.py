@@ -67,9 +67,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             stats = mx.profile(catalog, client=client, strategy=settings.get("strategy", "full"),
                                sample_fraction=float(settings.get("sample_fraction", 0.1)),
                                device=settings.get("device", "auto"))
-            formats = catalog.to_pandas("files")[["path", "format"]]
-            stats = stats.merge(formats, on="path").assign(error=lambda t: (t.status == "error").astype("int64"),
-                                                           ok=lambda t: (t.status == "ok").astype("int64"))
+            # the profile's rows carry their file's format
+            stats = stats.assign(error=lambda t: (t.status == "error").astype("int64"),
+                                 ok=lambda t: (t.status == "ok").astype("int64"))
             profile_by_format = stats.groupby("format").agg(
                 arrays=("ok", "sum"), errors=("error", "sum"), elements=("count", "sum"),
                 nan=("nan_count", "sum"), fill=("fill_count", "sum"))

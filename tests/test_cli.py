@@ -30,8 +30,9 @@ def test_sample_scan_info_end_to_end(tmp_path: Path) -> None:
 
     proc = run("scan", str(data), "-o", str(out), "--workers", "2")
     assert "dask dashboard: http://127.0.0.1:" in proc.stderr
-    assert "100%" in proc.stderr  # the progress bar ran to the end
-    n = len(manifest["files"]) + 1  # + manifest.json itself
+    assert "100%" in proc.stderr  # the progress ran to the end
+    assert "\r" not in proc.stderr  # not a terminal: whole log lines, no bar fragments
+    n = len(manifest["files"])  # manifest.json is not data: the sample's .metaextract-ignore leaves it out
     assert f"scanned {n} files" in proc.stdout
     assert "errors          1" in proc.stdout and "OSError: 1" in proc.stdout
 
@@ -39,7 +40,6 @@ def test_sample_scan_info_end_to_end(tmp_path: Path) -> None:
     expected: dict[str, int] = {}
     for e in manifest["files"]:
         expected[e["format"]] = expected.get(e["format"], 0) + 1
-    expected["binary"] += 1
     assert info["by_format"] == dict(sorted(expected.items()))
     assert info["files"] == n and info["errors"] == 1 and info["complete"]
     text = run("info", str(out)).stdout
@@ -108,3 +108,36 @@ def test_settings_precedence_defaults_env_file_flags(tmp_path: Path) -> None:
     assert (s["retries"], s["sniff-bytes"], s["file-timeout"]) == (4, 2048, 7)  # file over env; flag
     s = settings(("--config", str(cfg)), ("--retries=1",))
     assert s["retries"] == 1  # flag over file and env
+
+
+def test_help_is_plain_text_with_an_example_per_subcommand() -> None:
+    from metaextract_dask import __version__
+    from metaextract_dask.cli import build_parser
+
+    top = run("--help").stdout
+    assert "``" not in top and ":func:" not in top  # no reST leaking
+    assert "Metadata catalogs of HDF5, NetCDF, Zarr, FITS and DICOM" in top and "examples:" in top
+    assert run("--version").stdout.strip() == f"metaextract-dask {__version__}"
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    names = list(sub.choices)  # type: ignore[union-attr]
+    assert {"sample-data", "scan", "profile", "info", "report"} <= set(names)
+    for name in names:
+        text = run(name, "--help").stdout
+        assert f"example:\n  metaextract-dask {name}" in text, name
+        assert "``" not in text, name
+        description = sub.choices[name].description  # type: ignore[union-attr]
+        assert description and description.split("\n")[0] in text, name  # shown as written
+
+
+@pytest.mark.slow
+def test_profile_prints_the_dashboard_and_writes_a_performance_report(sample_tree: tuple[Path, dict], tmp_path: Path
+                                                                      ) -> None:
+    root, manifest = sample_tree
+    out = tmp_path / "cat"
+    run("scan", str(root), "-o", str(out), "--workers", "2", "--include", "*.nc", "--no-progress")
+    report = tmp_path / "perf.html"
+    proc = run("profile", str(out), "--workers", "2", "--device", "cpu", "--performance-report", str(report))
+    assert "dask dashboard: http://127.0.0.1:" in proc.stderr
+    arrays = [a for e in manifest["files"] if e["path"].endswith(".nc") and e["status"] == "ok" for a in e["arrays"]]
+    assert f"profiled {len(arrays)} arrays on cpu" in proc.stdout
+    assert report.stat().st_size > 10_000 and "Dask Performance Report" in report.read_text()

@@ -15,6 +15,7 @@ from metaextract_dask import scan
 from metaextract_dask.cluster import connect
 from metaextract_dask.discover import discover
 from metaextract_dask.extract import extract_batch
+from metaextract_dask.frames import to_pandas
 
 
 def test_scan_runs_batches_on_both_worker_processes(sample_tree: Any, client: Any, tmp_path: Any) -> None:
@@ -35,7 +36,7 @@ def test_scan_runs_batches_on_both_worker_processes(sample_tree: Any, client: An
     local = extract_batch(discover([root]))
     for name in catalog.tables:
         dist = catalog.to_pandas(name).drop(columns=["read_seconds"], errors="ignore")
-        ref = local[name].to_pandas().drop(columns=["read_seconds"], errors="ignore")
+        ref = to_pandas(local[name]).drop(columns=["read_seconds"], errors="ignore")  # the catalog's dtypes
         keys = ["path", "name"] if name == "arrays" else ["path", "index"] if name == "hdus" else ["path"]
         dist = dist.sort_values(keys).reset_index(drop=True)
         ref = ref.sort_values(keys).reset_index(drop=True)

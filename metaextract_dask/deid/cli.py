@@ -49,15 +49,19 @@ def scan_profile(args: argparse.Namespace) -> Any:
 
 def add_parsers(sub: Any) -> None:
     """Add ``keygen``, ``deid`` and ``deid-verify`` to the subcommands `sub`."""
+    raw = argparse.RawDescriptionHelpFormatter  # description and example shown as written (cli._subcommand)
     p = sub.add_parser("keygen", help="write a new random de-identification key file (mode 0600)",
-                       description="Write a new random 256-bit key for 'deid' and 'scan --deidentify'. Keep it "
-                                   "secret and keep it: the same key gives the same pseudonyms in every run.")
+                       description="Write a new random 256-bit key for 'deid' and 'scan --deidentify'. Keep it\n"
+                                   "secret and keep it: the same key gives the same pseudonyms in every run.",
+                       epilog="example:\n  metaextract-dask keygen ~/.config/metaextract/deid.key", formatter_class=raw)
     p.add_argument("keyfile", metavar="KEYFILE")
 
     p = sub.add_parser("deid", help="write de-identified copies of DICOM files (PS3.15 Basic Profile)",
-                       description="De-identify DICOM files into OUT_DIR, mirroring the input tree, per DICOM "
-                                   "PS3.15 Table E.1-1 with the given options; UIDs and identifiers keyed on "
-                                   "KEYFILE. Files likely to carry burned-in text are reported, not copied.")
+                       description="De-identify DICOM files into OUT_DIR, mirroring the input tree, per DICOM\n"
+                                   "PS3.15 Table E.1-1 with the given options; UIDs and identifiers keyed on\n"
+                                   "KEYFILE. Files likely to carry burned-in text are reported, not copied.",
+                       epilog="example:\n  metaextract-dask deid /data/dicom -o deid-out --key-file deid.key "
+                              "--option retain-long-full-dates", formatter_class=raw)
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.add_argument("--key-file", required=True, metavar="KEYFILE")
@@ -75,9 +79,11 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("deid-verify", help="search de-identified outputs for values of the originals (exit 1 "
                                            "on any leak)",
-                       description="Collect every value of the originals that the profile removes or replaces "
-                                   "(sequences and private tags included) and search every byte of OUT_DIR "
-                                   "(and of --catalog catalogs, decoded) for it. Exit status 1 on any hit.")
+                       description="Collect every value of the originals that the profile removes or replaces\n"
+                                   "(sequences and private tags included) and search every byte of OUT_DIR\n"
+                                   "(and of --catalog catalogs, decoded) for it. Exit status 1 on any hit.",
+                       epilog="example:\n  metaextract-dask deid-verify deid-out --original /data/dicom",
+                       formatter_class=raw)
     p.add_argument("output", metavar="OUT_DIR")
     p.add_argument("--original", nargs="+", required=True, metavar="PATH",
                    help="the inputs given to deid (same paths)")
