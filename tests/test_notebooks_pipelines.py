@@ -92,6 +92,12 @@ def test_dicom_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     largest = max(series.values(), key=len)
     assert f"('slice', 'row', 'column') ({len(largest)}, {largest[0].Rows}, {largest[0].Columns})" in text
     assert _images(outputs) >= 1
+    # the de-identification cells: copies of all but the flagged secondary capture, no leak, a safe catalog
+    assert f"de-identified {len(headers) - 1} of {len(headers)} files" in text
+    assert "no leak" in text and "FAKE-0002" in text and "ANON^" in text
+    copies = sorted((tmp_path / "deid").rglob("*.dcm"))
+    assert len(copies) == len(headers) - 1
+    assert all(pydicom.dcmread(p, stop_before_pixels=True).PatientIdentityRemoved == "YES" for p in copies)
 
 
 @pytest.mark.slow
@@ -177,6 +183,48 @@ def test_catalog_profile_report_pipelines_end_to_end(sample_tree: Any, tmp_path:
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "out" / "html" / "report.html").read_text()
     assert "<title>pipeline test</title>" in page and f"{len(stats)} arrays profiled" in proc.stdout
+
+
+@pytest.mark.slow
+def test_deid_pipeline_end_to_end(sample_tree: Any, tmp_path: Path) -> None:
+    import pydicom
+    import yaml
+
+    from metaextract_dask.deid import keygen
+
+    root, _ = sample_tree
+    jobs, elsewhere = tmp_path / "jobs", tmp_path / "elsewhere"
+    (jobs / "cluster").mkdir(parents=True)
+    elsewhere.mkdir()
+    os.symlink(root / "dicom", tmp_path / "dicom")
+    keygen(tmp_path / "deid.key")
+    preset = yaml.safe_load((ROOT / "conf" / "cluster" / "local.yaml").read_text())
+    (jobs / "cluster" / "local.yaml").write_text(yaml.safe_dump({**preset, "dashboard-address": "127.0.0.1:0"}))
+    job = yaml.safe_load((ROOT / "conf" / "deid.yaml").read_text())
+    job.update(inputs=["../dicom"], output="../out", **{"key-file": "../deid.key", "map-file": "../map.parquet",
+                                                         "catalog": "../deid-cat"})
+    (jobs / "deid.yaml").write_text(yaml.safe_dump(job))
+    proc = _pipeline("deid", jobs / "deid.yaml", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert "dask dashboard: http://127.0.0.1:" in proc.stdout and "de-identified 6 of 7 files" in proc.stdout
+    assert "no leak" in proc.stdout and (tmp_path / "map.parquet").exists()
+    ds = pydicom.dcmread(tmp_path / "out" / "mr_brain.dcm")
+    assert ds.LongitudinalTemporalInformationModified == "MODIFIED" and ds.PatientID != "FAKE-0002"
+    assert len(open_catalog_rows(tmp_path / "deid-cat")) == 6
+    # A leak put into an output is found: exit status 1.
+    (tmp_path / "out" / "leak.txt").write_text("FAKE-0002")
+    proc = _pipeline("deid", jobs / "deid.yaml", cwd=elsewhere)
+    assert proc.returncode == 1 and "1 leaks" in proc.stdout, proc.stdout
+    job["key-file"] = "../missing.key"
+    (jobs / "deid.yaml").write_text(yaml.safe_dump(job))
+    proc = _pipeline("deid", jobs / "deid.yaml", cwd=elsewhere)
+    assert proc.returncode == 2 and "missing.key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def open_catalog_rows(path: Path) -> Any:
+    from metaextract_dask import open_catalog
+
+    return open_catalog(path).to_pandas("dicom")
 
 
 @pytest.mark.parametrize("job, message", [
