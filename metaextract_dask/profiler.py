@@ -339,8 +339,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
 
     Parameters
     ----------
-    catalog : Catalog or path
-        A catalog written by :func:`metaextract_dask.scan`.
+    catalog : Catalog, path or SQLAlchemy URL
+        A catalog written by :func:`metaextract_dask.scan` (a directory or a database).
     strategy : {"full", "sample"}
         Every block, or a deterministic subset of blocks (``sample_fraction`` of them, at least one).
     device : {"auto", "cpu", "gpu"}
@@ -359,14 +359,14 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     from distributed import as_completed
 
     from metaextract_dask.arrays import _open_raw
-    from metaextract_dask.catalog import Catalog
+    from metaextract_dask.catalog import Catalog, open_catalog
     from metaextract_dask.chunking import chunk_limit, worker_memory_limit
-    from metaextract_dask.sinks import ParquetSink
+    from metaextract_dask.sinks import open_sink
 
     if isinstance(bins, bool) or int(bins) != bins or bins < 1:
         raise ValueError(f"bins must be a positive integer, not {bins!r}")
     if not isinstance(catalog, Catalog):
-        catalog = Catalog(catalog)
+        catalog = open_catalog(catalog)
     t0 = time.perf_counter()
     files = catalog.to_pandas("files")
     ok = files["status"] == "ok"
@@ -374,7 +374,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     arrays = [r for r in catalog.to_pandas("arrays").to_dict("records") if r["path"] in fmt_of]
     rows: list[dict[str, Any]] = []
 
-    with ParquetSink(catalog.path) as sink, connect(scheduler, client=client, n_workers=n_workers) as c:
+    with open_sink(catalog.target) as sink, connect(scheduler, client=client, n_workers=n_workers) as c:
         dev = resolve_device(device, c)
         # An unfinished profile with the same settings committed some rows already: keep them, skip their arrays.
         settings = {"strategy": strategy, "sample_fraction": sample_fraction if strategy == "sample" else None,
