@@ -48,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["small", "medium"], default="small")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("scan", help="scan files and directories into a Parquet catalog")
+    p = sub.add_parser("scan", help="scan files and directories into a Parquet catalog or a database")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("-o", "--output", required=True, metavar="CATALOG_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="CATALOG",
+                   help="catalog directory, or SQLAlchemy URL of a database (sqlite:///catalog.db, "
+                        "postgresql://user@host:5432/db)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="existing dask scheduler, e.g. tcp://127.0.0.1:8786 (default: $DASK_SCHEDULER_ADDRESS, "
                         "else an embedded LocalCluster)")
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_options(p)
 
     p = sub.add_parser("profile", help="profile the content of every array of a catalog (stats table)")
-    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog directory or database URL")
     p.add_argument("--scheduler", metavar="ADDRESS", help="existing dask scheduler (as for scan)")
     p.add_argument("--workers", type=_POSITIVE_INT, metavar="N", help="worker processes of the embedded cluster")
     p.add_argument("--connect-timeout", type=_SECONDS, metavar="SECONDS",
@@ -81,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_options(p)
 
     p = sub.add_parser("info", help="summarise a catalog")
-    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog directory or database URL")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = sub.add_parser("export", help="copy a catalog into a database, or a database's catalog into a directory")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog directory or database URL to read")
+    p.add_argument("destination", metavar="DESTINATION",
+                   help="database URL (rows are upserted) or a new catalog directory")
+    p.add_argument("--chunk-rows", type=_POSITIVE_INT, metavar="N",
+                   help="rows per transaction / Parquet part (default 20000, metaextract.sql.chunk-rows)")
     return parser
 
 
@@ -125,11 +134,27 @@ def _run_profile(catalog: Any, args: argparse.Namespace, client: Any = None) -> 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from metaextract_dask.catalog import open_catalog
 
+    from metaextract_dask.sinks import CatalogError
+
     try:
         catalog = open_catalog(args.catalog)
-    except OSError as exc:  # not a catalog; not readable by this user
+    except (OSError, CatalogError, ValueError) as exc:  # not a catalog; not readable; a database refusing
         return _error(str(exc))
     return _run_profile(catalog, args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from metaextract_dask.transfer import export
+    from metaextract_dask.sinks import CatalogError
+    from metaextract_dask.sqldb import safe_url
+
+    try:
+        counts = export(args.catalog, args.destination, chunk_rows=args.chunk_rows)
+    except (OSError, CatalogError, ValueError) as exc:
+        return _error(str(exc))
+    print(f"exported to {safe_url(args.destination) if '://' in args.destination else args.destination}: "
+          + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    return 0
 
 
 def _error(message: str) -> int:
@@ -190,19 +215,22 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from metaextract_dask.catalog import open_catalog
 
+    from metaextract_dask.sinks import CatalogError
+
     try:
         catalog = open_catalog(args.catalog)
         summary = catalog.summary()
         manifest = catalog.manifest
-    except OSError as exc:  # not a catalog; a catalog (or one of its parts) this user may not read
+    except (OSError, CatalogError, ValueError) as exc:  # not a catalog; not readable; a database refusing
         return _error(str(exc))
     summary["complete"] = bool(manifest.get("complete"))
-    summary["batches"] = len(manifest.get("batches", []))
+    if "batches" in manifest:  # a catalog directory (a database has rows, not batches)
+        summary["batches"] = len(manifest["batches"])
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
-    print(f"catalog {catalog.path} ({'complete' if summary['complete'] else 'INCOMPLETE'}, "
-          f"{summary['batches']} batches)")
+    batches = f", {summary['batches']} batches" if "batches" in summary else ", database"
+    print(f"catalog {catalog.path} ({'complete' if summary['complete'] else 'INCOMPLETE'}{batches})")
     print(f"  {summary['files']} files, {summary['bytes'] / 1e6:,.1f} MB, {summary['arrays']} arrays")
     for fmt, n in summary["by_format"].items():
         print(f"  {fmt:<8} {n:>8}")
@@ -232,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.validate()
     except ValueError as exc:
         return _error(str(exc))
-    handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info}
+    handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info,
+                "export": _cmd_export}
     return handlers[args.command](args)
 
 

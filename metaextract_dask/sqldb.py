@@ -43,7 +43,7 @@ from metaextract_dask import config
 from metaextract_dask.schema import SCHEMAS
 from metaextract_dask.sinks import CatalogError
 
-__all__ = ["is_sql_url", "sql_url", "safe_url", "make_engine", "catalog_tables", "META", "STATS_PENDING",
+__all__ = ["is_sql_url", "sql_url", "safe_url", "make_engine", "dispose_engines", "catalog_tables", "META", "STATS_PENDING",
            "KEYS", "INDEXES", "tables", "describe", "read_partition", "to_rows", "from_rows", "transaction", "is_transient", "partition_bounds",
            "read_range", "read_arrow", "to_pandas", "iter_arrow", "prefix_range", "SQLError"]
 
@@ -155,6 +155,15 @@ def make_engine(url: Any, *, write: bool = False) -> Any:
             engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
         _ENGINES[key] = engine
         return engine
+
+
+def dispose_engines() -> None:
+    """Close the pooled connections of every engine this process made (they are made again on demand)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.dispose()
 
 
 # --------------------------------------------------------------------------- tables
@@ -280,6 +289,7 @@ def from_rows(name: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], 
 
 
 # --------------------------------------------------------------------------- transactions
+_MAX_BACKOFF = 5.0  # seconds: the doubling stops here (a long outage is waited out in steps this long)
 _TRANSIENT_STATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "53400"}
 _TRANSIENT_TEXT = ("database is locked", "database is busy", "database table is locked",
                    "server closed the connection", "connection refused", "terminating connection")
@@ -310,7 +320,8 @@ def describe(exc: BaseException) -> str:
 
 def transaction(engine: Any, work: Callable[[Any], T], what: str, on_retry: Callable[[], None] | None = None) -> T:
     """Run ``work(connection)`` in one transaction; transient errors roll it back and run it again
-    (``metaextract.sql.retries`` times, backoff ``metaextract.sql.retry-backoff`` doubled, with jitter).
+    (``metaextract.sql.retries`` times, backoff ``metaextract.sql.retry-backoff`` doubled up to 5 s, with
+    jitter).
 
     Raises
     ------
@@ -334,7 +345,7 @@ def transaction(engine: Any, work: Callable[[Any], T], what: str, on_retry: Call
             raise SQLError(f"{what} failed: {describe(exc)}") from exc
         if on_retry is not None:
             on_retry()
-        time.sleep(backoff * 2 ** attempt * (0.5 + random.random()))
+        time.sleep(min(backoff * 2 ** attempt, _MAX_BACKOFF) * (0.5 + random.random()))
         attempt += 1
 
 

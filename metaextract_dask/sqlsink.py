@@ -313,6 +313,10 @@ class SQLSink:
             items["settings"] = settings
         self._tx(lambda conn: self._write_meta(conn, **items), "recording the summary")
 
+    def set_table_info(self, name: str, info: dict[str, Any]) -> None:
+        """Record what made table `name` (a profile's settings and timing; ``manifest["tables"]``)."""
+        self._tx(lambda conn: self._write_meta(conn, **{f"table:{name}": info}), "recording table info")
+
     def close(self) -> None:
         """Nothing to release: every transaction is committed (pooled connections stay for the next one)."""
 
