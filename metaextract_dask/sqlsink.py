@@ -35,6 +35,7 @@ from metaextract_dask.sinks import CatalogError, catalog_modes
 __all__ = ["SQLSink", "sqlite_files"]
 
 _CHUNK = 500  # keys per IN (...) list
+_MAX_ROOTS = 50  # scan inputs matched by the query; more are matched here (SQLite limits expression depth)
 
 
 def sqlite_files(url: Any) -> list[str]:
@@ -175,12 +176,19 @@ class SQLSink:
         cols = list(columns)
         if which == "pending":
             return SCHEMAS["files"].empty_table().select(cols)
-        scope = self._in_scope
+        many = self.scope is not None and len(self.scope) > _MAX_ROOTS
+        query_cols = cols if not many or "path" in cols else ["path", *cols]
         try:
-            return sqldb.read_range(self.output, "files", None, None, cols,
-                                    where=None if self.scope is None else scope)
+            table = sqldb.read_range(self.output, "files", None, None, query_cols,
+                                     where=None if self.scope is None or many else self._in_scope)
         except sqldb.SQLError as exc:
             raise CatalogError(str(exc)) from None
+        if many:  # one OR term per input would make a query too deep for SQLite: filter here instead
+            roots = set(self.scope or ())
+            dirs = tuple(r.rstrip("/") + "/" for r in roots)
+            keep = [p in roots or p.startswith(dirs) for p in table.column("path").to_pylist()]
+            table = table.filter(pa.array(keep, type=pa.bool_())).select(cols)
+        return table
 
     @property
     def has_visible(self) -> bool:

@@ -424,3 +424,21 @@ def test_killed_scan_resumes_to_the_same_rows(db_url: str, tmp_path: Path) -> No
     assert cat.manifest["complete"]
     assert_same_catalog(cat, open_catalog(reference))
     assert normalized(cat)["files"].num_rows == 40
+
+
+def test_scope_of_many_inputs(tmp_path: Path) -> None:
+    """A scan of many single files (one OR term each would be too deep a query) sees exactly its own rows."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    rows = pa.Table.from_pylist([{"path": f"/d/f{i:03d}", "format": "binary", "size_bytes": i, "status": "ok"}
+                                 for i in range(300)] + [{"path": "/other/x", "format": "binary", "size_bytes": 1,
+                                                          "status": "ok"}], schema=SCHEMAS["files"])
+    with SQLSink(url) as sink:
+        sink.write_batch({"files": rows})
+    scope = [f"/d/f{i:03d}" for i in range(0, 300, 2)]
+    with SQLSink(url, scope=scope) as sink:
+        got = sink.files_rows(columns=["size_bytes"])
+        assert sorted(got.column("size_bytes").to_pylist()) == list(range(0, 300, 2))
+    with SQLSink(url, scope=["/d"]) as sink:
+        assert sink.files_rows(columns=["path"]).num_rows == 300
+        sink.finish({"/d/f000", "/d/f001"})  # vanished: deleted; /other untouched
+    assert len(open_catalog(url).to_pandas("files")) == 299
