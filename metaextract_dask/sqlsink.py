@@ -221,10 +221,19 @@ class SQLSink:
         return rows
 
     def _delete_paths(self, conn: Any, names: Iterable[str], paths: list[str]) -> None:
+        if not paths:
+            return
+        sa = self._sa
         for name in names:
             t = self.tables[name]
+            if self.dialect == "postgresql":  # one array parameter: no statement to build per key
+                from sqlalchemy.dialects.postgresql import ARRAY
+
+                conn.execute(sa.delete(t).where(t.c.path == sa.any_(sa.bindparam("paths", type_=ARRAY(sa.Text)))),
+                             {"paths": paths})
+                continue
             for chunk in _chunks(paths):
-                conn.execute(self._sa.delete(t).where(t.c.path.in_(chunk)))
+                conn.execute(sa.delete(t).where(t.c.path.in_(chunk)))
 
     def write_batch(self, tables: dict[str, pa.Table], *, pending: bool = False) -> int:
         """Commit one batch in one transaction: the batch's files lose their rows in the other tables, then
