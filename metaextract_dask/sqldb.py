@@ -356,7 +356,7 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return base + "/", base + "0"  # "0" is the character after "/"
 
 
-def _select(table: Any, dialect: str, columns: Sequence[str] | None = None) -> Any:
+def _select(table: Any, columns: Sequence[str] | None = None) -> Any:
     import sqlalchemy as sa
 
     cols = [table.c[c] for c in (columns or [c.name for c in table.columns])]
@@ -392,7 +392,7 @@ def read_range(url: Any, name: str, lo: str | None, hi: str | None, columns: Seq
     engine = make_engine(url)
     table = tables()[name]
     cols = list(columns or [c.name for c in table.columns])
-    query = _select(table, engine.dialect.name, cols)
+    query = _select(table, cols)
     if lo is not None:
         query = query.where(table.c.path >= lo)
     if hi is not None:

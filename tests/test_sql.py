@@ -271,7 +271,8 @@ def test_export_both_ways_chunked(db_url: str, catalog: Any, tmp_path: Path) -> 
 
 @pytest.mark.timeout(120)
 def test_transient_errors_are_retried(db_url: str, tmp_path: Path) -> None:
-    """A writer that finds the database locked (SQLite) or its connection gone (PostgreSQL) tries again."""
+    """A writer that finds the database locked (SQLite; PostgreSQL: a row lock past lock_timeout) or its
+    connection gone (PostgreSQL) tries again."""
     import sqlalchemy as sa
 
     table = pa.Table.from_pylist([{"path": "/d/f1", "format": "binary", "size_bytes": 1, "status": "ok"}],
@@ -296,6 +297,26 @@ def test_transient_errors_are_retried(db_url: str, tmp_path: Path) -> None:
             assert sink.retries >= 1 and time.perf_counter() - t0 >= 0.5
             blocker.close()
         assert sorted(open_catalog(db_url).to_pandas("files")["path"]) == ["/d/f1", "/d/f2"]
+
+        if db_url.startswith("postgresql"):  # a row lock held by another transaction past lock_timeout
+            import psycopg
+
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text(f'ALTER DATABASE "{engine.url.database}" SET lock_timeout = 200'))
+            sqldb.dispose_engines()  # new connections get the setting
+            sink = SQLSink(db_url)
+            u = engine.url
+            blocker = psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                                      dbname=u.database)
+            blocker.execute("SELECT 1 FROM files WHERE path = '/d/f1' FOR UPDATE")
+            threading.Timer(0.8, blocker.rollback).start()
+            t0 = time.perf_counter()
+            seven = table.set_column(table.schema.get_field_index("size_bytes"), "size_bytes", pa.array([7]))
+            sink.write_batch({"files": seven})  # waits, times out (55P03), tries again
+            assert sink.retries >= 1 and time.perf_counter() - t0 >= 0.6
+            blocker.close()
+            sizes = open_catalog(db_url).to_pandas("files").set_index("path")["size_bytes"]
+            assert sizes.to_dict() == {"/d/f1": 7, "/d/f2": 1}
 
         if db_url.startswith("sqlite"):  # a lock held past every retry: a clear error, nothing half-written
             blocker = sqlite3.connect(db_url[len("sqlite:///"):], isolation_level=None)
