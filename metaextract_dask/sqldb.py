@@ -89,7 +89,10 @@ def sql_url(output: Any) -> Any:
         from sqlalchemy.engine import make_url
     except ImportError:  # pragma: no cover - an install without the extra
         raise ImportError("SQL catalogs need SQLAlchemy and psycopg: pip install 'metaextract-dask[sql]'") from None
-    url = make_url(output)
+    try:
+        url = make_url(output)
+    except Exception as exc:  # sqlalchemy's ArgumentError, a bad port: say so without echoing a password
+        raise ValueError(f"not a valid database URL: {safe_url(output)} ({type(exc).__name__})") from None
     backend = url.get_backend_name()
     if backend == "postgres":
         url = url.set(drivername="postgresql")

@@ -96,11 +96,14 @@ class SQLSink:
             self.engine = sqldb.make_engine(self.output, write=True)
             self._tx(self._prepare, "creating the catalog tables")
         except sqldb.SQLError as exc:
-            raise CatalogError(f"cannot use the catalog database {self.display}: {exc}") from None
+            raise CatalogError(f"cannot use the catalog database: {exc}") from None
 
     def _create_file(self) -> None:
         """Create the SQLite file with the catalog file mode (it holds personal data), whatever the umask."""
-        path = os.path.abspath(self.output.database or "")
+        if self.output.database in (None, "", ":memory:"):
+            raise CatalogError("an SQLite catalog needs a file (sqlite:///path/catalog.db), not memory: "
+                               "workers and later runs must see it")
+        path = os.path.abspath(self.output.database)
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):
             raise CatalogError(f"cannot create the catalog database {path}: no directory {parent}")

@@ -348,6 +348,10 @@ def test_bad_targets_are_clear_errors(tmp_path: Path, db_url: str) -> None:
         SQLSink(f"sqlite:///{tmp_path / 'nodir' / 'x.db'}")
     with pytest.raises(CatalogError, match="SQLite or PostgreSQL"):
         SQLSink("mysql://u@127.0.0.1/db")
+    with pytest.raises(CatalogError, match="needs a file"):
+        SQLSink("sqlite://")
+    with pytest.raises(CatalogError, match=r"not a valid database URL: postgresql://u:\*\*\*@h:x/db"):
+        SQLSink("postgresql://u:secret@h:x/db")
 
 
 @pytest.mark.slow
