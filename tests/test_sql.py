@@ -467,3 +467,14 @@ def test_scope_of_many_inputs(tmp_path: Path) -> None:
         assert sink.files_rows(columns=["path"]).num_rows == 300
         sink.finish({"/d/f000", "/d/f001"})  # vanished: deleted; /other untouched
     assert len(open_catalog(url).to_pandas("files")) == 299
+
+
+def test_a_database_inside_the_scanned_tree_is_not_scanned(tree: Path, client: Any) -> None:
+    url = f"sqlite:///{tree / 'catalog.db'}"
+    first = scan([tree], url, client=client)
+    again = scan([tree], url, client=client)  # the database, its WAL and shared memory files exist now
+    paths = set(again.to_pandas("files")["path"])
+    assert not any("catalog.db" in p for p in paths)
+    assert again.scan_summary["files"] == first.scan_summary["files"] == len(paths)
+    assert again.scan_summary["read"] == 0
+    assert oct((tree / "catalog.db").stat().st_mode & 0o777) == "0o600"  # personal data: private file
