@@ -35,6 +35,7 @@ from metaextract_dask.sinks import CatalogError, catalog_modes
 __all__ = ["SQLSink", "sqlite_files"]
 
 _CHUNK = 500  # keys per IN (...) list
+_COPY_MIN = 50  # PostgreSQL rows from which COPY into a staging table beats a statement per row
 _MAX_ROOTS = 50  # scan inputs matched by the query; more are matched here (SQLite limits expression depth)
 
 
@@ -217,6 +218,33 @@ class SQLSink:
             self._upserts[name] = stmt
         return stmt
 
+    def _put(self, conn: Any, name: str, rows: list[dict[str, Any]]) -> None:
+        """Upsert `rows` (unique keys) into table `name` within the transaction of `conn`."""
+        if not rows:
+            return
+        if self.dialect != "postgresql" or len(rows) < _COPY_MIN:
+            conn.execute(self._upsert(name), rows)
+            return
+        # PostgreSQL: COPY into a session-private staging table, then one INSERT ... ON CONFLICT from it
+        # (a statement per row costs the client and the server several times more)
+        t = self.tables[name]
+        keys = sqldb.KEYS["stats" if name == sqldb.STATS_PENDING else name]
+        cols = [c.name for c in t.columns]
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        stage = f'"mx_stage_{name}"'
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c not in keys)
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE "{name}") ON COMMIT DELETE ROWS')
+            with cur.copy(f"COPY {stage} ({quoted}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row([r[c] for c in cols])
+            cur.execute(f'INSERT INTO "{name}" ({quoted}) SELECT {quoted} FROM {stage} '
+                        f'ON CONFLICT ({", ".join(chr(34) + k + chr(34) for k in keys)}) DO UPDATE SET {updates}')
+            cur.execute(f"TRUNCATE {stage}")  # an export runs many chunks in one session before a commit
+        finally:
+            cur.close()
+
     def _rows(self, name: str, table: pa.Table) -> list[dict[str, Any]]:
         keys = sqldb.KEYS["stats" if name == sqldb.STATS_PENDING else name]
         rows = sqldb.to_rows(name, table, self.dialect)
@@ -249,7 +277,7 @@ class SQLSink:
             self._delete_paths(conn, children, paths)
             for name in SCHEMAS:
                 if name in rows:
-                    conn.execute(self._upsert(name), rows[name])
+                    self._put(conn, name, rows[name])
 
         self._tx(work, "committing a batch")
         self._written.update(r["path"] for r in rows.get("files", ()))
@@ -261,7 +289,7 @@ class SQLSink:
         if not table.num_rows:
             return
         rows = self._rows(name, table)
-        self._tx(lambda conn: conn.execute(self._upsert(name), rows), f"writing {name}")
+        self._tx(lambda conn: self._put(conn, name, rows), f"writing {name}")
 
     def finish(self, drop_visible: set[str], drop_pending: set[str] | None = None) -> None:
         """Delete the rows of `drop_visible` this run did not write again (vanished files), drop an unfinished
@@ -284,7 +312,7 @@ class SQLSink:
         def work(conn: Any) -> None:
             conn.execute(self._sa.delete(self.tables[name]))
             if rows:
-                conn.execute(self._upsert(name), rows)
+                self._put(conn, name, rows)
             if name == "stats":
                 conn.execute(self._sa.delete(self.tables[sqldb.STATS_PENDING]))
                 self._drop_meta(conn, "stats_pending")
@@ -313,7 +341,7 @@ class SQLSink:
 
         def work(conn: Any) -> None:
             if rows:
-                conn.execute(self._upsert(sqldb.STATS_PENDING), rows)
+                self._put(conn, sqldb.STATS_PENDING, rows)
             self._write_meta(conn, stats_pending=settings)
 
         self._tx(work, "committing profile rows")
