@@ -3,12 +3,13 @@
 >>> import metaextract_dask as mx
 >>> cat = mx.scan(["data/"], output="catalog/")      # embedded LocalCluster unless a client is given
 >>> cat.files.compute()                               # dask DataFrames, Parquet on disk
+>>> mx.scan(["data/"], output="sqlite:///catalog.db") # or a database (any SQLAlchemy URL of SQLite/PostgreSQL)
 """
 
 from __future__ import annotations
 
 from metaextract_dask import config  # noqa: F401  (merges the metaextract.yaml defaults into dask.config)
-from metaextract_dask.catalog import Catalog, open_catalog
+from metaextract_dask.catalog import Catalog, SQLCatalog, open_catalog
 from metaextract_dask.discover import decode_path, encode_path
 from metaextract_dask.scan import ScanSummary, scan
 from metaextract_dask.sinks import CatalogError
@@ -29,6 +30,8 @@ _LAZY = {
     "ProfileResult": "metaextract_dask.profiler",
     "write_report": "metaextract_dask.report",
     "start_client": "metaextract_dask.cluster",
+    "export": "metaextract_dask.transfer",
+    "SQLCatalog": "metaextract_dask.catalog",
 }
 
 __all__ = ["Catalog", "CatalogError", "Extraction", "ScanSummary", "decode_path", "encode_path", "extract",

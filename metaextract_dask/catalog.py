@@ -1,7 +1,9 @@
-"""Open a catalog directory: tables as dask DataFrames (or pandas), plus its manifest and a summary."""
+"""Open a catalog (a directory, or a database by SQLAlchemy URL): tables as dask DataFrames (or pandas), plus its
+manifest and a summary."""
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from typing import Any, NoReturn
@@ -9,9 +11,9 @@ from typing import Any, NoReturn
 import pandas as pd
 
 from metaextract_dask.schema import SCHEMAS
-from metaextract_dask.sinks import MANIFEST, committed_parts, read_manifest
+from metaextract_dask.sinks import MANIFEST, committed_parts, is_sql_url, read_manifest
 
-__all__ = ["Catalog", "open_catalog"]
+__all__ = ["Catalog", "SQLCatalog", "open_catalog"]
 
 
 class Catalog:
@@ -56,6 +58,11 @@ class Catalog:
         what = "" if path == os.path.join(where, MANIFEST) else f" ({os.path.relpath(path, where)})"
         raise PermissionError(f"cannot read the catalog {where}{what}: permission denied ({detail}; "
                               "see metaextract.catalog.file-mode / dir-mode)") from None
+
+    @property
+    def target(self) -> Any:
+        """What :func:`metaextract_dask.sinks.open_sink` takes to write this catalog (its directory)."""
+        return self.path
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -247,6 +254,98 @@ class Catalog:
         return catalog_html(self)
 
 
-def open_catalog(path: str | os.PathLike[str]) -> Catalog:
-    """Open the catalog directory at `path`."""
+class SQLCatalog(Catalog):
+    """A catalog in a database (see :mod:`metaextract_dask.sqlsink`), read like a catalog directory.
+
+    Tables are dask DataFrames over key ranges of ``path`` (``metaextract.sql.partition-rows`` files per
+    partition; all rows of one file in one partition), each partition one query run where it is computed.
+    ``path`` is the URL with its password hidden; the tasks carry the URL itself, to connect.
+
+    Parameters
+    ----------
+    url : str or sqlalchemy.engine.URL
+        SQLAlchemy URL of a database a scan wrote.
+    """
+
+    def __init__(self, url: Any) -> None:  # noqa: D107 - documented on the class
+        from metaextract_dask import sqldb
+
+        self.url = sqldb.sql_url(url)
+        self.path = sqldb.safe_url(self.url)
+        db = self.url.database if self.url.get_backend_name() == "sqlite" else None
+        if db is not None and not os.path.isfile(db):  # connecting would create an empty database
+            raise FileNotFoundError(f"not a metaextract catalog (no such database file): {db}")
+        self._manifest()  # FileNotFoundError now, for a database without a catalog
+
+    @property
+    def target(self) -> Any:
+        """The URL (with its password) to write this catalog."""
+        return self.url
+
+    def _manifest(self) -> dict[str, Any]:
+        import sqlalchemy as sa
+
+        from metaextract_dask import sqldb
+
+        engine = sqldb.make_engine(self.url)
+        t = sqldb.tables()[sqldb.META]
+
+        def read(conn: Any) -> dict[str, Any]:
+            if not sa.inspect(conn).has_table(sqldb.META):
+                raise FileNotFoundError(f"not a metaextract catalog (no table {sqldb.META}): {self.path}")
+            return {k: json.loads(v) for k, v in conn.execute(sa.select(t.c.key, t.c.value))}
+
+        meta = sqldb.transaction(engine, read, f"reading the catalog {self.path}")
+        tables = {k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("table:")}
+        out = {k: v for k, v in meta.items() if not k.startswith("table:")}
+        if tables:
+            out["tables"] = tables
+        return out
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The catalog-wide facts: schema version, completion flag, the last scan's summary and settings."""
+        return self._manifest()
+
+    def table_path(self, name: str) -> str:
+        """The table's name in the database."""
+        if name not in SCHEMAS:
+            raise KeyError(f"unknown table {name!r}; tables are {', '.join(SCHEMAS)}")
+        return name
+
+    def parts(self, name: str) -> list[str]:
+        """Key ranges have no files: the table's name, once."""
+        return [self.table_path(name)]
+
+    def table(self, name: str) -> Any:
+        """One table as a lazy dask DataFrame, one partition per key range of paths."""
+        import dask
+        import dask.dataframe as dd
+
+        from metaextract_dask import config, sqldb
+
+        self.table_path(name)
+        bounds = sqldb.partition_bounds(self.url, name, int(config.get("sql.partition-rows", 50000)))
+        meta = sqldb.to_pandas(SCHEMAS[name].empty_table())
+        # the dtypes are read_parquet's already: dask must not turn the list columns into strings
+        with dask.config.set({"dataframe.convert-string": False}):
+            if not bounds:
+                return dd.from_pandas(meta, npartitions=1)
+            his = [*bounds[1:], None]
+            url = self.url.render_as_string(hide_password=False)
+            return dd.from_map(sqldb.read_partition, bounds, his, url=url, name=name, meta=meta,
+                               label=f"read-sql-{name}", enforce_metadata=False)
+
+    def to_arrow(self, name: str) -> Any:
+        """One table read eagerly into a pyarrow Table (in key order)."""
+        from metaextract_dask import sqldb
+
+        self.table_path(name)
+        return sqldb.read_arrow(self.url, name)
+
+
+def open_catalog(path: Any) -> Catalog:
+    """Open the catalog at `path`: a catalog directory, or a database by SQLAlchemy URL (:class:`SQLCatalog`)."""
+    if is_sql_url(path):
+        return SQLCatalog(path)
     return Catalog(path)

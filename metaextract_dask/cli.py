@@ -88,14 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small: a few hundred kB; medium: plus a ~400 MB HDF5 cube and a ~300 MB Zarr array")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
 
-    p = _subcommand(sub, "scan", help="scan files and directories into a Parquet catalog",
-                    description="Scan files, directories and Zarr stores into a catalog directory, incrementally:\n"
+    p = _subcommand(sub, "scan", help="scan files and directories into a Parquet catalog or a database",
+                    description="Scan files, directories and Zarr stores into a catalog directory (or a database URL,\n"
+                                "e.g. sqlite:///catalog.db), incrementally:\n"
                                 "running it again reads only new and changed files and drops vanished ones.\n"
                                 "Prints the dashboard link, progress and a summary; unreadable files become\n"
                                 "error rows (exit status 0).",
                     example="metaextract-dask scan /data/run42 -o catalog --exclude '*.tmp' --profile")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("-o", "--output", required=True, metavar="CATALOG_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="CATALOG",
+                   help="catalog directory, or SQLAlchemy URL of a database (sqlite:///catalog.db, "
+                        "postgresql://user@host:5432/db)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="existing dask scheduler, e.g. tcp://127.0.0.1:8786 (default: $DASK_SCHEDULER_ADDRESS, "
                         "else an embedded LocalCluster)")
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "min/max/mean/std, histogram) in the catalog's stats table. A profile that is\n"
                                 "interrupted resumes where it stopped.",
                     example="metaextract-dask profile catalog --strategy sample --sample-fraction 0.05")
-    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog directory or database URL")
     p.add_argument("--scheduler", metavar="ADDRESS", help="existing dask scheduler (as for scan)")
     p.add_argument("--workers", type=_POSITIVE_INT, metavar="N", help="worker processes of the embedded cluster")
     p.add_argument("--connect-timeout", type=_SECONDS, metavar="SECONDS",
@@ -140,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subcommand(sub, "info", help="summarise a catalog",
                     description="Print what a catalog holds: files by format, bytes, arrays, errors by type.",
                     example="metaextract-dask info catalog --json")
-    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog directory or database URL")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = _subcommand(sub, "report", help="write a self-contained HTML report of a catalog",
@@ -152,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", metavar="CATALOG_DIR")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html")
     p.add_argument("--title", help="page title (default: the catalog's path)")
+
+    p = _subcommand(sub, "export", help="copy a catalog into a database, or a database's catalog into a directory",
+                    description="Copy every table of a catalog, chunk by chunk: a directory into a database\n"
+                                "(rows are upserted by key) or a database into a new catalog directory.",
+                    example="metaextract-dask export catalog sqlite:///catalog.db")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog directory or database URL to read")
+    p.add_argument("destination", metavar="DESTINATION",
+                   help="database URL (rows are upserted) or a new catalog directory")
+    p.add_argument("--chunk-rows", type=_POSITIVE_INT, metavar="N",
+                   help="rows per transaction / Parquet part (default 20000, metaextract.sql.chunk-rows)")
     deid_cli.add_parsers(sub)
     from metaextract_dask.drift import add_drift_parser
 
@@ -199,9 +212,11 @@ def _run_profile(catalog: Any, args: argparse.Namespace, client: Any = None) -> 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from metaextract_dask.catalog import open_catalog
 
+    from metaextract_dask.sinks import CatalogError
+
     try:
         catalog = open_catalog(args.catalog)
-    except OSError as exc:  # not a catalog; not readable by this user
+    except (OSError, CatalogError, ValueError) as exc:  # not a catalog; not readable; a database refusing
         return _error(str(exc))
     return _run_profile(catalog, args)
 
@@ -209,6 +224,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _announce(client: Any) -> None:
     """Print the dashboard link of the client a command runs on."""
     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from metaextract_dask.transfer import export
+    from metaextract_dask.sinks import CatalogError
+    from metaextract_dask.sqldb import safe_url
+
+    try:
+        counts = export(args.catalog, args.destination, chunk_rows=args.chunk_rows)
+    except (OSError, CatalogError, ValueError) as exc:
+        return _error(str(exc))
+    print(f"exported to {safe_url(args.destination) if '://' in args.destination else args.destination}: "
+          + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    return 0
 
 
 def _error(message: str) -> int:
@@ -269,19 +298,22 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from metaextract_dask.catalog import open_catalog
 
+    from metaextract_dask.sinks import CatalogError
+
     try:
         catalog = open_catalog(args.catalog)
         summary = catalog.summary()
         manifest = catalog.manifest
-    except OSError as exc:  # not a catalog; a catalog (or one of its parts) this user may not read
+    except (OSError, CatalogError, ValueError) as exc:  # not a catalog; not readable; a database refusing
         return _error(str(exc))
     summary["complete"] = bool(manifest.get("complete"))
-    summary["batches"] = len(manifest.get("batches", []))
+    if "batches" in manifest:  # a catalog directory (a database has rows, not batches)
+        summary["batches"] = len(manifest["batches"])
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
-    print(f"catalog {catalog.path} ({'complete' if summary['complete'] else 'INCOMPLETE'}, "
-          f"{summary['batches']} batches)")
+    batches = f", {summary['batches']} batches" if "batches" in summary else ", database"
+    print(f"catalog {catalog.path} ({'complete' if summary['complete'] else 'INCOMPLETE'}{batches})")
     print(f"  {summary['files']} files, {summary['bytes'] / 1e6:,.1f} MB, {summary['arrays']} arrays")
     for fmt, n in summary["by_format"].items():
         print(f"  {fmt:<8} {n:>8}")
@@ -324,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return _error(str(exc))
     handlers = {"sample-data": _cmd_sample_data, "scan": _cmd_scan, "profile": _cmd_profile, "info": _cmd_info,
-                "report": _cmd_report, **deid_cli.COMMANDS}
+                "report": _cmd_report, "export": _cmd_export, **deid_cli.COMMANDS}
     if args.command == "drift":
         from metaextract_dask.drift import run_drift
 

@@ -308,6 +308,8 @@ class _Walker:
                     continue
                 elif is_file:
                     st = entry.stat(follow_symlinks=follow)
+                    if (st.st_dev, st.st_ino) in self.exclude:  # an SQLite catalog (and its WAL) being written
+                        continue
                     yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
                 else:
                     yield _special_entry(entry, follow)
@@ -344,8 +346,8 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     follow_symlinks : bool, optional
         Default ``metaextract.scan.follow-symlinks``.
     exclude : iterable of path
-        Directories left out wherever they appear, however they are reached (symlink, relative path):
-        the catalog a scan writes.
+        Directories and files left out wherever they appear, however they are reached (symlink, relative
+        path): the catalog a scan writes (a directory, or an SQLite database and its WAL files).
     patterns : PathFilter, optional
         Include / exclude glob patterns for what the walk of a directory finds (default: the
         ``metaextract.scan.include`` / ``exclude`` settings). Paths given explicitly are always kept. Names

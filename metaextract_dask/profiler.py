@@ -342,8 +342,8 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
 
     Parameters
     ----------
-    catalog : Catalog or path
-        A catalog written by :func:`metaextract_dask.scan`.
+    catalog : Catalog, path or SQLAlchemy URL
+        A catalog written by :func:`metaextract_dask.scan` (a directory or a database).
     strategy : {"full", "sample"}
         Every block, or a deterministic subset of blocks (``sample_fraction`` of them, at least one).
     device : {"auto", "cpu", "gpu"}
@@ -369,21 +369,21 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
     from distributed import as_completed
 
     from metaextract_dask.arrays import _open_raw
-    from metaextract_dask.catalog import Catalog
+    from metaextract_dask.catalog import Catalog, open_catalog
     from metaextract_dask.chunking import chunk_limit, worker_memory_limit
-    from metaextract_dask.sinks import ParquetSink
+    from metaextract_dask.sinks import open_sink
 
     if isinstance(bins, bool) or int(bins) != bins or bins < 1:
         raise ValueError(f"bins must be a positive integer, not {bins!r}")
     if not isinstance(catalog, Catalog):
-        catalog = Catalog(catalog)
+        catalog = open_catalog(catalog)
     t0 = time.perf_counter()
     files = catalog.to_arrow("files").select(["path", "format", "status"]).to_pylist()
     fmt_of = {r["path"]: r["format"] for r in files if r["status"] == "ok"}  # each file's backend: no re-sniffing
     arrays = [r for r in catalog.to_arrow("arrays").to_pylist() if r["path"] in fmt_of]
     rows: list[dict[str, Any]] = []
 
-    with ParquetSink(catalog.path) as sink, connect(scheduler, client=client, n_workers=n_workers) as c, \
+    with open_sink(catalog.target) as sink, connect(scheduler, client=client, n_workers=n_workers) as c, \
             ExitStack() as stack:
         if on_client is not None:
             on_client(c)

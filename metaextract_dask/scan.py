@@ -30,12 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaextract_dask import config
-from metaextract_dask.catalog import Catalog
+from metaextract_dask.catalog import Catalog, open_catalog
 from metaextract_dask.cluster import connect
-from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, PathFilter, discover, plan_batches
+from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, PathFilter, discover, encode_path, plan_batches
 from metaextract_dask.extract import error_tables, extract_batch, hash_batch, special_tables
 from metaextract_dask.progress import PROGRESS_TOPIC, Progress
-from metaextract_dask.sinks import ParquetSink
+from metaextract_dask.sinks import open_sink, output_files
 from metaextract_dask.watchdog import ABORT_TOPIC
 
 __all__ = ["scan", "ScanSummary", "ScanPlan", "plan_scan"]
@@ -95,9 +95,11 @@ def _fingerprints(table: pa.Table) -> dict[str, tuple[int, int, str, str | None]
                                                        table.column("content_hash").to_pylist())}
 
 
-def plan_scan(entries: list[FileEntry], sink: ParquetSink, *, full: bool = False, use_hash: bool = False,
+def plan_scan(entries: list[FileEntry], sink: Any, *, full: bool = False, use_hash: bool = False,
               retry_errors: bool = False) -> ScanPlan:
     """Compare the files found with the catalog's committed rows (see :class:`ScanPlan`).
+
+    `sink` is a :class:`~metaextract_dask.sinks.ParquetSink` or :class:`~metaextract_dask.sqlsink.SQLSink`.
 
     Rows are matched by catalog path (:attr:`FileEntry.catalog_path`). Special entries are never hashed:
     size and mtime decide. Rows below a directory that could not be listed are kept.
@@ -241,9 +243,12 @@ def scan(
     ----------
     paths : path or iterable of paths
         Files, directories (walked recursively) and Zarr stores.
-    output : path
+    output : path or SQLAlchemy URL
         Catalog directory. A new one is created; an existing one is continued: an interrupted scan resumes,
-        a complete one is updated (only new and changed files are read; vanished files are dropped).
+        a complete one is updated (only new and changed files are read; vanished files are dropped). Or a
+        database (``sqlite:///catalog.db``, ``postgresql://user@host/db``): the same tables with primary keys,
+        written by upserts; a database may hold the catalogs of many scans, and a scan only compares and
+        deletes the rows below its own `paths` (see :mod:`metaextract_dask.sqlsink`).
     client : distributed.Client, optional
         Client to run on. Default: `scheduler` if given, else the current client, else an embedded
         ``LocalCluster`` (worker processes, everything on 127.0.0.1). No cluster is started when there is
@@ -293,6 +298,7 @@ def scan(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    paths = list(paths)
     t0 = time.perf_counter()
     # Environment overrides arrive as sniff_bytes, YAML as sniff-bytes: one spelling for tasks and manifest.
     settings = {k.replace("_", "-"): v for k, v in config.get("scan", {}).items()}
@@ -302,14 +308,16 @@ def scan(
         settings["file-timeout"] = file_timeout
     config.validate({"scan": settings, "cluster": {"n-workers": n_workers}})  # ValueError: unknown keys, bad values
     # The catalog is left out of its own scan, however it is reached (symlink, relative path).
-    entries = discover(paths, exclude=[output], patterns=PathFilter(include, exclude))
+    entries = discover(paths, exclude=output_files(output), patterns=PathFilter(include, exclude))
     startup = 0.0
     threads = tasks = 0
     attempts: Counter[int] = Counter()
 
+    # An SQL catalog is shared: this scan's rows are those below its inputs (catalog paths, as discover makes them).
+    scope = [encode_path(os.path.abspath(os.fspath(p))) for p in paths]
     deid_mark = None if deidentify is None else {"options": list(deidentify.options),
                                                   "key_fingerprint": deidentify.key.fingerprint}
-    with ParquetSink(output) as sink:
+    with open_sink(output, scope=scope) as sink:
         previous = (sink.manifest.get("summary") or {}) if sink.has_visible else {}
         if previous and previous.get("deidentify") != deid_mark:
             full = True  # rows written under another profile (or with identities) must all be replaced
@@ -317,7 +325,7 @@ def scan(
 
         def write_special() -> bool:
             # Rows replacing committed ones stay pending until the end, so no reader sees a file twice.
-            pending = bool(plan.drop_visible) or bool(sink.manifest["pending"])
+            pending = bool(plan.drop_visible) or sink.has_pending
             special = [e for e in plan.to_read if e.special]  # recorded here, never opened, no worker needed
             if special:
                 sink.write_batch(special_tables(special), pending=pending)
@@ -345,8 +353,8 @@ def scan(
             write_special()
         sink.finish(plan.drop_visible, plan.drop_pending)
 
-        files = Catalog(sink.output).to_arrow("files").select(["path", "format", "format_version", "status",
-                                                               "error_type", "size_bytes"])
+        files = sink.files_rows("batches", columns=["path", "format", "format_version", "status", "error_type",
+                                                    "size_bytes"])
         errors = files.filter(pc.equal(files.column("status"), "error"))
         special = files.filter(pc.equal(files.column("format"), "special"))
         seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
@@ -366,7 +374,7 @@ def scan(
             deidentify=deid_mark,
         )
         sink.set_summary(summary, settings)
-    return Catalog(sink.output)
+    return open_catalog(sink.output)
 
 
 def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
@@ -379,7 +387,7 @@ def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
     return out
 
 
-def _extract_all(c: Any, sink: ParquetSink, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
+def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
                  pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int],
                  deidentify: Any = None) -> int:
     """Run the extraction tasks, committing each batch as it arrives; returns the number of tasks run."""

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from metaextract_dask import config
 from metaextract_dask.schema import SCHEMA_VERSION, SCHEMAS
 
-__all__ = ["ParquetSink", "MANIFEST", "CatalogError", "CatalogFullError", "read_manifest", "committed_parts",
+__all__ = ["ParquetSink", "open_sink", "output_files", "is_sql_url", "MANIFEST", "CatalogError", "CatalogFullError", "read_manifest", "committed_parts",
            "catalog_modes"]
 
 MANIFEST = "_manifest.json"
@@ -67,6 +67,36 @@ class CatalogFullError(CatalogError):
     def __init__(self, message: str, errno_: int) -> None:
         super().__init__(message)
         self.errno = errno_
+
+
+def is_sql_url(output: Any) -> bool:
+    """True when `output` is an SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``), not a directory."""
+    from metaextract_dask.sqldb import is_sql_url as check
+
+    return check(output)
+
+
+def open_sink(output: Any, *, scope: Iterable[str] | None = None) -> Any:
+    """The sink for `output`: :class:`metaextract_dask.sqlsink.SQLSink` for an SQLAlchemy URL, else a
+    :class:`ParquetSink` directory. `scope` (the catalog paths of a scan's inputs) limits what an SQL sink
+    compares and deletes to rows below them (a database is shared); a catalog directory is one scan's."""
+    if is_sql_url(output):
+        from metaextract_dask.sqlsink import SQLSink
+
+        return SQLSink(output, scope=scope)
+    return ParquetSink(output)
+
+
+def output_files(output: Any) -> list[str]:
+    """What a scan writing `output` must leave out of its inputs: the catalog directory, or the SQLite files."""
+    if is_sql_url(output):
+        from metaextract_dask.sqlsink import sqlite_files
+
+        try:
+            return sqlite_files(output)
+        except ValueError:  # an unsupported database: the sink says so
+            return []
+    return [os.fspath(output)]
 
 
 def catalog_modes() -> tuple[int, int]:
@@ -282,6 +312,11 @@ class ParquetSink:
     def has_visible(self) -> bool:
         """True when the catalog already holds committed batches."""
         return bool(self.manifest["batches"])
+
+    @property
+    def has_pending(self) -> bool:
+        """True when batches are committed but not yet visible (an interrupted scan replacing rows)."""
+        return bool(self.manifest["pending"])
 
     # -- writing -------------------------------------------------------------------------------------------
 

@@ -101,9 +101,11 @@ def test_dicom_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.slow
-def test_catalog_tree_pipeline(sample_tree: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sink", ["directory", "sqlite"])
+def test_catalog_tree_pipeline(sample_tree: Any, tmp_path: Path, sink: str) -> None:
     root, manifest = sample_tree
-    out, report = tmp_path / "cat", tmp_path / "report"
+    out = tmp_path / "cat" if sink == "directory" else f"sqlite:///{tmp_path / 'cat.db'}"  # an SQL catalog too
+    report = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "pipelines" / "catalog_tree.py"), str(ROOT / "conf" / "catalog_tree.yaml"),
          "--set", f"pipeline.inputs=[{root}]", "--set", f"pipeline.output={out}",
