@@ -407,20 +407,12 @@ def read_range(url: Any, name: str, lo: str | None, hi: str | None, columns: Seq
     return from_rows(name, rows, cols, engine.dialect.name)
 
 
-def _pandas_type(t: pa.DataType) -> Any:
-    import pandas as pd
-
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return pd.StringDtype("pyarrow")
-    if pa.types.is_date(t):
-        return pd.ArrowDtype(t)
-    return None
-
-
 def to_pandas(table: pa.Table) -> Any:
-    """`table` as pandas with the dtypes ``dask.dataframe.read_parquet`` gives the Parquet catalog's tables
-    (pyarrow strings, pyarrow dates, lists as objects)."""
-    return table.to_pandas(types_mapper=_pandas_type)
+    """`table` as a dask partition of the Parquet catalog's tables is (:func:`metaextract_dask.frames.to_pandas`
+    with ``lazy``: Arrow-backed integers, booleans, strings, lists and dates)."""
+    from metaextract_dask.frames import to_pandas as frame
+
+    return frame(table, lazy=True)
 
 
 def read_partition(lo: str | None, hi: str | None, *, url: str, name: str) -> Any:
