@@ -234,9 +234,8 @@ class Profile:
         self.safe_private = parse_safe_private([*DEFAULT_SAFE_PRIVATE, *safe_private])
         self.shift_dates = "retain-long-modified-dates" in self.options
         # Cleaned text is scrubbed of the object's removed values: only then must they be gathered.
-        self._cleans = any(o.startswith("clean-") or o in ("retain-device-identity",
-                                                             "retain-patient-characteristics")
-                           for o in self.options)
+        self._cleans = self.shift_dates or any(o.startswith("clean-") or o in (
+            "retain-device-identity", "retain-patient-characteristics") for o in self.options)
         self._rules = load_table()
         self._private_rule = self._rules["private"]
         self._cache: dict[tuple[int, bool], tuple[str, Rule | None]] = {}
