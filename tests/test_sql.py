@@ -73,11 +73,13 @@ def _sorted(df: pd.DataFrame, name: str) -> pd.DataFrame:
     return df.drop(columns=["read_seconds"], errors="ignore").sort_values(keys).reset_index(drop=True)
 
 
-def test_scan_into_a_database_equals_the_parquet_catalog(db_url: str, sample_tree: Any, catalog: Any,
-                                                         client: Any) -> None:
+def test_scan_into_a_database_equals_the_parquet_catalog(db_url: str, sample_tree: Any, client: Any,
+                                                         tmp_path: Path) -> None:
     root, _ = sample_tree
     with dask.config.set(SMALL_BATCHES):
         cat = scan([root], db_url, client=client)
+    # the Parquet catalog of the same scan (not the session's shared one, which other tests profile)
+    catalog = scan([root], tmp_path / "parquet", client=client)
     assert isinstance(cat, SQLCatalog)
     assert_same_catalog(catalog, cat)  # every table, every column, as the Parquet catalog of the same scan
     s = cat.scan_summary
