@@ -136,6 +136,18 @@ def test_catalog_tree_pipeline(sample_tree: Any, tmp_path: Path, sink: str) -> N
                                           for f, arrs in numeric.items()}
 
 
+def _job_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """``jobs/`` (with the local cluster preset on a free dashboard port) and an unrelated working folder."""
+    import yaml
+
+    jobs, elsewhere = tmp_path / "jobs", tmp_path / "elsewhere"
+    (jobs / "cluster").mkdir(parents=True)
+    elsewhere.mkdir()
+    preset = yaml.safe_load((ROOT / "conf" / "cluster" / "local.yaml").read_text())
+    (jobs / "cluster" / "local.yaml").write_text(yaml.safe_dump({**preset, "dashboard-address": "127.0.0.1:0"}))
+    return jobs, elsewhere
+
+
 def _pipeline(name: str, job: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # run from another folder than the job's: relative paths must follow the job file, not the cwd
     return subprocess.run([sys.executable, "-m", f"pipelines.{name}", "--config", str(job), *args],
@@ -150,12 +162,8 @@ def test_catalog_profile_report_pipelines_end_to_end(sample_tree: Any, tmp_path:
     from metaextract_dask import open_catalog
 
     root, manifest = sample_tree
-    jobs, elsewhere = tmp_path / "jobs", tmp_path / "elsewhere"
-    (jobs / "cluster").mkdir(parents=True)
-    elsewhere.mkdir()
+    jobs, elsewhere = _job_folders(tmp_path)
     os.symlink(root, tmp_path / "data")
-    preset = yaml.safe_load((ROOT / "conf" / "cluster" / "local.yaml").read_text())
-    (jobs / "cluster" / "local.yaml").write_text(yaml.safe_dump({**preset, "dashboard-address": "127.0.0.1:0"}))
     catalog_job = yaml.safe_load((ROOT / "conf" / "catalog.yaml").read_text())
     catalog_job.update(inputs=["../data/"], output="../out/cat", exclude=["misfits"])
     (jobs / "catalog.yaml").write_text(yaml.safe_dump(catalog_job))
@@ -195,13 +203,9 @@ def test_deid_pipeline_end_to_end(sample_tree: Any, tmp_path: Path) -> None:
     from metaextract_dask.deid import keygen
 
     root, _ = sample_tree
-    jobs, elsewhere = tmp_path / "jobs", tmp_path / "elsewhere"
-    (jobs / "cluster").mkdir(parents=True)
-    elsewhere.mkdir()
+    jobs, elsewhere = _job_folders(tmp_path)
     os.symlink(root / "dicom", tmp_path / "dicom")
     keygen(tmp_path / "deid.key")
-    preset = yaml.safe_load((ROOT / "conf" / "cluster" / "local.yaml").read_text())
-    (jobs / "cluster" / "local.yaml").write_text(yaml.safe_dump({**preset, "dashboard-address": "127.0.0.1:0"}))
     job = yaml.safe_load((ROOT / "conf" / "deid.yaml").read_text())
     job.update(inputs=["../dicom"], output="../out", **{"key-file": "../deid.key", "map-file": "../map.parquet",
                                                          "catalog": "../deid-cat"})
