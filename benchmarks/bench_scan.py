@@ -38,7 +38,7 @@ from metaextract_dask import scan
 from metaextract_dask.cluster import connect
 from metaextract_dask.discover import discover
 from metaextract_dask.extract import extract_batch
-from metaextract_dask.sample import generate_many
+from metaextract_dask.sample import generate_many_cached
 
 
 def warm_page_cache(entries: list[Any]) -> None:
@@ -215,12 +215,8 @@ def main() -> int:
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args()
 
-    marker = f"{args.data.rstrip(os.sep)}.complete-{args.files}"  # beside the tree, not scanned with it
-    if not os.path.exists(marker):
-        shutil.rmtree(args.data, ignore_errors=True)
-        t = time.perf_counter()
-        generate_many(args.data, n_files=args.files, seed=0)
-        open(marker, "w").close()
+    t = time.perf_counter()
+    if generate_many_cached(args.data, args.files, seed=0):
         print(f"generated {args.files} files in {time.perf_counter() - t:.1f} s")
     entries = discover([args.data])
     n = len(entries)

@@ -28,7 +28,7 @@ from metaextract_dask import scan
 from metaextract_dask.cluster import connect
 from metaextract_dask.discover import discover
 from metaextract_dask.pgtest import PostgresServer
-from metaextract_dask.sample import generate_many
+from metaextract_dask.sample import generate_many_cached
 
 
 def sink_cpu(data: str, n_files: int = 1200, batch: int = 400, repeat: int = 3) -> None:
@@ -73,12 +73,8 @@ def main() -> int:
     ap.add_argument("--sink-cpu", action="store_true", help="time only the sinks' writing (client CPU)")
     args = ap.parse_args()
 
-    marker = f"{args.data.rstrip(os.sep)}.complete-{args.files}"  # beside the tree, not scanned with it
-    if not os.path.exists(marker):
-        shutil.rmtree(args.data, ignore_errors=True)
-        t = time.perf_counter()
-        generate_many(args.data, n_files=args.files, seed=0)
-        open(marker, "w").close()
+    t = time.perf_counter()
+    if generate_many_cached(args.data, args.files, seed=0):
         print(f"generated {args.files} files in {time.perf_counter() - t:.1f} s")
     if args.sink_cpu:
         sink_cpu(args.data)

@@ -43,6 +43,8 @@ Conventions worth knowing when comparing a catalog with the manifest:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import uuid
 import zlib
 from collections.abc import Iterable, Sequence
@@ -53,7 +55,7 @@ import numpy as np
 
 from metaextract_dask.discover import IGNORE_FILE
 
-__all__ = ["PRESETS", "generate", "generate_many"]
+__all__ = ["PRESETS", "generate", "generate_many", "generate_many_cached"]
 
 #: Names accepted by :func:`generate`.
 PRESETS: tuple[str, ...] = ("small", "medium")
@@ -1348,3 +1350,15 @@ def generate_many(
             _many_misfit(path, i, rng, truncated)
         paths.append(path.relative_to(root).as_posix())
     return paths
+
+
+def generate_many_cached(path: str | os.PathLike[str], n_files: int, seed: int = 0) -> bool:
+    """:func:`generate_many` unless a marker beside `path` says this tree is complete already (benchmarks
+    reuse their data between runs); True when it was generated now."""
+    marker = f"{os.fspath(path).rstrip(os.sep)}.complete-{n_files}"  # beside the tree, not scanned with it
+    if os.path.exists(marker):
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    generate_many(path, n_files=n_files, seed=seed)
+    open(marker, "w").close()
+    return True

@@ -54,6 +54,17 @@ def _prefer_our_chunks(ds: Any) -> Any:
     return ds
 
 
+
+def _path_and_decode(filename_or_obj: Any, mask_and_scale: bool, decode_times: Any, decode_coords: Any,
+                     concat_characters: bool, use_cftime: Any, decode_timedelta: Any) -> tuple[str, dict[str, Any]]:
+    """The local path to open and xarray's decoding keywords as one ``decode`` mapping."""
+    path = _local_path(filename_or_obj)
+    if path is None:
+        raise TypeError(f"engine='metaextract' opens local paths, not {type(filename_or_obj).__name__}")
+    return path, {"mask_and_scale": mask_and_scale, "decode_times": decode_times, "decode_coords": decode_coords,
+                  "concat_characters": concat_characters, "use_cftime": use_cftime,
+                  "decode_timedelta": decode_timedelta}
+
 class MetaextractBackendEntrypoint(BackendEntrypoint):
     """xarray backend over metaextract_dask's format backends (netCDF, HDF5, Zarr, FITS, DICOM, plugins)."""
 
@@ -101,12 +112,8 @@ class MetaextractBackendEntrypoint(BackendEntrypoint):
         """
         from metaextract_dask.arrays import open_arrays, open_dicom_series
 
-        path = _local_path(filename_or_obj)
-        if path is None:
-            raise TypeError(f"engine='metaextract' opens local paths, not {type(filename_or_obj).__name__}")
-        decode = {"mask_and_scale": mask_and_scale, "decode_times": decode_times, "decode_coords": decode_coords,
-                  "concat_characters": concat_characters, "use_cftime": use_cftime,
-                  "decode_timedelta": decode_timedelta}
+        path, decode = _path_and_decode(filename_or_obj, mask_and_scale, decode_times, decode_coords,
+                                        concat_characters, use_cftime, decode_timedelta)
         if format is None and _is_dicom_dir(path):
             vol = open_dicom_series(path, decode=bool(mask_and_scale), memory_limit=memory_limit)
             ds = vol.to_dataset()
@@ -124,12 +131,8 @@ class MetaextractBackendEntrypoint(BackendEntrypoint):
         """Every group of a hierarchical file as a DataTree (see :func:`metaextract_dask.arrays.open_datatree`)."""
         from metaextract_dask.arrays import open_datatree
 
-        path = _local_path(filename_or_obj)
-        if path is None:
-            raise TypeError(f"engine='metaextract' opens local paths, not {type(filename_or_obj).__name__}")
-        decode = {"mask_and_scale": mask_and_scale, "decode_times": decode_times, "decode_coords": decode_coords,
-                  "concat_characters": concat_characters, "use_cftime": use_cftime,
-                  "decode_timedelta": decode_timedelta}
+        path, decode = _path_and_decode(filename_or_obj, mask_and_scale, decode_times, decode_coords,
+                                        concat_characters, use_cftime, decode_timedelta)
         tree = open_datatree(path, engine=format, decode=decode, memory_limit=memory_limit,
                              drop_variables=drop_variables)
         for node in tree.subtree:

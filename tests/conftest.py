@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,12 @@ def catalog(sample_tree: tuple[Path, dict[str, Any]], client: Any, tmp_path_fact
     out = tmp_path_factory.mktemp("catalog") / "cat"
     with dask.config.set({"metaextract.scan.batch-min-files": 2, "metaextract.scan.batch-max-files": 4}):
         return scan([root], out, client=client)
+
+
+@pytest.fixture()
+def tree(sample_tree: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    """A private copy of the sample tree, for tests that change files."""
+    root, _ = sample_tree
+    dst = tmp_path / "tree"
+    shutil.copytree(root, dst)
+    return dst

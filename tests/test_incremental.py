@@ -14,14 +14,6 @@ from metaextract_dask import CatalogError, open_catalog, scan
 from metaextract_dask.sinks import ParquetSink
 
 
-@pytest.fixture()
-def tree(sample_tree: Any, tmp_path: Path) -> Path:
-    root, _ = sample_tree
-    dst = tmp_path / "tree"
-    shutil.copytree(root, dst)
-    return dst
-
-
 def test_unchanged_rescan_reads_nothing_and_starts_no_cluster(tree: Path, client: Any, tmp_path: Path) -> None:
     first = scan([tree], tmp_path / "cat", client=client)
     before = normalized(first)

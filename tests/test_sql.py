@@ -60,14 +60,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"cat{next(_names)}")
 
 
-@pytest.fixture()
-def tree(sample_tree: Any, tmp_path: Path) -> Path:
-    root, _ = sample_tree
-    dst = tmp_path / "tree"
-    shutil.copytree(root, dst)
-    return dst
-
-
 def _sorted(df: pd.DataFrame, name: str) -> pd.DataFrame:
     keys = list(sqldb.KEYS[name])
     return df.drop(columns=["read_seconds"], errors="ignore").sort_values(keys).reset_index(drop=True)
