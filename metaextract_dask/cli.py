@@ -180,6 +180,9 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="cupy on the workers' GPUs (gpu), numpy (cpu), or GPU when every worker has one (auto)")
     p.add_argument("--bins", type=int, default=64, metavar="N", help="histogram bins (default 64)")
+    p.add_argument("--exact-histogram", action="store_true",
+                   help="bin float data without a valid range exactly, in a second pass over the data (default: "
+                        "from the one-pass sketch, hist_exact false; setting metaextract.profile.histogram)")
 
 
 def _cluster_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,6 +201,7 @@ def _run_profile(catalog: Any, args: argparse.Namespace, client: Any = None) -> 
         with dask.config.set(_cluster_overrides(args)):
             stats = profile(catalog, strategy=args.strategy, sample_fraction=args.sample_fraction,
                             device=args.device, bins=args.bins, client=client,
+                            histogram="exact" if getattr(args, "exact_histogram", False) else None,
                             scheduler=getattr(args, "scheduler", None), n_workers=args.workers,
                             progress=not args.no_progress, on_client=None if client is not None else _announce,
                             performance_report=args.performance_report if client is None else None)

@@ -274,6 +274,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "profile-batch": _bytes(0),
     "gpu-min-bytes": _bytes(0),
     "kernel": _choice("auto", "numba"),
+    "profile.histogram": _choice("sketch", "exact"),
 }
 
 

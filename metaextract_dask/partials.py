@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from metaextract_dask.sketch import Sketch, from_values, merge_sketches
+
 __all__ = ["Partial", "merge", "merge_all", "native_fill", "f32_range", "slice_partial"]
 
 
@@ -30,6 +32,7 @@ class Partial:
     hist: np.ndarray | None = None  # counts per bin
     under: int = 0  # valid values below the histogram range
     over: int = 0  # valid values above it
+    sketch: Sketch | None = None  # distribution sketch of the valid values (metaextract_dask.sketch)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,6 +86,7 @@ def slice_partial(x: Any, xp: Any, fill: Any, bins: int, rng: tuple[float, float
     if x.dtype.kind == "b":
         x = x.astype(np.uint8)
     xf = x.astype(np.float64, copy=False)
+    p.sketch = from_values(xf, xp)
     p.min = float(_to_host(xf.min()))
     p.max = float(_to_host(xf.max()))
     p.mean = float(_to_host(xf.sum())) / p.n
@@ -123,6 +127,7 @@ def merge(a: Partial, b: Partial) -> Partial:
         delta = b.mean - a.mean
         out.mean = a.mean + delta * b.n / out.n
         out.m2 = a.m2 + b.m2 + delta * delta * a.n * b.n / out.n
+    out.sketch = merge_sketches(a.sketch, b.sketch)
     if a.hist is not None and b.hist is not None:
         out.hist = a.hist + b.hist
     else:

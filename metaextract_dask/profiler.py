@@ -35,7 +35,8 @@ from metaextract_dask.discover import decode_path
 from metaextract_dask.formats.base import TRUNCATED
 from metaextract_dask.progress import Progress
 from metaextract_dask.schema import SCHEMAS
-from metaextract_dask.stats import Partial, block_partial, finalize, histogram_range, merge_all
+from metaextract_dask.stats import (Partial, block_partial, data_range, finalize, histogram_range, merge_all,
+                                    sketch_histogram)
 
 __all__ = ["profile", "ProfileResult", "profile_array", "resolve_device", "gpu_available", "release_buffers"]
 
@@ -233,9 +234,25 @@ def _plan(data: Any, attrs: dict[str, Any], *, bins: int, strategy: str, sample_
 
 
 def _data_range(p: Partial) -> tuple[float, float]:
-    """The histogram range of the two-pass exception: the data's min and max (one value: a unit-wide range)."""
-    lo, hi = p.min, p.max
-    return (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+    """The histogram range of data without a known range: the data's min and max (one value: a unit-wide range)."""
+    return data_range(p)
+
+
+#: ``hist_range_source`` of histograms over the data's own range: from the sketch, or from a second pass.
+_FROM_SKETCH, _SECOND_PASS = "data (sketch)", "data (second pass)"
+
+
+def _histogram_mode(histogram: str | None) -> str:
+    mode = config.get("profile.histogram", "sketch") if histogram is None else histogram
+    if mode not in ("sketch", "exact"):
+        raise ValueError(f"histogram must be sketch or exact, not {mode!r}")
+    return str(mode)
+
+
+def _sketch_histogram(p: Partial, meta: dict[str, Any], bins: int) -> None:
+    """The histogram of data without a known range from `p`'s sketch, with the row metadata that says so."""
+    lo, hi = sketch_histogram(p, bins)
+    meta.update(hist_min=lo, hist_max=hi, hist_range_source=_FROM_SKETCH)
 
 
 @dataclass(frozen=True)
@@ -250,14 +267,14 @@ class _ArrayShape:
         return math.prod(sum(c) for c in self.chunks)
 
 
-def _small_partials(items: list[tuple[str, str, str, int, tuple[int | None, int], str, float, str]]
-                    ) -> list[tuple[Any, ...]]:
+def _small_partials(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Profile many small arrays (one block each) in one task, opening them here on the worker: one task (or
-    one client-side open) per tiny array would cost more than reading it. Each array is read once; the
-    two-pass exception (float data without a valid range) takes its second pass over the values already in
-    memory. Errors stay per array.
+    one client-side open) per tiny array would cost more than reading it. Each array is read once; float data
+    without a valid range gets its histogram from the sketch, or with ``histogram="exact"`` from a second pass
+    over the values already in memory. Errors stay per array.
 
-    Items are ``(path, name, format, bins, (memory_limit, chunk limit), strategy, sample_fraction, device)``
+    Items are ``(path, name, format, bins, (memory_limit, chunk limit), strategy, sample_fraction, device
+    [, histogram])``
     (``format`` as ``files.format`` says: the backend opens the file without sniffing it); results are
     ``("ok", partial, row metadata, {scale_factor, add_offset}, passes)`` or ``("error", type, message,
     row metadata so far)``.
@@ -266,7 +283,8 @@ def _small_partials(items: list[tuple[str, str, str, int, tuple[int | None, int]
     from metaextract_dask.chunking import adaptive_chunks
 
     out: list[tuple[Any, ...]] = []
-    for path, name, fmt, bins, (memory_limit, limit), strategy, sample_fraction, device in items:
+    for path, name, fmt, bins, (memory_limit, limit), strategy, sample_fraction, device, *more in items:
+        mode = more[0] if more else "sketch"
         meta: dict[str, Any] = {}
         try:
             spec, _ = _spec_of(path, name, fmt)  # the recipe and attributes; no dask or xarray object is needed here
@@ -285,15 +303,18 @@ def _small_partials(items: list[tuple[str, str, str, int, tuple[int | None, int]
             kept = read(regions[0]) if len(regions) == 1 else None
             blocks = (lambda: [kept]) if kept is not None else (lambda: (read(r) for r in regions))
             p = merge_all([block_partial(b, fill=fill, bins=bins, rng=rng) for b in blocks()])
-            passes = 1
-            if rng is None and p.n:
+            passes, exact = 1, True
+            if rng is None and p.n and mode == "sketch":
+                _sketch_histogram(p, meta, bins)
+                exact = False
+            elif rng is None and p.n:
                 second = _data_range(p)
                 h = merge_all([block_partial(b, fill=fill, bins=bins, rng=second) for b in blocks()])
                 p.hist, p.under, p.over = h.hist, h.under, h.over
-                meta.update(hist_min=second[0], hist_max=second[1], hist_range_source="data (second pass)")
+                meta.update(hist_min=second[0], hist_max=second[1], hist_range_source=_SECOND_PASS)
                 passes = 2
             units = {k: attrs[k] for k in ("scale_factor", "add_offset") if k in attrs}
-            out.append(("ok", p, meta, units, passes))
+            out.append(("ok", p, meta, units, passes, exact))
         except Exception as exc:  # this array's error row (with what is known of it); the batch goes on
             out.append(("error", type(exc).__name__, str(exc) or repr(exc), meta))
     return out
@@ -337,7 +358,7 @@ def _profilable(row: dict[str, Any], fmt: str) -> str | None:
 def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.1, device: str = "auto",
             bins: int = 64, client: Any = None, scheduler: str | None = None, n_workers: int | None = None,
             progress: bool | Callable[[int, int], None] | None = None, on_client: Callable[[Any], None] | None = None,
-            performance_report: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+            performance_report: str | os.PathLike[str] | None = None, histogram: str | None = None) -> pd.DataFrame:
     """Profile every numeric array of `catalog` and write the ``stats`` table.
 
     Parameters
@@ -351,6 +372,11 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         ``auto`` does so when every worker has one, else uses numpy.
     bins : int
         Histogram bins.
+    histogram : {"sketch", "exact"}, optional
+        The histogram of float data without a valid range: derived from the one-pass sketch over the data's
+        min..max (``hist_exact`` False, one pass), or binned exactly in a second pass over the data
+        (``hist_exact`` True, ``passes`` 2). Default: the ``metaextract.profile.histogram`` setting (sketch).
+        Integer data and data with a valid range are binned exactly in the one pass either way.
     client, scheduler, n_workers
         Where to run, as for :func:`metaextract_dask.scan`.
 
@@ -375,6 +401,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
 
     if isinstance(bins, bool) or int(bins) != bins or bins < 1:
         raise ValueError(f"bins must be a positive integer, not {bins!r}")
+    mode = _histogram_mode(histogram)
     if not isinstance(catalog, Catalog):
         catalog = open_catalog(catalog)
     t0 = time.perf_counter()
@@ -395,7 +422,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
         dev = resolve_device(device, c)
         # An unfinished profile with the same settings committed some rows already: keep them, skip their arrays.
         settings = {"strategy": strategy, "sample_fraction": sample_fraction if strategy == "sample" else None,
-                    "bins": int(bins), "device": dev}
+                    "bins": int(bins), "device": dev, "histogram": mode}
         wanted = {(r["path"], r["name"]) for r in arrays}
         resumed = sink.stats_pending(settings)
         if resumed is not None:  # errors (a lost worker, a transient read error) are tried again
@@ -441,7 +468,7 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                 small.append({"base": {**base, "device": where}, "nbytes": int(nbytes),
                               "item": (decode_path(row["path"]), row["name"], fmt, bins,
                                        (memory_limit, chunk_limit(memory_limit)),
-                                       strategy, sample_fraction, where)})
+                                       strategy, sample_fraction, where, mode)})
                 continue
             try:
                 arr, source = _open_raw(decode_path(row["path"]), row["name"], engine=fmt,
@@ -488,8 +515,15 @@ def profile(catalog: Any, *, strategy: str = "full", sample_fraction: float = 0.
                     continue
                 finally:
                     future.release()
+                if meta["hist_min"] is None and partial.n and mode == "sketch":
+                    # float data without a valid range: its histogram over min..max from the sketch, no second pass
+                    meta = dict(meta)
+                    _sketch_histogram(partial, meta, bins)
+                    rows.append(_row(base, meta, partial, attrs, passes=1, hist_exact=False))
+                    bar.update(1)
+                    continue
                 if meta["hist_min"] is None and partial.n:
-                    # The documented exception: float data without a valid range needs its min/max first.
+                    # histogram: exact asked for: float data without a valid range needs its min/max first
                     final, meta2 = profile_array(opened[0].data, attrs, bins=bins, strategy=strategy,
                                                  sample_fraction=sample_fraction, device=dev,
                                                  key=f"{base['path']}::{base['name']}", rng=_data_range(partial),
@@ -641,8 +675,8 @@ def _batch_done(c: Any, ac: Any, todo: dict[str, dict[str, Any]], future: Any, j
         future.release()
     for entry, outcome in zip(entries, outcomes):
         if outcome[0] == "ok":
-            _, partial, meta, units, passes = outcome
-            rows.append(_row(entry["base"], meta, partial, units, passes=passes))
+            _, partial, meta, units, passes, exact = outcome
+            rows.append(_row(entry["base"], meta, partial, units, passes=passes, hist_exact=exact))
         else:
             meta = outcome[3] if len(outcome) > 3 else {}
             rows.append({**entry["base"], **meta, "status": "error", "error_type": outcome[1],
@@ -650,7 +684,8 @@ def _batch_done(c: Any, ac: Any, todo: dict[str, dict[str, Any]], future: Any, j
     bar.update(len(entries))
 
 
-def _row(base: dict[str, Any], meta: dict[str, Any], partial: Partial, attrs: dict[str, Any], passes: int
-         ) -> dict[str, Any]:
+def _row(base: dict[str, Any], meta: dict[str, Any], partial: Partial, attrs: dict[str, Any], passes: int,
+         hist_exact: bool = True) -> dict[str, Any]:
     scale, offset = _scalar(attrs, "scale_factor"), _scalar(attrs, "add_offset")
-    return {**base, **meta, **finalize(partial, scale=scale, offset=offset), "status": "ok", "passes": passes}
+    return {**base, **meta, **finalize(partial, scale=scale, offset=offset, hist_exact=hist_exact), "status": "ok",
+            "passes": passes}

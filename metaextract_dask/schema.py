@@ -91,14 +91,32 @@ STATS = pa.schema([
     ("phys_max", pa.float64()),
     ("phys_mean", pa.float64()),
     ("phys_std", pa.float64()),
+    # quantiles of the valid raw values from the one-pass sketch: within 0.4 % (relative) of the order statistic
+    # of rank ceil(n q - 1) (numpy's method="inverted_cdf"); phys_ variants where scale/offset apply
+    ("p01", pa.float64()),
+    ("p05", pa.float64()),
+    ("p25", pa.float64()),
+    ("p50", pa.float64()),
+    ("p75", pa.float64()),
+    ("p95", pa.float64()),
+    ("p99", pa.float64()),
+    ("phys_p01", pa.float64()),
+    ("phys_p05", pa.float64()),
+    ("phys_p25", pa.float64()),
+    ("phys_p50", pa.float64()),
+    ("phys_p75", pa.float64()),
+    ("phys_p95", pa.float64()),
+    ("phys_p99", pa.float64()),
     ("hist_min", pa.float64()),  # histogram range (raw units)
     ("hist_max", pa.float64()),
-    ("hist_range_source", pa.string()),  # valid_range | valid_min/valid_max | dtype | data (second pass)
+    # valid_range | valid_min/valid_max | dtype | data (sketch) | data (second pass)
+    ("hist_range_source", pa.string()),
     ("bins", pa.int32()),
     ("hist_counts", pa.list_(pa.int64())),
     ("hist_underflow", pa.int64()),
     ("hist_overflow", pa.int64()),
-    ("passes", pa.int32()),  # 1; 2 for float data without a valid range (histogram)
+    ("hist_exact", pa.bool_()),  # counts binned value by value (True) or derived from the sketch (False)
+    ("passes", pa.int32()),  # 1; 2 for float data without a valid range with metaextract.profile.histogram: exact
 ])
 
 

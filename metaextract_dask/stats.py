@@ -28,8 +28,10 @@ import numpy as np
 from metaextract_dask import config
 from metaextract_dask.dispatch import summarise
 from metaextract_dask.partials import Partial, f32_range, merge, merge_all, native_fill, slice_partial
+from metaextract_dask.sketch import from_keys, from_values, histogram, keys_of, merge_sketches, quantiles
 
-__all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", "finalize", "HAVE_NUMBA"]
+__all__ = ["Partial", "block_partial", "merge", "merge_all", "histogram_range", "finalize", "data_range",
+           "sketch_histogram", "HAVE_NUMBA", "HAVE_C"]
 
 # Elements per slice inside a block: the passes of one slice stay in the CPU cache.
 _SLICE = 1 << 20
@@ -40,10 +42,16 @@ _PAIR_BINS = 250
 _COUNT_MIN = 1 << 16
 
 
-try:  # the one-loop AVX2 float32 kernel, built at install time where a C compiler was found
+# Most elements per call of the C kernel (its per-lane sketch counters are 32-bit).
+_C_MAX = 1 << 30
+
+try:  # the one-pass C kernels (every numeric dtype), built at install time where a C compiler was found
     from metaextract_dask import _kernels
 except ImportError:  # pragma: no cover - no compiler at install time: the numba kernels below
     _kernels = None
+
+#: True when the C kernels were built: then no numba kernel is compiled with the default settings.
+HAVE_C = _kernels is not None and hasattr(_kernels, "block_stats")
 
 try:  # fused one-pass kernels for numpy blocks; without numba the numpy path above does the same work
     import numba
@@ -273,6 +281,7 @@ def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         s1, s2 = _resum(flat, ks, c, f, emask, eval_)
         m2 = s2 - s1 * s1 / p.n
     p.mean, p.m2 = c + s1 / p.n, max(m2, 0.0)
+    p.sketch = _valid_sketch(flat, f)
     if done is not None:
         p.min, p.max = vmin, vmax
     elif dt.kind == "f":
@@ -281,6 +290,68 @@ def _float_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         p.max = float(np.array(hi_bits, dtype=ut if smin >= 0 else it).view(dt))
     else:
         p.min, p.max = float(smin), float(smax)
+    return p
+
+
+def _valid_sketch(flat: np.ndarray, fill: Any) -> Any:
+    """The sketch of the valid values of `flat` with numpy (the numba path's; the C kernel counts its own)."""
+    sk = None
+    for start in range(0, flat.size, _SLICE):
+        x = flat[start:start + _SLICE]
+        ok = np.isfinite(x) if x.dtype.kind == "f" else np.ones(x.shape, bool)
+        if fill is not None:
+            ok &= x != fill
+        sk = merge_sketches(sk, from_values(x[ok]))
+    return sk
+
+
+def _use_c() -> bool:
+    return HAVE_C and config.get("kernel", "auto") != "numba"
+
+
+def _c_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
+    """Partial of an integer or float32/64 block with the C kernel: one loop over the block computes the counts,
+    extremes, shifted sums (as :func:`_float_partial`), the histogram over a known range (float32 binned in
+    float32 over bounds rounded inwards, everything else in float64, as the other paths) and the sketch."""
+    dt = flat.dtype
+    f = native_fill(dt, fill)
+    fill_arg = None if f is None else float(f)
+    nb, lo, hi, scale, top = 0, 0.0, 0.0, 0.0, 0.0
+    lo32 = hi32 = scale32 = np.float32(0)
+    counts = None
+    if rng is not None:
+        nb, (lo, hi) = bins, rng
+        scale, top = (bins / (hi - lo) if hi > lo else 0.0), float(bins - 1)
+        lo32, hi32, scale32 = f32_range(lo, hi, bins)
+        counts = np.zeros(bins + 6, dtype=np.int64)
+    c = _shift(flat, f)
+    p = Partial(count=int(flat.size))
+    s1 = s2 = 0.0
+    for start in range(0, max(flat.size, 1), _C_MAX):
+        piece = flat[start:start + _C_MAX]
+        n, nan, inf, nfill, a, q, vmin, vmax, kb, cb = _kernels.block_stats(
+            piece, dt.char, fill_arg, c, nb, lo, hi, scale, top, float(lo32), float(hi32), float(scale32),
+            float(bins - 1), counts)
+        p.n, p.nan, p.inf, p.fill = p.n + n, p.nan + nan, p.inf + inf, p.fill + nfill
+        s1, s2 = s1 + a, s2 + q
+        if n:
+            p.min, p.max = min(p.min, vmin), max(p.max, vmax)
+            p.sketch = merge_sketches(p.sketch, (np.frombuffer(kb, np.int32), np.frombuffer(cb, np.int64)))
+    if counts is not None:
+        p.hist, p.under, p.over = counts[:bins].copy(), int(counts[bins]), int(counts[bins + 1])
+    if not p.n:
+        p.min, p.max = math.inf, -math.inf
+        return p
+    m2 = s2 - s1 * s1 / p.n
+    if s1 * s1 / p.n > 1e6 * max(m2, 0.0):  # c far from the mean (relative to the spread): sum around the mean
+        c += s1 / p.n
+        s1 = s2 = 0.0
+        for start in range(0, flat.size, _C_MAX):
+            out = _kernels.block_stats(flat[start:start + _C_MAX], dt.char, fill_arg, c, 0, 0.0, 0.0, 0.0, 0.0,
+                                       0.0, 0.0, 0.0, 0.0, None)
+            s1, s2 = s1 + out[4], s2 + out[5]
+        m2 = s2 - s1 * s1 / p.n
+    p.mean, p.m2 = c + s1 / p.n, max(m2, 0.0)
     return p
 
 
@@ -305,9 +376,12 @@ def _count_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
     dt = flat.dtype
     ut = np.dtype(f"u{dt.itemsize}")
     width = 1 << (8 * dt.itemsize)
-    tables = np.zeros((4 if dt.itemsize == 1 else 2, width), dtype=np.int32)
     occ = np.zeros(width, dtype=np.int64)
-    _count_values(flat.view(ut), tables, occ)
+    if _use_c():
+        _kernels.count_values(flat.view(ut), dt.itemsize, occ)
+    else:
+        tables = np.zeros((4 if dt.itemsize == 1 else 2, width), dtype=np.int32)
+        _count_values(flat.view(ut), tables, occ)
     values = np.arange(width, dtype=np.int64).astype(ut).view(dt).astype(np.int64)
     p = Partial(count=int(flat.size))
     f = native_fill(dt, fill)
@@ -322,6 +396,7 @@ def _count_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         return p
     v, k = values[seen], occ[seen]
     p.min, p.max = float(v.min()), float(v.max())
+    p.sketch = from_keys(keys_of(v), k)  # each distinct value's key, weighted by its count
     total = int((v * k).sum())  # exact: at most 2**31 * 2**16 per block
     p.mean = total / p.n
     p.m2 = float((k * (v - p.mean) ** 2).sum())
@@ -348,6 +423,8 @@ def _fused_partial(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, flo
         flat, dt = flat.astype(dt.newbyteorder("=")), dt.newbyteorder("=")
     if dt.kind in "iu" and dt.itemsize <= 2 and flat.size >= _COUNT_MIN:
         return _count_partial(flat, fill, bins, rng)
+    if _use_c():
+        return _c_partial(flat, fill, bins, rng)
     if bins > _PAIR_BINS:  # pair tables grow with bins squared: the generic slices instead
         return merge_all([slice_partial(flat[i:i + _SLICE], np, fill, bins, rng)
                           for i in range(0, max(flat.size, 1), _SLICE)])
@@ -380,7 +457,7 @@ def block_partial(block: Any, fill: Any = None, bins: int = 64, rng: tuple[float
 @summarise.register(np.ndarray)
 def _summarise_numpy(flat: np.ndarray, fill: Any, bins: int, rng: tuple[float, float] | None) -> Partial:
     """numpy blocks: the compiled kernels where they apply, else array functions in cache-sized slices."""
-    if HAVE_NUMBA and flat.dtype.kind in "iuf":
+    if (HAVE_C or HAVE_NUMBA) and flat.dtype.kind in "iuf":
         return _fused_partial(np.ascontiguousarray(flat), fill, bins, rng)
     if flat.dtype.kind == "c":  # complex: statistics of the magnitude
         flat = np.abs(flat)
@@ -408,8 +485,30 @@ def histogram_range(dtype: Any, attrs: dict[str, Any]) -> tuple[tuple[float, flo
     return None, ""
 
 
-def finalize(p: Partial, *, scale: float | None = None, offset: float | None = None) -> dict[str, Any]:
-    """Columns of the ``stats`` table from a merged partial (raw units, plus physical units when packed)."""
+def data_range(p: Partial) -> tuple[float, float]:
+    """The histogram range of data without a known range: its min and max (one value: a unit-wide range)."""
+    lo, hi = p.min, p.max
+    return (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+
+
+def sketch_histogram(p: Partial, bins: int) -> tuple[float, float]:
+    """Give `p` (a merged partial without a histogram) the equal-width histogram over its data range derived
+    from its sketch (:func:`metaextract_dask.sketch.histogram`: approximate, ``hist_exact`` False); returns
+    the range."""
+    lo, hi = data_range(p)
+    if p.sketch is None:
+        raise ValueError("partial has no sketch")
+    p.hist, p.under, p.over = histogram(p.sketch, bins, lo, hi, p.min, p.max), 0, 0
+    return lo, hi
+
+
+def finalize(p: Partial, *, scale: float | None = None, offset: float | None = None,
+             hist_exact: bool = True) -> dict[str, Any]:
+    """Columns of the ``stats`` table from a merged partial (raw units, plus physical units when packed).
+
+    `hist_exact` says how the partial's histogram was made: binned value by value (True) or derived from the
+    sketch (False); it is null without a histogram. The quantile columns come from the sketch.
+    """
     std = math.sqrt(p.m2 / p.n) if p.n else None
     out: dict[str, Any] = {
         "count": p.count, "valid_count": p.n, "nan_count": p.nan, "inf_count": p.inf, "fill_count": p.fill,
@@ -418,8 +517,13 @@ def finalize(p: Partial, *, scale: float | None = None, offset: float | None = N
         "hist_counts": p.hist.tolist() if p.hist is not None else None,
         "hist_underflow": p.under if p.hist is not None else None,
         "hist_overflow": p.over if p.hist is not None else None,
+        "hist_exact": bool(hist_exact) if p.hist is not None else None,
     }
-    if (scale is not None or offset is not None) and p.n:
+    packed = scale is not None or offset is not None
+    if p.n and p.sketch is not None:
+        out.update(quantiles(p.sketch, p.min, p.max, scale=scale if packed else None,
+                             offset=offset if packed else None))
+    if packed and p.n:
         s, o = (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
         lo, hi = p.min * s + o, p.max * s + o
         out.update(phys_min=min(lo, hi), phys_max=max(lo, hi), phys_mean=p.mean * s + o,
