@@ -445,20 +445,28 @@ __attribute__((target("avx2,fma"))) static void vfinish(vstate_t *st, gen_result
 __attribute__((target("avx2,fma"))) static inline void bins_f64(__m256d v, const gen_args_t *a, int32_t *out) {
     __m256d t = _mm256_mul_pd(_mm256_sub_pd(v, _mm256_set1_pd(a->lo)), _mm256_set1_pd(a->scale));
     t = _mm256_min_pd(_mm256_max_pd(t, _mm256_setzero_pd()), _mm256_set1_pd(a->top));
-    _mm_storeu_si128((__m128i *)out, _mm256_cvttpd_epi32(t));
-    int under = _mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_set1_pd(a->lo), _CMP_LT_OQ));
-    int over = _mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_set1_pd(a->hi), _CMP_GT_OQ));
-    for (int l = 0; l < 4; l++) out[l] = (under >> l & 1) ? a->nb : (over >> l & 1) ? a->nb + 1 : out[l];
+    __m128i b = _mm256_cvttpd_epi32(t);
+    /* the 64-bit compare masks narrowed to 32-bit lanes (their low halves) */
+    const __m256i low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    __m128i under = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+        _mm256_castpd_si256(_mm256_cmp_pd(v, _mm256_set1_pd(a->lo), _CMP_LT_OQ)), low));
+    __m128i over = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+        _mm256_castpd_si256(_mm256_cmp_pd(v, _mm256_set1_pd(a->hi), _CMP_GT_OQ)), low));
+    b = _mm_blendv_epi8(b, _mm_set1_epi32(a->nb), under);
+    b = _mm_blendv_epi8(b, _mm_set1_epi32(a->nb + 1), over);
+    _mm_storeu_si128((__m128i *)out, b);
 }
 
 /* Bins of eight floats in float32 arithmetic over the bounds rounded inwards (as stats._bin for float32). */
 __attribute__((target("avx2,fma"))) static inline void bins_f32(__m256 v, const gen_args_t *a, int32_t *out) {
     __m256 t = _mm256_mul_ps(_mm256_sub_ps(v, _mm256_set1_ps(a->lo32)), _mm256_set1_ps(a->scale32));
     t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), _mm256_set1_ps(a->top32));
-    _mm256_storeu_si256((__m256i *)out, _mm256_cvttps_epi32(t));
-    int under = _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(a->lo32), _CMP_LT_OQ));
-    int over = _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(a->hi32), _CMP_GT_OQ));
-    for (int l = 0; l < 8; l++) out[l] = (under >> l & 1) ? a->nb : (over >> l & 1) ? a->nb + 1 : out[l];
+    __m256 b = _mm256_castsi256_ps(_mm256_cvttps_epi32(t));
+    b = _mm256_blendv_ps(b, _mm256_castsi256_ps(_mm256_set1_epi32(a->nb)),
+                         _mm256_cmp_ps(v, _mm256_set1_ps(a->lo32), _CMP_LT_OQ));
+    b = _mm256_blendv_ps(b, _mm256_castsi256_ps(_mm256_set1_epi32(a->nb + 1)),
+                         _mm256_cmp_ps(v, _mm256_set1_ps(a->hi32), _CMP_GT_OQ));
+    _mm256_storeu_si256((__m256i *)out, _mm256_castps_si256(b));
 }
 
 /* The vector kernels return the number of elements done (a multiple of 8); the scalar kernel does the rest and

@@ -12,7 +12,10 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["assert_same_catalog", "assert_subset", "auto_device", "by_relpath", "install_plugin", "loads", "none",
-           "normalized", "stop_processes"]
+           "normalized", "stop_processes", "assert_quantiles", "assert_sketch_histogram"]
+
+#: The relative accuracy the stats table promises for its quantile columns (the sketch's bound is 2**-8).
+QUANTILE_RTOL = 0.01
 
 
 def none(value: Any) -> Any:
@@ -114,3 +117,47 @@ def stop_processes(procs: list[Any]) -> None:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def assert_quantiles(row: Any, valid: Any, where: Any = "", *, prefix: str = "", scale: float = 1.0,
+                     offset: float = 0.0) -> None:
+    """The quantile columns of `row` (``p01`` ... ``p99``, or ``phys_p01`` ... with `prefix` "phys_") are within
+    1 % (the sketch's own bound, 2**-8, for raw values) of numpy's order statistic of the same rank
+    (``method="inverted_cdf"``) of the `valid` raw values (mapped through `scale`/`offset` for phys_)."""
+    import numpy as np
+
+    from metaextract_dask.sketch import QUANTILES
+
+    v = np.asarray(valid, dtype=np.float64).ravel()
+    for name, q in QUANTILES.items():
+        got = row[prefix + name]
+        if not v.size:
+            assert none(got) is None, (where, name, got)
+            continue
+        if prefix:  # physical units: the order statistic of the raw values of the mirrored rank for scale < 0
+            ref_raw = np.quantile(v, q, method="inverted_cdf") if scale >= 0 else -np.quantile(-v, q, method="inverted_cdf")
+            ref, tol = ref_raw * scale + offset, 2.0 ** -8 * abs(ref_raw * scale) * (1 + 1e-12)
+        else:
+            ref = np.quantile(v, q, method="inverted_cdf")
+            tol = 2.0 ** -8 * abs(ref) * (1 + 1e-12)
+            assert abs(got - ref) <= QUANTILE_RTOL * abs(ref), (where, name, got, ref)
+        assert abs(got - ref) <= tol, (where, prefix + name, got, ref)
+
+
+def assert_sketch_histogram(hist: Any, valid: Any, bins: int, lo: float, hi: float, where: Any = "") -> None:
+    """A histogram derived from the sketch (stats.sketch_histogram) against numpy's exact one: the same total,
+    and each bin off by at most the counts of the sketch buckets its two edges cut, plus one (rounding)."""
+    import numpy as np
+
+    from metaextract_dask.sketch import keys_of
+
+    v = np.asarray(valid, dtype=np.float64).ravel()
+    hist = np.asarray(hist, dtype=np.int64)
+    ref, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    assert hist.sum() == ref.sum() == v.size, where
+    keys, counts = np.unique(keys_of(v), return_counts=True)
+    at = dict(zip(keys.tolist(), counts.tolist()))
+    cut = np.array([at.get(int(k), 0) for k in keys_of(edges)])
+    bound = cut[:-1] + cut[1:] + 1
+    bad = np.flatnonzero(np.abs(hist - ref) > bound)
+    assert not bad.size, (where, bad[:5], hist[bad[:5]], ref[bad[:5]], bound[bad[:5]])

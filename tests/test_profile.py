@@ -15,7 +15,7 @@ import dask.config
 import numpy as np
 import pytest
 
-from helpers import auto_device, none
+from helpers import assert_quantiles, assert_sketch_histogram, auto_device, none
 from metaextract_dask import open_array, open_catalog, profile, scan
 from metaextract_dask.stats import block_partial, finalize, merge_all
 
@@ -48,8 +48,15 @@ def test_every_numeric_array_profiled_with_the_generators_values(stats: Any, sam
         assert row["count"] == raw.size and row["fill_count"] + row["valid_count"] + row["nan_count"] == raw.size
         hist = np.asarray(row["hist_counts"])
         assert hist.sum() + row["hist_underflow"] + row["hist_overflow"] == row["valid_count"], key
-        ref, _ = np.histogram(valid, bins=int(row["bins"]), range=(row["hist_min"], row["hist_max"]))
-        np.testing.assert_array_equal(hist, ref, err_msg=str(key))
+        if row["hist_exact"]:
+            ref, _ = np.histogram(valid, bins=int(row["bins"]), range=(row["hist_min"], row["hist_max"]))
+            np.testing.assert_array_equal(hist, ref, err_msg=str(key))
+        else:  # float data without a valid range: from the sketch, over the data's own range, in the one pass
+            assert (row["hist_range_source"], row["passes"]) == ("data (sketch)", 1), key
+            assert (row["hist_min"], row["hist_max"]) == (row["min"], row["max"]) or row["min"] == row["max"], key
+            assert_sketch_histogram(hist, valid, int(row["bins"]), row["hist_min"], row["hist_max"], key)
+        assert_quantiles(row, valid, key)
+        assert row["passes"] == 1, key
     skipped = stats[stats["status"] == "skipped"]
     assert set(skipped["name"]) == {"/events/triggers", "/log/messages", "HDU1"}
 
@@ -63,9 +70,35 @@ def test_histogram_ranges_come_from_metadata(stats: Any, sample_tree: Any) -> No
     psl = by.loc[(str(root / "netcdf/climate_cf.nc"), "/psl")]
     assert (psl["hist_range_source"], psl["hist_min"], psl["hist_max"]) == ("dtype", -32768, 32767)
     assert psl["phys_mean"] == pytest.approx(psl["mean"] * 0.01 + 1000.0)  # scale_factor / add_offset
+    assert (tas["hist_exact"], psl["hist_exact"]) == (True, True)
     dark = by.loc[(str(root / "hdf5/experiment.h5"), "/instrument/detector/dark_current")]
-    assert (dark["hist_range_source"], dark["passes"]) == ("data (second pass)", 2)
+    assert (dark["hist_range_source"], dark["passes"], dark["hist_exact"]) == ("data (sketch)", 1, False)
     assert (dark["hist_min"], dark["hist_max"]) == (dark["min"], dark["max"])
+    assert (stats.loc[stats["status"] == "ok", "passes"] == 1).all()  # one pass for every array by default
+
+
+def test_exact_histogram_setting_and_argument_take_a_second_pass(catalog: Any, client: Any, sample_tree: Any) -> None:
+    """metaextract.profile.histogram: exact (or histogram="exact"): float data without a valid range binned
+    exactly over its min..max in a second pass (hist_exact True, passes 2); the others unchanged."""
+    root, _ = sample_tree
+    with dask.config.set({"metaextract.profile.histogram": "exact"}):
+        st = profile(catalog, client=client)
+    by = st.set_index(["path", "name"])
+    dark_key = (str(root / "hdf5/experiment.h5"), "/instrument/detector/dark_current")
+    dark = by.loc[dark_key]
+    assert (dark["hist_range_source"], dark["passes"], dark["hist_exact"]) == ("data (second pass)", 2, True)
+    raw = np.asarray(open_array(*dark_key, decode=False).values, dtype=np.float64).ravel()
+    valid = raw[np.isfinite(raw)]
+    ref, _ = np.histogram(valid, bins=int(dark["bins"]), range=(dark["hist_min"], dark["hist_max"]))
+    np.testing.assert_array_equal(dark["hist_counts"], ref)
+    assert_quantiles(dark, valid, dark_key)
+    ok = st[st["status"] == "ok"]
+    assert ok["hist_exact"].astype(bool).all()
+    assert set(ok.loc[ok["passes"] == 2, "hist_range_source"]) == {"data (second pass)"}
+    again = profile(catalog, client=client, histogram="exact").set_index(["path", "name"])
+    assert again.loc[dark_key, "hist_counts"].tolist() == dark["hist_counts"].tolist()
+    with pytest.raises(ValueError, match="histogram must be sketch or exact"):
+        profile(catalog, client=client, histogram="approximate")
 
 
 def test_single_pass_reads_each_chunk_once(client: Any, tmp_path: Path) -> None:
@@ -166,7 +199,8 @@ def test_partials_equal_on_numpy_and_cupy(xp_name: str) -> None:
 
 
 _EXACT = ("count", "valid_count", "nan_count", "inf_count", "fill_count", "hist_underflow", "hist_overflow",
-          "min", "max", "n_chunks", "chunks_read", "passes", "hist_min", "hist_max")
+          "min", "max", "n_chunks", "chunks_read", "passes", "hist_min", "hist_max", "hist_exact",
+          "p01", "p05", "p25", "p50", "p75", "p95", "p99")  # quantiles and sketch histograms: equal on CPU and GPU
 
 
 def _assert_same_stats(cpu: Any, gpu: Any) -> None:
@@ -221,7 +255,7 @@ def test_tiny_arrays_stay_on_the_cpu_when_profiling_on_a_gpu(catalog: Any, clien
 def test_gpu_profile_of_multi_block_arrays_equals_cpu(client: Any, tmp_path: Path) -> None:
     """Arrays of many blocks, each block read, copied to the GPU and summarised in one task: HDF5 pieces
     straight from the memory map (contiguous and chunked), netCDF-3 and compressed Zarr through host reads,
-    float data without a valid range in two passes."""
+    float data without a valid range with its histogram from the sketch."""
     import h5py
     import netCDF4
     import zarr
@@ -239,7 +273,7 @@ def test_gpu_profile_of_multi_block_arrays_equals_cpu(client: Any, tmp_path: Pat
         d.attrs["_FillValue"] = np.float32(-999)
         f.create_dataset("counts", data=rng.integers(-500, 3000, size=(1024, 1024)).astype("i2"),
                          chunks=(128, 1024))
-        f.create_dataset("level", data=rng.normal(-3, 2, size=(512, 512)), chunks=(64, 512))  # two passes
+        f.create_dataset("level", data=rng.normal(-3, 2, size=(512, 512)), chunks=(64, 512))  # from the sketch
     with netCDF4.Dataset(tree / "b.nc", "w", format="NETCDF3_64BIT_OFFSET") as nc:
         nc.createDimension("y", 1024)
         nc.createDimension("x", 512)
@@ -461,7 +495,7 @@ def test_kernel_variance_far_from_the_shift() -> None:
 
 def test_small_arrays_are_profiled_many_per_task(client: Any, tmp_path: Path) -> None:
     """120 files of two tiny arrays each: a handful of batch tasks, not 240 (or 480) tasks; every value right,
-    the float arrays without a valid range binned over their own min..max in a second pass over memory."""
+    the float arrays without a valid range binned over their own min..max from the sketch (one pass)."""
     import h5py
     from distributed import get_task_stream
 
@@ -487,13 +521,15 @@ def test_small_arrays_are_profiled_many_per_task(client: Any, tmp_path: Path) ->
         assert row["mean"] == pytest.approx(values.mean(), rel=1e-12)
         assert row["std"] == pytest.approx(values.std(), rel=1e-9)
         assert row["chunks_read"] == row["n_chunks"] == 1
+        assert_quantiles(row, values, row["name"])
         if row["name"] == "/level":
-            assert (row["passes"], row["hist_range_source"]) == (2, "data (second pass)")
+            assert (row["passes"], row["hist_range_source"], row["hist_exact"]) == (1, "data (sketch)", False)
             assert (row["hist_min"], row["hist_max"]) == (values.min(), values.max())
+            assert_sketch_histogram(row["hist_counts"], values, 64, row["hist_min"], row["hist_max"])
         else:
-            assert (row["passes"], row["hist_range_source"]) == (1, "dtype")
-        ref, _ = np.histogram(values, bins=64, range=(row["hist_min"], row["hist_max"]))
-        np.testing.assert_array_equal(row["hist_counts"], ref)
+            assert (row["passes"], row["hist_range_source"], row["hist_exact"]) == (1, "dtype", True)
+            ref, _ = np.histogram(values, bins=64, range=(row["hist_min"], row["hist_max"]))
+            np.testing.assert_array_equal(row["hist_counts"], ref)
 
 
 def test_batches_respect_the_byte_budget_and_count() -> None:
@@ -537,6 +573,8 @@ def test_avx2_kernel_equals_numba_kernel(size: int, monkeypatch: pytest.MonkeyPa
         assert c.mean == pytest.approx(n.mean, rel=1e-12, abs=1e-12)
         assert c.m2 == pytest.approx(n.m2, rel=1e-10, abs=1e-10)
         assert (c.hist is None and n.hist is None) or c.hist.tolist() == n.hist.tolist()
+        assert (c.sketch is None and n.sketch is None) or (c.sketch[0].tolist(), c.sketch[1].tolist()) == (
+            n.sketch[0].tolist(), n.sketch[1].tolist())
 
 
 def test_kernel_setting_numba_bypasses_the_c_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -544,7 +582,7 @@ def test_kernel_setting_numba_bypasses_the_c_kernel(monkeypatch: pytest.MonkeyPa
     from metaextract_dask import stats as stats_mod
 
     class Refuses:
-        def f32_block(self, *args: Any) -> None:
+        def __getattr__(self, name: str) -> Any:
             raise AssertionError("the C kernel was called")
 
     monkeypatch.setattr(stats_mod, "_kernels", Refuses())
@@ -612,4 +650,6 @@ def test_array_grown_since_the_scan_is_still_read_block_by_block(client: Any, tm
         st = profile(cat, client=client).iloc[0]
     assert st["status"] == "ok" and st["n_chunks"] > 1 and st["valid_count"] == big.size
     assert st["mean"] == pytest.approx(big.mean(), rel=1e-12) and st["std"] == pytest.approx(big.std(), rel=1e-9)
-    assert st["passes"] == 2 and (st["hist_min"], st["hist_max"]) == (big.min(), big.max())
+    assert st["passes"] == 1 and (st["hist_min"], st["hist_max"]) == (big.min(), big.max())
+    assert_quantiles(st, big)
+    assert_sketch_histogram(st["hist_counts"], big, 64, big.min(), big.max())
