@@ -214,7 +214,8 @@ def histogram(sk: Sketch, bins: int, lo: float, hi: float, vmin: float, vmax: fl
         cum += prefix[i] + np.where(i < sa.size, sw[cut] * share, 0.0)
     if point.any():
         pv, pw = a[point], w[point]
-        idx = np.minimum(((pv - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
+        # as numpy bins: (x - lo) / (hi - lo) * bins (bins / (hi - lo) overflows for subnormal ranges)
+        idx = np.minimum(((pv - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
         idx = np.maximum(idx, 0)
         # a point mass in bin i lies below edges i+1 .. bins-1 (inner edge t is edges[t+1])
         below = idx[:, None] < np.arange(1, bins)[None, :]
