@@ -2,15 +2,18 @@
 
 Two kernels, two passes over device memory (cheap next to the host-to-device copy that brought the block):
 the first counts fill / NaN / inf / valid elements and takes the sum, min and max of the valid ones; the
-second, given the mean, takes the sum of squared deviations (the exact two-pass variance) and the histogram
-(per-thread-block counters in shared memory). No temporaries the size of the block are allocated, where the
+second, given the mean, takes the sum of squared deviations (the exact two-pass variance), the histogram
+(per-thread-block counters in shared memory) and the distribution sketch (:mod:`metaextract_dask.sketch`:
+global counters over the key range of the block's min..max, known from the first pass). No temporaries the size of the block are allocated, where the
 array-module path (:func:`metaextract_dask.partials.slice_partial`) makes several float64 copies, and the host
 waits on the device twice per block instead of a dozen times.
 
 Values are classified and binned exactly as the CPU paths do: the fill value as :func:`partials.native_fill`
 gives it, float32 data binned in float32 over bounds rounded inwards (:func:`partials.f32_range`), everything
 else in float64, and no fused multiply-add (``--fmad=false``), so counts, min, max and histograms equal the
-CPU's bit for bit and the moments agree to rounding.
+CPU's bit for bit and the moments agree to rounding. The sketch key (``sketch_key`` below) is the C kernel's
+function line for line: integer arithmetic on the bits of the value converted to double (``(double)v`` rounds
+to nearest on both sides), so GPU and CPU sketches, quantiles and sketch histograms are equal.
 
 Importing this module registers :func:`summarise_cupy` for cupy arrays with
 :data:`metaextract_dask.dispatch.summarise` (the dispatcher imports it on the first cupy block).
@@ -26,6 +29,7 @@ import numpy as np
 
 from metaextract_dask.dispatch import summarise
 from metaextract_dask.partials import Partial, f32_range, merge_all, native_fill, slice_partial
+from metaextract_dask.sketch import keys_of
 
 __all__ = ["fused_partial", "summarise_cupy", "kernels_available", "to_device", "thread_stream", "release",
            "FUSED"]
@@ -47,7 +51,28 @@ _CTYPES = {
 
 _SOURCE = r"""
 #define NT 256
+#define SK_BITS 7
 typedef unsigned long long u64;
+
+// The sketch key of a finite double (as _kernels.c sketch_key and sketch.keys_of): 0 for +-0; else the
+// exponent field and top SK_BITS mantissa bits, shifted by 52 << SK_BITS (subnormals normalised by their
+// leading bit); negated for negative values.
+__device__ __forceinline__ int sketch_key(double v) {
+    u64 b = (u64)__double_as_longlong(v);
+    u64 a = b & 0x7fffffffffffffffULL;
+    int k;
+    if (a >= 0x0010000000000000ULL) {
+        k = (int)(a >> (52 - SK_BITS)) + (52 << SK_BITS);
+    } else if (a == 0) {
+        return 0;
+    } else {
+        int p = 63 - __clzll((long long)a);  // leading bit, 0..51
+        u64 f = (a << (52 - p)) & 0x000fffffffffffffULL;
+        k = ((p + 1) << SK_BITS) | (int)(f >> (52 - SK_BITS));
+    }
+    int sg = -(int)(b >> 63);
+    return (k ^ sg) - sg;
+}
 
 __device__ __forceinline__ double inf_d() { return __longlong_as_double(0x7ff0000000000000LL); }
 
@@ -109,7 +134,7 @@ __global__ void __launch_bounds__(NT) pass2(const T* __restrict__ x, long long s
                                             double mean, int has_rng, double lo, double hi, double scale,
                                             float lo32, float scale32, int f32, int bins, int shared_bins,
                                             double* __restrict__ m2, u64* __restrict__ outside,
-                                            u64* __restrict__ hist) {
+                                            u64* __restrict__ hist, int kmin, u64* __restrict__ sk) {
     extern __shared__ unsigned int shh[];
     __shared__ double shd[NT / 32];
     __shared__ u64 shu[NT / 32];
@@ -126,6 +151,7 @@ __global__ void __launch_bounds__(NT) pass2(const T* __restrict__ x, long long s
         if (!isfinite(d)) continue;
         double dev = d - mean;
         acc += dev * dev;
+        atomicAdd(&sk[sketch_key(d) - kmin], 1ull);  // keys of min..max: kmin .. kmin + span - 1
         if (!has_rng) continue;
         if (d < lo) { under++; continue; }
         if (d > hi) { over++; continue; }
@@ -223,11 +249,15 @@ def fused_partial(flat: Any, fill: Any, bins: int, rng: tuple[float, float] | No
     m2 = cupy.empty(grid, dtype=np.float64)
     outside = cupy.empty(2 * grid, dtype=np.uint64)
     hist = cupy.zeros(max(bins, 1), dtype=np.uint64)
+    kmin, kmax = (int(k) for k in keys_of(np.array([p.min, p.max])))  # keys are monotone: every key in between
+    sk = cupy.zeros(kmax - kmin + 1, dtype=np.uint64)
     args = (flat, np.int64(size), has_fill, fill_arg, np.float64(p.mean), np.int32(rng is not None),
             np.float64(lo), np.float64(hi), np.float64(bins / (hi - lo) if hi > lo else 0.0), lo32, scale32,
-            np.int32(dt == np.float32), np.int32(bins), np.int32(shared), m2, outside, hist)
+            np.int32(dt == np.float32), np.int32(bins), np.int32(shared), m2, outside, hist, np.int32(kmin), sk)
     mod.get_function(f"pass2<{ctype}>")((grid,), (_NT,), args, shared_mem=4 * bins if shared else 0)
     p.m2 = float(m2.get().sum())
+    nz = cupy.flatnonzero(sk)
+    p.sketch = ((nz.get() + kmin).astype(np.int32), sk[nz].get().astype(np.int64))
     if rng is not None:
         o = outside.get().reshape(grid, 2).sum(axis=0, dtype=np.uint64)
         p.under, p.over = int(o[0]), int(o[1])

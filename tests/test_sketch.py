@@ -193,3 +193,56 @@ def test_gpu_sketch_equals_cpu_sketch() -> None:
             assert {k: v for k, v in finalize(gpu).items() if k.startswith("p")} == \
                 {k: v for k, v in finalize(cpu).items() if k.startswith("p")}, (name, dt)
     assert math.isfinite(finalize(block_partial(cupy.asarray(DISTRIBUTIONS["normal"])))["p50"])
+
+
+def _cuda_sketch_key_source() -> str:
+    from metaextract_dask import _cuda
+
+    src = _cuda._SOURCE
+    start = src.index("__device__ __forceinline__ int sketch_key(double v)")
+    end = src.index("\n}\n", start) + 3
+    return src[start:end]
+
+
+def test_cuda_sketch_key_equals_the_c_and_numpy_keys_on_the_host(tmp_path: Any) -> None:
+    """The CUDA key function, compiled for the host (its two intrinsics replaced by their host equivalents),
+    gives numpy's key for every value: the GPU sketch is the CPU's (see also the GPU test above)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    body = (_cuda_sketch_key_source().replace("__device__ __forceinline__ int sketch_key", "int sketch_key")
+            .replace("__double_as_longlong(v)", "as_bits(v)").replace("__clzll((long long)a)", "__builtin_clzll(a)"))
+    code = ("#include <stdint.h>\n#include <string.h>\n#define SK_BITS 7\ntypedef unsigned long long u64;\n"
+            "static long long as_bits(double v) { long long b; memcpy(&b, &v, 8); return b; }\n" + body +
+            "\nvoid keys(const double *x, int *k, long n) { for (long i = 0; i < n; i++) k[i] = sketch_key(x[i]); }\n")
+    (tmp_path / "k.c").write_text(code)
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(tmp_path / "k.so"), str(tmp_path / "k.c")], check=True)
+    lib = ctypes.CDLL(str(tmp_path / "k.so"))
+    x = np.concatenate(list(DISTRIBUTIONS.values()) + [np.array([np.finfo("f8").max, -np.finfo("f8").tiny])])
+    out = np.empty(x.size, np.int32)
+    lib.keys(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_long(x.size))
+    np.testing.assert_array_equal(out, sketch.keys_of(x))
+
+
+@pytest.mark.slow
+def test_cuda_source_compiles_with_nvcc(tmp_path: Any) -> None:
+    """The fused kernels (with the sketch) compile for every dtype, as NVRTC would on a GPU worker."""
+    import shutil
+    import subprocess
+
+    from metaextract_dask import _cuda
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc on this machine")
+    inst = "".join(
+        f"template __global__ void pass1<{t}>(const {t}*, long long, int, {t}, u64*, double*);\n"
+        f"template __global__ void pass2<{t}>(const {t}*, long long, int, {t}, double, int, double, double, double, "
+        f"float, float, int, int, int, double*, u64*, u64*, int, u64*);\n" for t in sorted(set(_cuda._CTYPES.values())))
+    (tmp_path / "k.cu").write_text(_cuda._SOURCE + inst)
+    subprocess.run([nvcc, "-c", "--fmad=false", "-std=c++17", "-o", str(tmp_path / "k.o"), str(tmp_path / "k.cu")],
+                   check=True, timeout=600)
