@@ -20,7 +20,8 @@ import pandas as pd
 
 __all__ = ["write_report", "build_report", "hist_quantiles", "QUANTILES"]
 
-#: Quantiles shown per profiled array (estimated from its histogram).
+#: Quantiles shown per profiled array (the stats table's sketch quantiles p01 ... p99; for catalogs profiled
+#: before those columns existed, estimated from the histogram).
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 _MAX_HISTOGRAMS = 48  # per-array histogram figures; the quantile table lists every array
 _MAX_DIRECTORIES = 25
@@ -221,14 +222,20 @@ def build_report(catalog: Any, *, title: str | None = None) -> tuple[Any, int]:
         items.append(_div("<p>not profiled: <code>metaextract-dask profile CATALOG</code> fills the stats table</p>"))
     else:
         qrows = []
+        estimated = False
         for r in ok:
-            qs = hist_quantiles(r["hist_counts"], r["hist_min"], r["hist_max"])
+            qs = [r.get(f"p{int(q * 100):02d}") for q in QUANTILES]
+            if any(q is None for q in qs):  # profiled before the sketch quantile columns
+                qs = hist_quantiles(r["hist_counts"], r["hist_min"], r["hist_max"])
+                estimated = True
             qrows.append([f"<code>{html.escape(os.path.basename(r['path']))}</code>", html.escape(r["name"]),
                           f"{r['valid_count']:,}", _fmt(r["min"]), *(_fmt(q) for q in qs), _fmt(r["max"]),
                           _fmt(r["mean"]), _fmt(r["std"])])
         statuses = pd.Series([r["status"] for r in stats]).value_counts().to_dict()
         items.append(_div(f"<p>{len(stats):,} arrays: " + ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items()))
-                          + " (quantiles estimated from the histograms, within one bin)</p>"))
+                          + (" (some quantiles estimated from the histograms, within one bin: profiled by an older"
+                             " version)" if estimated else " (quantiles within 1 % of the data's order statistics)")
+                          + "</p>"))
         items.append(_div(_table_html(["file", "array", "valid", "min", *(f"q{int(q * 100)}" for q in QUANTILES),
                                        "max", "mean", "std"], qrows)))
         hists = [_array_histogram(r) for r in ok[:_MAX_HISTOGRAMS]]

@@ -389,12 +389,51 @@ def tables() -> dict[str, Any]:
     return catalog_tables(sa.MetaData())
 
 
+_COMPLETE: set[tuple[str, str]] = set()  # (url, table) whose database table has every column of the schema
+
+
+def missing_columns(engine: Any, name: str) -> set[str]:
+    """Columns of catalog table `name` that its database table lacks (a catalog written by an older version,
+    before columns were added to the schema); empty, and then remembered, when it has them all."""
+    import sqlalchemy as sa
+
+    key = (engine.url.render_as_string(hide_password=False), name)
+    if key in _COMPLETE:
+        return set()
+    have = {c["name"] for c in transaction(engine, lambda c: sa.inspect(c).get_columns(name), f"inspecting {name}")}
+    missing = {c.name for c in tables()[name].columns} - have
+    if not missing:
+        _COMPLETE.add(key)
+    return missing
+
+
+def add_missing_columns(conn: Any, name: str) -> list[str]:
+    """Add the schema's columns that table `name` lacks (all nullable: older rows read them as null); returns
+    their names. Within the caller's transaction."""
+    import sqlalchemy as sa
+
+    have = {c["name"] for c in sa.inspect(conn).get_columns(name)}
+    table = tables()[name]
+    added = []
+    for col in table.columns:
+        if col.name in have:
+            continue
+        kind = col.type.compile(dialect=conn.dialect)
+        prep = conn.dialect.identifier_preparer
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.quote(col.name)} {kind}"))
+        added.append(col.name)
+    return added
+
+
 def read_range(url: Any, name: str, lo: str | None, hi: str | None, columns: Sequence[str] | None = None,
                where: Any = None) -> pa.Table:
-    """Rows of table `name` with ``lo <= path < hi`` (None: unbounded), in key order, as Arrow."""
+    """Rows of table `name` with ``lo <= path < hi`` (None: unbounded), in key order, as Arrow (columns the
+    database table lacks, as in a catalog written by an older version, are null)."""
     engine = make_engine(url)
     table = tables()[name]
     cols = list(columns or [c.name for c in table.columns])
+    absent = missing_columns(engine, name) & set(cols)
+    wanted, cols = cols, [c for c in cols if c not in absent]
     query = _select(table, cols)
     if lo is not None:
         query = query.where(table.c.path >= lo)
@@ -404,7 +443,12 @@ def read_range(url: Any, name: str, lo: str | None, hi: str | None, columns: Seq
         query = query.where(where(table))
     query = query.order_by(*[table.c[k] for k in KEYS["stats" if name == STATS_PENDING else name]])
     rows = transaction(engine, lambda c: c.execute(query).all(), f"reading {name}")
-    return from_rows(name, rows, cols, engine.dialect.name)
+    got = from_rows(name, rows, cols, engine.dialect.name)
+    if not absent:
+        return got
+    schema = SCHEMAS["stats" if name == STATS_PENDING else name]
+    return pa.Table.from_arrays([got[c] if c not in absent else pa.nulls(got.num_rows, schema.field(c).type)
+                                 for c in wanted], schema=pa.schema([schema.field(c) for c in wanted]))
 
 
 def to_pandas(table: pa.Table) -> Any:

@@ -136,6 +136,8 @@ class SQLSink:
                                f"({', '.join(sorted(existing & set(self.tables)))}) but holds no catalog")
         for table in self.tables.values():
             table.create(conn, checkfirst=True)
+            if table.name in existing:  # written by an older version: the columns added since, all nullable
+                sqldb.add_missing_columns(conn, table.name)
         meta = self._read_meta(conn)
         if "schema_version" not in meta:
             self._write_meta(conn, schema_version=SCHEMA_VERSION, created=time.time(), complete=False)

@@ -653,3 +653,39 @@ def test_array_grown_since_the_scan_is_still_read_block_by_block(client: Any, tm
     assert st["passes"] == 1 and (st["hist_min"], st["hist_max"]) == (big.min(), big.max())
     assert_quantiles(st, big)
     assert_sketch_histogram(st["hist_counts"], big, 64, big.min(), big.max())
+
+
+_NEW_STATS_COLUMNS = ["p01", "p05", "p25", "p50", "p75", "p95", "p99", "phys_p01", "phys_p05", "phys_p25",
+                      "phys_p50", "phys_p75", "phys_p95", "phys_p99", "hist_exact"]
+
+
+def test_catalog_profiled_before_the_quantile_columns_still_opens(catalog: Any, client: Any, tmp_path: Path) -> None:
+    """A stats table written with the old schema (no quantile / hist_exact columns): every reader gives the
+    current columns, the missing ones null, the others unchanged; the report falls back to histogram quantiles."""
+    import pyarrow.parquet as pq
+
+    from metaextract_dask.report import build_report
+    from metaextract_dask.schema import SCHEMAS
+
+    work = tmp_path / "old"
+    shutil.copytree(catalog.target, work)
+    profile(open_catalog(work), client=client)
+    new = open_catalog(work).to_arrow("stats")
+    parts = open_catalog(work).parts("stats")
+    assert parts
+    for part in parts:  # as an older version wrote them
+        old_table = pq.read_table(part).drop_columns(_NEW_STATS_COLUMNS)
+        assert "p50" not in old_table.schema.names
+        pq.write_table(old_table, part)
+    old = open_catalog(work)
+    table = old.to_arrow("stats")
+    assert table.schema == SCHEMAS["stats"] and table.num_rows == new.num_rows
+    for col in _NEW_STATS_COLUMNS:
+        assert table[col].null_count == table.num_rows, col
+    assert table.drop_columns(_NEW_STATS_COLUMNS).equals(new.drop_columns(_NEW_STATS_COLUMNS))
+    frame = old.to_pandas("stats")
+    assert frame["p50"].isna().all() and frame["valid_count"].notna().any()
+    lazy = old.stats.compute()  # the dask DataFrame
+    assert "p99" in lazy.columns and lazy["p99"].isna().all()
+    _, figures = build_report(old)
+    assert figures > 0

@@ -23,6 +23,7 @@ from typing import Any
 import dask.config
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 
 from helpers import assert_same_catalog, install_plugin, normalized
@@ -213,6 +214,12 @@ def test_profile_on_a_database(db_url: str, tree: Path, client: Any, tmp_path: P
     profile(parquet, client=client, device="cpu")
     assert_same_catalog(open_catalog(db_url), parquet, ("stats",))
     assert open_catalog(db_url).manifest["tables"]["stats"]["arrays"] == len(stats)
+    # the sketch columns flow into the database like every other: quantiles, phys_ quantiles, hist_exact
+    got = open_catalog(db_url).to_pandas("stats").set_index(["path", "name"]).sort_index()
+    ok = stats[stats["status"] == "ok"].set_index(["path", "name"]).sort_index()
+    assert got.loc[ok.index, "p50"].notna().all() and got.loc[ok.index, "hist_exact"].notna().all()
+    for col in ("p01", "p50", "p99", "hist_exact"):
+        assert got.loc[ok.index, col].tolist() == ok[col].tolist(), col
     # a changed file's stats rows go with its old rows
     (tree / "misfits" / "random.bin").unlink()
     with open(tree / "netcdf" / "stations_classic.nc", "ab") as f:
@@ -474,3 +481,28 @@ def test_a_database_inside_the_scanned_tree_is_not_scanned(tree: Path, client: A
     assert again.scan_summary["files"] == first.scan_summary["files"] == len(paths)
     assert again.scan_summary["read"] == 0
     assert oct((tree / "catalog.db").stat().st_mode & 0o777) == "0o600"  # personal data: private file
+
+
+def test_database_profiled_by_an_older_version_opens_and_gains_the_new_columns(client: Any, tree: Path,
+                                                                              tmp_path: Path) -> None:
+    """A SQLite catalog whose stats table lacks the sketch columns (as an older version created it): reading
+    gives them as null; the next profile adds them (ALTER TABLE) and fills them."""
+    from metaextract_dask import profile
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    profile(scan([tree], url, client=client), client=client, device="cpu")
+    new_cols = ["p01", "p05", "p25", "p50", "p75", "p95", "p99", "phys_p01", "phys_p05", "phys_p25", "phys_p50",
+                "phys_p75", "phys_p95", "phys_p99", "hist_exact"]
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        for col in new_cols:
+            for table in ("stats", sqldb.STATS_PENDING):
+                conn.execute(f'ALTER TABLE {table} DROP COLUMN "{col}"')
+    sqldb._COMPLETE.clear()  # this process read the table before its columns were dropped
+    old = open_catalog(url).to_arrow("stats")
+    assert old.schema == SCHEMAS["stats"] and old.num_rows > 0
+    assert all(old[c].null_count == old.num_rows for c in new_cols)
+    assert open_catalog(url).to_pandas("stats")["p50"].isna().all()
+    again = profile(open_catalog(url), client=client, device="cpu")
+    table = open_catalog(url).to_arrow("stats")
+    ok = pa.compute.equal(table["status"], "ok")
+    assert table.filter(ok)["p50"].null_count == 0 and (again["status"] == "ok").sum() == ok.to_numpy().sum()
