@@ -141,3 +141,23 @@ def test_profile_prints_the_dashboard_and_writes_a_performance_report(sample_tre
     arrays = [a for e in manifest["files"] if e["path"].endswith(".nc") and e["status"] == "ok" for a in e["arrays"]]
     assert f"profiled {len(arrays)} arrays on cpu" in proc.stdout
     assert report.stat().st_size > 10_000 and "Dask Performance Report" in report.read_text()
+
+
+def test_exact_histogram_flag(sample_tree: tuple[Path, dict], tmp_path: Path) -> None:
+    """profile bins float data without a valid range from the sketch by default (hist_exact false, one pass);
+    --exact-histogram bins it exactly in a second pass (hist_exact true, passes 2)."""
+    from metaextract_dask import open_catalog
+
+    root, _ = sample_tree
+    out = tmp_path / "cat"
+    run("scan", str(root / "hdf5" / "experiment.h5"), "-o", str(out), "--workers", "1", "--no-progress")
+    key = "/instrument/detector/dark_current"
+    assert "--exact-histogram" in run("profile", "--help").stdout
+    run("profile", str(out), "--workers", "1", "--device", "cpu", "--no-progress")
+    row = open_catalog(out).to_pandas("stats").set_index("name").loc[key]
+    assert (row["hist_exact"], row["passes"], row["hist_range_source"]) == (False, 1, "data (sketch)")
+    assert row["p01"] <= row["p50"] <= row["p99"]
+    run("profile", str(out), "--workers", "1", "--device", "cpu", "--no-progress", "--exact-histogram")
+    exact = open_catalog(out).to_pandas("stats").set_index("name").loc[key]
+    assert (exact["hist_exact"], exact["passes"], exact["hist_range_source"]) == (True, 2, "data (second pass)")
+    assert exact["p50"] == row["p50"] and sum(exact["hist_counts"]) == sum(row["hist_counts"])
