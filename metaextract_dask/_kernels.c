@@ -395,6 +395,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void vec4(__m25
     k = _mm256_blendv_epi8(k, _mm256_sub_epi64(zero, k), neg);
     __m256i idx = _mm256_add_epi64(k, _mm256_set1_epi64x(KOFF));
     idx = _mm256_blendv_epi8(_mm256_set1_epi64x(KTRASH), idx, valid);
+    /* counter offsets: key slot * KLANES + lane (4u + l); the shift by 3 is KLANES == 8 */
+    idx = _mm256_add_epi64(_mm256_slli_epi64(idx, 3), _mm256_setr_epi64x(4 * u, 4 * u + 1, 4 * u + 2, 4 * u + 3));
     int64_t ix[4];
     _mm256_storeu_si256((__m256i *)ix, idx);
     int sub = _mm256_movemask_pd(_mm256_castsi256_pd(
@@ -403,14 +405,21 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void vec4(__m25
         double vv[4];
         _mm256_storeu_pd(vv, v);
         for (int l = 0; l < 4; l++)
-            if (sub >> l & 1) ix[l] = sketch_key(vv[l]) + KOFF;
+            if (sub >> l & 1) ix[l] = (int64_t)(sketch_key(vv[l]) + KOFF) * KLANES + 4 * u + l;
     }
-    tbl[(size_t)ix[0] * KLANES + 4 * u + 0]++;
-    tbl[(size_t)ix[1] * KLANES + 4 * u + 1]++;
-    tbl[(size_t)ix[2] * KLANES + 4 * u + 2]++;
-    tbl[(size_t)ix[3] * KLANES + 4 * u + 3]++;
-    if (bins) { /* the histogram: bins of the valid lanes, the trash bin nb + 5 for the others */
-        for (int l = 0; l < 4; l++) htbl[(size_t)((vm >> l & 1) ? bins[l] : nb + 5) * KLANES + 4 * u + l]++;
+    tbl[ix[0]]++;
+    tbl[ix[1]]++;
+    tbl[ix[2]]++;
+    tbl[ix[3]]++;
+    if (bins) { /* the histogram: bins of the valid lanes, the trash bin nb + 5 for the others; offsets as above */
+        const __m256i low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        __m128i v32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(valid, low));
+        __m128i hb = _mm_blendv_epi8(_mm_set1_epi32(nb + 5), _mm_loadu_si128((const __m128i *)bins), v32);
+        hb = _mm_add_epi32(_mm_slli_epi32(hb, 3), _mm_setr_epi32(4 * u, 4 * u + 1, 4 * u + 2, 4 * u + 3));
+        htbl[_mm_extract_epi32(hb, 0)]++;
+        htbl[_mm_extract_epi32(hb, 1)]++;
+        htbl[_mm_extract_epi32(hb, 2)]++;
+        htbl[_mm_extract_epi32(hb, 3)]++;
     }
     if (vm != 0xf) { /* excluded lanes: which kind */
         double vv[4];
@@ -479,15 +488,19 @@ __attribute__((target("avx2,fma"))) static int64_t vec_f64(const double *x, int6
     const __m256d vc = _mm256_set1_pd(a->c), vfill = _mm256_set1_pd(a->fill);
     int32_t b[8];
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256d v0 = _mm256_loadu_pd(x + i), v1 = _mm256_loadu_pd(x + i + 4);
-        if (htbl) {
+    if (htbl)
+        for (; i + 8 <= n; i += 8) {
+            __m256d v0 = _mm256_loadu_pd(x + i), v1 = _mm256_loadu_pd(x + i + 4);
             bins_f64(v0, a, b);
             bins_f64(v1, a, b + 4);
+            vec4(v0, 0, &st, a->has_fill, vfill, vc, tbl, b, htbl, a->nb);
+            vec4(v1, 1, &st, a->has_fill, vfill, vc, tbl, b + 4, htbl, a->nb);
         }
-        vec4(v0, 0, &st, a->has_fill, vfill, vc, tbl, htbl ? b : NULL, htbl, a->nb);
-        vec4(v1, 1, &st, a->has_fill, vfill, vc, tbl, htbl ? b + 4 : NULL, htbl, a->nb);
-    }
+    else
+        for (; i + 8 <= n; i += 8) {
+            vec4(_mm256_loadu_pd(x + i), 0, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
+            vec4(_mm256_loadu_pd(x + i + 4), 1, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
+        }
     vfinish(&st, r, i);
     return i;
 }
@@ -498,14 +511,20 @@ __attribute__((target("avx2,fma"))) static int64_t vec_f32(const float *x, int64
     const __m256d vc = _mm256_set1_pd(a->c), vfill = _mm256_set1_pd((double)(float)a->fill);
     int32_t b[8];
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        if (htbl) bins_f32(v, a, b);
-        vec4(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), 0, &st, a->has_fill, vfill, vc, tbl, htbl ? b : NULL,
-             htbl, a->nb);
-        vec4(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), 1, &st, a->has_fill, vfill, vc, tbl,
-             htbl ? b + 4 : NULL, htbl, a->nb);
-    }
+    if (htbl)
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            bins_f32(v, a, b);
+            vec4(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), 0, &st, a->has_fill, vfill, vc, tbl, b, htbl, a->nb);
+            vec4(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), 1, &st, a->has_fill, vfill, vc, tbl, b + 4, htbl,
+                 a->nb);
+        }
+    else
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            vec4(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), 0, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
+            vec4(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), 1, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
+        }
     vfinish(&st, r, i);
     return i;
 }
@@ -517,16 +536,22 @@ __attribute__((target("avx2,fma"))) static int64_t vec_i32(const int32_t *x, int
     const __m256d vc = _mm256_set1_pd(a->c), vfill = _mm256_set1_pd((double)(int32_t)a->fill);
     int32_t b[8];
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256d v0 = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i)));
-        __m256d v1 = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i + 4)));
-        if (htbl) {
+    if (htbl)
+        for (; i + 8 <= n; i += 8) {
+            __m256d v0 = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i)));
+            __m256d v1 = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i + 4)));
             bins_f64(v0, a, b);
             bins_f64(v1, a, b + 4);
+            vec4(v0, 0, &st, a->has_fill, vfill, vc, tbl, b, htbl, a->nb);
+            vec4(v1, 1, &st, a->has_fill, vfill, vc, tbl, b + 4, htbl, a->nb);
         }
-        vec4(v0, 0, &st, a->has_fill, vfill, vc, tbl, htbl ? b : NULL, htbl, a->nb);
-        vec4(v1, 1, &st, a->has_fill, vfill, vc, tbl, htbl ? b + 4 : NULL, htbl, a->nb);
-    }
+    else
+        for (; i + 8 <= n; i += 8) {
+            __m256d v0 = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i)));
+            __m256d v1 = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i + 4)));
+            vec4(v0, 0, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
+            vec4(v1, 1, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
+        }
     vfinish(&st, r, i);
     return i;
 }

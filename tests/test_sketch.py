@@ -246,3 +246,34 @@ def test_cuda_source_compiles_with_nvcc(tmp_path: Any) -> None:
     (tmp_path / "k.cu").write_text(_cuda._SOURCE + inst)
     subprocess.run([nvcc, "-c", "--fmad=false", "-std=c++17", "-o", str(tmp_path / "k.o"), str(tmp_path / "k.cu")],
                    check=True, timeout=600)
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8", "i1", "i2", "i4", "u4", "i8", "u8"])
+@pytest.mark.parametrize("size", [3, 8, 9, 100_003])
+def test_c_kernel_equals_numba_kernel_with_histogram_and_fill(dtype: str, size: int,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C kernel (vector and scalar parts) against the numba kernels: counts, extremes, bins, sketch equal;
+    moments to rounding; with and without a fill value and a histogram range."""
+    dt = np.dtype(dtype)
+    x = RNG.normal(-3, 40, size=size)
+    if dt.kind == "f":
+        x = x.astype(dt)
+        if size > 8:
+            x[::13], x[3], x[4], x[6::29] = np.nan, np.inf, -np.inf, -99
+            x[7] = 100.0  # the top edge: the last bin
+    else:
+        x = np.clip(np.round(x), -120 if dt.kind == "i" else 0, 120).astype(dt)
+        if size > 8:
+            x[6::29] = 99
+    for fill, rng_ in [(-99 if dt.kind == "f" else 99, (-50.0, 100.0)), (None, None), (12345.0, (-1e3, 1e3))]:
+        c = block_partial(x, fill=fill, bins=24, rng=rng_)
+        with dask.config.set({"metaextract.kernel": "numba"}):
+            n = block_partial(x, fill=fill, bins=24, rng=rng_)
+        assert (c.count, c.n, c.nan, c.inf, c.fill, c.under, c.over) == (n.count, n.n, n.nan, n.inf, n.fill,
+                                                                          n.under, n.over), (fill, rng_)
+        assert (c.min, c.max) == (n.min, n.max) or not c.n
+        assert c.mean == pytest.approx(n.mean, rel=1e-12, abs=1e-12)
+        assert c.m2 == pytest.approx(n.m2, rel=1e-10, abs=1e-10)
+        assert (c.hist is None and n.hist is None) or c.hist.tolist() == n.hist.tolist()
+        assert (c.sketch is None and n.sketch is None) or (c.sketch[0].tolist(), c.sketch[1].tolist()) == (
+            n.sketch[0].tolist(), n.sketch[1].tolist())
