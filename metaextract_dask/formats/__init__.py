@@ -126,7 +126,7 @@ def suffix_claims() -> dict[str, str]:
     return {suffix: b.name for b in reversed(get_backends()) for suffix in b.suffixes}
 
 
-def sniff(path: str, head: bytes | None = None, *, nbytes: int = 1024) -> FormatBackend | None:
+def sniff(path: str, head: bytes | None = None, *, nbytes: int = 8192) -> FormatBackend | None:
     """Return the backend for the file or directory at `path`, or None when no backend claims it.
 
     Detection is by content (magic bytes, Zarr metadata files), never by extension.
