@@ -422,7 +422,8 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     from metaextract_dask.formats.dicom import deidentifying
 
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
-    with dask.config.set({"metaextract.scan": settings} if settings else {}), deidentifying(deidentify):
+    with dask.config.set({"metaextract.scan": settings} if settings else {}), deidentifying(deidentify), \
+            config.pinned():  # the batch's settings are read once, not per file
         kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
         ticker = WorkerTicker(progress_interval)  # the client's progress moves per file, not per batch

@@ -92,10 +92,28 @@ def parse_da(value: Any) -> dt.date | None:
         return None
 
 
+_TAGS: dict[str, Any] = {}
+
+
+def _value(ds: Any, keyword: str) -> Any:
+    """``ds.get(keyword)`` through the element's tag: pydicom's keyword lookup (``__getattr__``, the data
+    dictionary, ``Tag()``) costs more than the element itself, 30 times a file."""
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        from pydicom.datadict import tag_for_keyword
+        from pydicom.tag import BaseTag
+
+        tag = _TAGS.setdefault(keyword, BaseTag(tag_for_keyword(keyword)))
+    try:
+        return ds[tag].value
+    except KeyError:
+        return None
+
+
 def _get(ds: Any, keyword: str, problems: list[str] | None = None) -> Any:
     """``ds.get(keyword)``, None when the stored value does not parse (noted in `problems`)."""
     try:
-        return ds.get(keyword)
+        return _value(ds, keyword)
     except Exception as exc:  # pydicom converts on access: an IS of '1A' raises here
         if problems is not None:
             problems.append(f"invalid {keyword} value: {type(exc).__name__}: {exc}")
@@ -133,15 +151,15 @@ def pixel_layout(ds: Any) -> tuple[tuple[int, ...], np.dtype, list[str], int] | 
     ValueError
         If NumberOfFrames or SamplesPerPixel is present but not a positive integer.
     """
-    rows, cols, bits = ds.get("Rows"), ds.get("Columns"), ds.get("BitsAllocated")
+    rows, cols, bits = _value(ds, "Rows"), _value(ds, "Columns"), _value(ds, "BitsAllocated")
     if not rows or not cols or not bits:
         return None
-    frames = int(ds.get("NumberOfFrames") or 1)
-    samples = int(ds.get("SamplesPerPixel") or 1)
+    frames = int(_value(ds, "NumberOfFrames") or 1)
+    samples = int(_value(ds, "SamplesPerPixel") or 1)
     if frames < 1 or samples < 1:
         raise ValueError(f"invalid NumberOfFrames {frames} / SamplesPerPixel {samples}")
     bits = int(bits)
-    signed = int(ds.get("PixelRepresentation") or 0) == 1 and bits > 1
+    signed = int(_value(ds, "PixelRepresentation") or 0) == 1 and bits > 1
     itemsize = 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
     dtype = np.dtype(f"{'i' if signed else 'u'}{itemsize}").newbyteorder("<")
     shape = ((frames,) if frames > 1 else ()) + (int(rows), int(cols)) + ((samples,) if samples > 1 else ())
@@ -151,10 +169,10 @@ def pixel_layout(ds: Any) -> tuple[tuple[int, ...], np.dtype, list[str], int] | 
 
 def _units(ds: Any) -> str | None:
     """RescaleType, else Hounsfield units for CT (whose rescale gives HU by definition)."""
-    units = ds.get("RescaleType")
+    units = _value(ds, "RescaleType")
     if units:
         return str(units)
-    return "HU" if ds.get("Modality") == "CT" and ds.get("RescaleIntercept") not in (None, "") else None
+    return "HU" if _value(ds, "Modality") == "CT" and _value(ds, "RescaleIntercept") not in (None, "") else None
 
 
 def _plain(value: Any) -> Any:
@@ -212,8 +230,8 @@ def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
                 "dims": dims, "error": problem}
     attrs = {k: _typed("float" if k.startswith("Rescale") else "str", _get(ds, k))
              for k in ("PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "RescaleType") if k in ds}
-    attrs.update({k: int(ds.get(k)) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-                                               "SamplesPerPixel") if ds.get(k) is not None})
+    attrs.update({k: int(_value(ds, k)) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                                               "SamplesPerPixel") if _value(ds, k) is not None})
     return {
         "name": "PixelData",
         "kind": "dicom-pixels",
