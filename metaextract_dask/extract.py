@@ -176,7 +176,7 @@ def _read(entry: FileEntry, sniff_bytes: int) -> tuple[str, Records]:
             with open(entry.path, "rb") as f:
                 head = f.read(sniff_bytes)
         with netcdf4_check_in_read():  # plain HDF5 vs netCDF-4 decided inside the reader's one open
-            reader = sniff(entry.path, head)
+            reader = sniff(entry.path, head, is_dir=entry.is_dir)
         if reader is None:
             return fmt, Records(format="binary", attrs=classify_unknown(head, entry.path))
         fmt = reader.error_format(head)  # what an error row says, should the read fail
