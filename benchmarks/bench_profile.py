@@ -1,6 +1,14 @@
 """Profile throughput on a >= 2 GB uncompressed HDF5 dataset in page cache, three ways in one run.
 
     python benchmarks/bench_profile.py [--gib 2] [--workers 2] [--repeat 2] [--memory-limit 700MiB]
+    python benchmarks/bench_profile.py --case f64-chunked|f32-contiguous|f32-gzip|all [--gib G] [--repeat N]
+
+Cases without a valid range (issue #15: the histogram from the one-pass sketch, ``passes == 1``):
+``f64-chunked`` (2 GiB float64, chunks (1024, 16384)), ``f32-contiguous`` (2 GiB float32, contiguous) and
+``f32-gzip`` (float32, chunks (1024, 16384), gzip level 1; 0.5 GiB by default: compressing random floats is
+slow to write). Each is timed against the raw h5py read of the same dataset (for gzip: decompressing it once
+with h5py, one process), interleaved, best and median, profile on an already started LocalCluster, a fresh
+catalog per run.
 
 (a) metaextract-dask `profile` (one pass: counts, NaN/fill, min, max, mean, std, 64-bin histogram over the
     CF valid_range), on an already started LocalCluster;
@@ -97,15 +105,116 @@ class PeakRSS:
         self._thread.join()
 
 
+CASES = {  # name: (dtype, chunks or None, compression, default GiB)
+    "f64-chunked": ("f8", (1024, 16384), None, 2.0),
+    "f32-contiguous": ("f4", None, None, 2.0),
+    "f32-gzip": ("f4", (1024, 16384), "gzip", 0.5),
+}
+
+
+def write_case(path: str, case: str, gib: float) -> None:
+    """A 2-D dataset "x" of the case's dtype and layout, no valid range: smooth field plus noise (a few
+    distinct values per bucket, as measurements are; compressible enough for gzip to matter)."""
+    import h5py
+
+    dtype, chunks, compression, _ = CASES[case]
+    cols = 16384
+    rows = int(gib * 2**30 / (cols * np.dtype(dtype).itemsize)) // 1024 * 1024
+    rng = np.random.default_rng(1)
+    step = 1024
+    base = (np.sin(np.linspace(0, 20, cols))[None, :] * 30 + 280).astype(dtype)
+    with h5py.File(path, "w") as f:
+        kw = {"chunks": chunks} if chunks else {}
+        if compression:
+            kw.update(compression=compression, compression_opts=1)
+        d = f.create_dataset("x", shape=(rows, cols), dtype=dtype, **kw)
+        d.attrs["units"] = "K"
+        noise = rng.normal(0, 2, size=(step, cols)).astype(dtype)
+        for i in range(0, rows, step):
+            block = base + noise + dtype_type(dtype)(i % 97)
+            if compression:  # about 3 decimal digits, as stored measurements often are
+                block = np.round(block, 2).astype(dtype)
+            d[i:i + step] = block
+
+
+def dtype_type(dtype: str) -> type:
+    return np.dtype(dtype).type
+
+
+def raw_read_case(path: str) -> float:
+    """The dataset read (decompressed) once with h5py, chunk rows at a time, into one reused buffer."""
+    import h5py
+
+    t0 = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        d = f["x"]
+        rows = d.chunks[0] if d.chunks else max(1, (128 << 20) // (d.shape[1] * d.dtype.itemsize))
+        buf = np.empty((rows, d.shape[1]), dtype=d.dtype)
+        for i in range(0, d.shape[0], rows):
+            n = min(rows, d.shape[0] - i)
+            d.read_direct(buf[:n], np.s_[i:i + n])
+    return time.perf_counter() - t0
+
+
+def run_case(case: str, args: argparse.Namespace) -> None:
+    dtype, chunks, compression, default_gib = CASES[case]
+    gib = args.gib if args.gib_set else default_gib
+    path = os.path.join(os.path.dirname(args.data) or ".", f"profile-{case}-{gib:g}g.h5")
+    if not os.path.exists(path):
+        write_case(path, case, gib)
+    warm(path)
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        nbytes = f["x"].size * f["x"].dtype.itemsize
+        shape = f["x"].shape
+    work = tempfile.mkdtemp(prefix="bench-profile-")
+    ours, raw = [], []
+    try:
+        with connect(n_workers=args.workers, memory_limit=args.memory_limit) as client:
+            for i in range(args.repeat):  # interleaved; each profile writes a fresh catalog
+                raw.append(raw_read_case(path))
+                cat = scan([path], os.path.join(work, f"cat{i}"), client=client)
+                t0 = time.perf_counter()
+                st = profile(cat, client=client, device="cpu")
+                ours.append(time.perf_counter() - t0)
+                row = st.iloc[0]
+                assert row["status"] == "ok", row
+                passes = st["passes"].tolist()
+            chunks_used = [int(c) for c in st["dask_chunks"].iloc[0]]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    gb = nbytes / 1e9
+    a, c = min(ours), min(raw)
+    med = sorted(r / o for r, o in zip(raw, ours))[len(ours) // 2]
+    what = "decompress once with h5py" if compression else "raw h5py read"
+    target = 0.9 if compression else 0.7
+    print(f"[{case}] {gb:.2f} GB {dtype} {shape}, disk chunks {chunks or 'contiguous'}"
+          f"{', ' + compression + ' level 1' if compression else ''}; dask chunks {chunks_used}; "
+          f"{args.workers} workers on {os.cpu_count()} cpus; {args.repeat} interleaved runs")
+    print(f"  profile          : best {gb / a:6.2f} GB/s ({a:.2f} s), median {gb / sorted(ours)[len(ours) // 2]:.2f} GB/s;"
+          f" passes per array {passes}; hist_exact {bool(row['hist_exact'])}, p50 {row['p50']:.4g}")
+    print(f"  {what:<17}: best {gb / c:6.2f} GB/s ({c:.2f} s), median {gb / sorted(raw)[len(raw) // 2]:.2f} GB/s")
+    print(f"  ratio profile / {what}: best {c / a:.2f}, median of pairs {med:.2f} (target >= {target})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", default="valid-range", choices=["valid-range", *CASES, "all"],
+                    help="valid-range (the float32 dataset with a CF valid_range, three ways), one of the cases "
+                         "without a valid range, or all of them")
     ap.add_argument("--gib", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--data", default="bench-data/profile.h5")
     ap.add_argument("--memory-limit", default="auto", help="worker memory limit, e.g. 700MiB (default: auto)")
     args = ap.parse_args()
+    args.gib_set = "--gib" in sys.argv
     os.makedirs(os.path.dirname(args.data) or ".", exist_ok=True)
+    if args.case != "valid-range":
+        for case in (CASES if args.case == "all" else [args.case]):
+            run_case(case, args)
+        return 0
     if not os.path.exists(args.data) or os.path.getsize(args.data) < args.gib * 2**30 * 0.99:
         write_dataset(args.data, args.gib)
     nbytes = os.path.getsize(args.data)
