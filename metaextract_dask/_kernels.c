@@ -327,8 +327,9 @@ static inline int32_t bin_f64(double d, double lo, double hi, double scale, doub
         const float lo32 = a->lo32, hi32 = a->hi32, scale32 = a->scale32, top32 = a->top32;                  \
         const T fillT = (T)a->fill;                                                                          \
         const double c = a->c;                                                                               \
+        (void)lo; (void)hi; (void)scale; (void)top; (void)lo32; (void)hi32; (void)scale32; (void)top32;      \
         double s1[KLANES] = {0}, s2[KLANES] = {0}, mn[KLANES], mx[KLANES];                                   \
-        int64_t nnan = 0, ninf = 0, nfill = 0, nvalid = 0, i = 0;                                            \
+        int64_t nnan = 0, nfill = 0, nvalid = 0, i = 0;                                                      \
         for (int l = 0; l < KLANES; l++) { mn[l] = c; mx[l] = c; } /* c is a valid value (or none is) */     \
         for (; i + KLANES <= n; i += KLANES)                                                                 \
             for (int l = 0; l < KLANES; l++) GEN_ELEMENT(T, ISFLOAT, BINEXPR, l)                             \
@@ -529,6 +530,93 @@ __attribute__((target("avx2,fma"))) static int64_t vec_f32(const float *x, int64
     return i;
 }
 
+/* float32 without a histogram: keys from the float32 bits directly, eight at a time (a normal float32's
+ * exponent field e and top mantissa bits give the float64 key (e + 896 + 52) << 7 | top7, i.e. its bits >> 16
+ * plus 948 << 7); float32 subnormals (normal as doubles) through the scalar key; min/max in float32 (exact),
+ * sums in float64. */
+__attribute__((target("avx2,fma"))) static int64_t vec_f32_sketch(const float *x, int64_t n, const gen_args_t *a,
+                                                                   uint32_t *tbl, gen_result_t *r) {
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), infb = _mm256_set1_epi32(0x7f800000);
+    const __m256i normb = _mm256_set1_epi32(0x00800000), zero = _mm256_setzero_si256();
+    const __m256i kbias = _mm256_set1_epi32(948 << SK_BITS), koff = _mm256_set1_epi32(KOFF);
+    const __m256i trash = _mm256_set1_epi32(KTRASH), lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 vfill = _mm256_set1_ps((float)a->fill), vc32 = _mm256_set1_ps((float)a->c);
+    const __m256d vc = _mm256_set1_pd(a->c);
+    const int has_fill = a->has_fill;
+    __m256 mn = _mm256_set1_ps(INFINITY), mx = _mm256_set1_ps(-INFINITY);
+    __m256d s1a = _mm256_setzero_pd(), s1b = _mm256_setzero_pd(), s2a = _mm256_setzero_pd(), s2b = _mm256_setzero_pd();
+    int64_t nnan = 0, ninf = 0, nfill = 0, nvalid = 0, i = 0;
+    int32_t off[8];
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256i b = _mm256_castps_si256(v);
+        __m256i aa = _mm256_and_si256(b, absm);
+        __m256i valid = _mm256_cmpgt_epi32(infb, aa);
+        if (has_fill) valid = _mm256_andnot_si256(_mm256_castps_si256(_mm256_cmp_ps(v, vfill, _CMP_EQ_OQ)), valid);
+        int vm = _mm256_movemask_ps(_mm256_castsi256_ps(valid));
+        __m256 vz = _mm256_blendv_ps(vc32, v, _mm256_castsi256_ps(valid));
+        mn = _mm256_min_ps(mn, _mm256_blendv_ps(mn, v, _mm256_castsi256_ps(valid)));
+        mx = _mm256_max_ps(mx, _mm256_blendv_ps(mx, v, _mm256_castsi256_ps(valid)));
+        /* sums in float64: excluded lanes must add exactly 0, so they take c as a double */
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(vz)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(vz, 1));
+        __m256i vlo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(valid));
+        __m256i vhi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(valid, 1));
+        __m256d d0 = _mm256_sub_pd(_mm256_blendv_pd(vc, lo, _mm256_castsi256_pd(vlo)), vc);
+        __m256d d1 = _mm256_sub_pd(_mm256_blendv_pd(vc, hi, _mm256_castsi256_pd(vhi)), vc);
+        s1a = _mm256_add_pd(s1a, d0);
+        s1b = _mm256_add_pd(s1b, d1);
+        s2a = _mm256_fmadd_pd(d0, d0, s2a);
+        s2b = _mm256_fmadd_pd(d1, d1, s2b);
+        /* keys: exponent field and top mantissa bits; zeros 0; negatives mirrored; excluded lanes the trash */
+        __m256i k = _mm256_add_epi32(_mm256_srli_epi32(aa, 16), kbias);
+        __m256i isz = _mm256_cmpeq_epi32(aa, zero);
+        k = _mm256_andnot_si256(isz, k);
+        k = _mm256_sign_epi32(k, _mm256_or_si256(b, _mm256_set1_epi32(1))); /* negate where the sign bit is set */
+        __m256i idx = _mm256_blendv_epi8(trash, _mm256_add_epi32(k, koff), valid);
+        _mm256_storeu_si256((__m256i *)off, _mm256_add_epi32(_mm256_slli_epi32(idx, 3), lanes));
+        int sub = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_andnot_si256(isz, _mm256_cmpgt_epi32(normb, aa))));
+        if (sub)
+            for (int l = 0; l < 8; l++)
+                if (sub >> l & 1) off[l] = (sketch_key((double)x[i + l]) + KOFF) * KLANES + l;
+        tbl[off[0]]++;
+        tbl[off[1]]++;
+        tbl[off[2]]++;
+        tbl[off[3]]++;
+        tbl[off[4]]++;
+        tbl[off[5]]++;
+        tbl[off[6]]++;
+        tbl[off[7]]++;
+        if (vm != 0xff)
+            for (int l = 0; l < 8; l++) {
+                if (vm >> l & 1) continue;
+                float f = x[i + l];
+                if (isnan(f)) nnan++;
+                else if (isinf(f)) ninf++;
+                else nfill++;
+            }
+    }
+    nvalid = i - nnan - ninf - nfill;
+    double sa[4], sq[4];
+    float l8[8], h8[8];
+    _mm256_storeu_pd(sa, _mm256_add_pd(s1a, s1b));
+    _mm256_storeu_pd(sq, _mm256_add_pd(s2a, s2b));
+    _mm256_storeu_ps(l8, mn);
+    _mm256_storeu_ps(h8, mx);
+    r->s1 = (sa[0] + sa[1]) + (sa[2] + sa[3]);
+    r->s2 = (sq[0] + sq[1]) + (sq[2] + sq[3]);
+    r->mn = INFINITY;
+    r->mx = -INFINITY;
+    for (int l = 0; l < 8; l++) {
+        r->mn = l8[l] < r->mn ? l8[l] : r->mn;
+        r->mx = h8[l] > r->mx ? h8[l] : r->mx;
+    }
+    r->nnan = nnan;
+    r->ninf = ninf;
+    r->nfill = nfill;
+    r->nvalid = nvalid;
+    return i;
+}
+
 /* int32 data: exact in float64, binned in float64 as the scalar kernel does. */
 __attribute__((target("avx2,fma"))) static int64_t vec_i32(const int32_t *x, int64_t n, const gen_args_t *a,
                                                             uint32_t *tbl, uint32_t *htbl, gen_result_t *r) {
@@ -657,7 +745,8 @@ static PyObject *block_stats(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
 #if HAVE_X86
     if (vec && c0 == 'd') done = vec_f64((const double *)xb.buf, n, &a, tbl, htbl, &rv);
-    if (vec && c0 == 'f') done = vec_f32((const float *)xb.buf, n, &a, tbl, htbl, &rv);
+    if (vec && c0 == 'f') done = htbl ? vec_f32((const float *)xb.buf, n, &a, tbl, htbl, &rv)
+                                      : vec_f32_sketch((const float *)xb.buf, n, &a, tbl, &rv);
     if (vec && c0 == 'i') done = vec_i32((const int32_t *)xb.buf, n, &a, tbl, htbl, &rv);
 #endif
     if (htbl)

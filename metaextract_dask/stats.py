@@ -1,21 +1,23 @@
 """Single-pass content statistics: per-block partials merged with numerically stable formulas.
 
 A partial summarises one block: element count, NaN / inf / fill counts, min, max, mean and M2 (sum of squared
-deviations from the mean) of the valid values, and a fixed-bin histogram. Partials merge pairwise with Chan et
-al.'s parallel update (mean and M2; no naive sum of squares), so every block of an array is read exactly once
-and the reduction is a tree of tiny merges.
+deviations from the mean) of the valid values, a fixed-bin histogram over a range known before the pass, and a
+distribution sketch (:mod:`metaextract_dask.sketch`). Partials merge pairwise with Chan et al.'s parallel update
+(mean and M2; no naive sum of squares) and by adding sketch counts per bucket, so every block of an array is
+read exactly once and the reduction is a tree of tiny merges.
 
-The histogram's range must be known before the pass: it comes from metadata (``valid_range`` /
-``valid_min`` + ``valid_max``), else, for integer data, from the dtype's limits. Floating-point data without a
-valid range is the documented exception: its histogram takes a second pass over the data, with the range set
-by the first pass's min and max.
+The histogram's range comes from metadata (``valid_range`` / ``valid_min`` + ``valid_max``), else, for integer
+data, from the dtype's limits. Floating-point data without a valid range gets its histogram over its own
+min..max from the merged sketch (:func:`sketch_histogram`, approximate) or, when asked for, from a second pass
+with the range set by the first pass's min and max (the profiler does that).
 
 Blocks may be numpy or cupy arrays: the module works with whichever array module the block belongs to and
 returns host (numpy / Python) values. cupy blocks go through two fused CUDA kernels (:mod:`._cuda`) where
-they compile, with the same results as the CPU kernels. numpy blocks go through compiled kernels instead
-(same results): a one-loop AVX2 kernel for float32 where the C extension was built (``_kernels.c``), numba
-slice kernels for other floats and 32/64-bit integers (:func:`_float_partial`), and per-value counts for
-8/16-bit integers (:func:`_count_partial`), from which every statistic follows exactly.
+they compile, with the same results as the CPU kernels. numpy blocks go through the C kernels where the
+extension was built (``_kernels.c``: one loop per block for every integer and float dtype, AVX2 for
+float32/float64/int32, :func:`_c_partial`; per-value counts for large 8/16-bit integer blocks,
+:func:`_count_partial`), else numba slice kernels and a numpy sketch (:func:`_float_partial`; same results).
+With the C kernels no numba kernel is compiled, so a first profile after installation costs no compilation.
 """
 
 from __future__ import annotations
