@@ -37,3 +37,15 @@ def test_yaml_file_overrides(tmp_path) -> None:
 def test_parse_bytes() -> None:
     assert config.parse_bytes("256MiB") == 256 * 2**20
     assert config.parse_bytes(10) == 10
+
+
+def test_profile_histogram_setting_is_validated() -> None:
+    """metaextract.profile.histogram: sketch (the default) or exact; anything else is refused by name."""
+    import pytest
+
+    assert config.get("profile.histogram") == "sketch"
+    config.validate({"profile": {"histogram": "exact"}})
+    with pytest.raises(ValueError, match="metaextract.profile.histogram must be"):
+        config.validate({"profile": {"histogram": "approximate"}})
+    with pytest.raises(ValueError, match="did you mean metaextract.profile.histogram"):
+        config.validate({"profile": {"histogramm": "exact"}})
