@@ -276,7 +276,7 @@ def _small_partials(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     Items are ``(path, name, format, bins, (memory_limit, chunk limit), strategy, sample_fraction, device
     [, histogram])``
     (``format`` as ``files.format`` says: the backend opens the file without sniffing it); results are
-    ``("ok", partial, row metadata, {scale_factor, add_offset}, passes)`` or ``("error", type, message,
+    ``("ok", partial, row metadata, {scale_factor, add_offset}, passes, hist_exact)`` or ``("error", type, message,
     row metadata so far)``.
     """
     from metaextract_dask.arrays import _spec_of
