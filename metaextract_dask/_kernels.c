@@ -506,36 +506,22 @@ __attribute__((target("avx2,fma"))) static int64_t vec_f64(const double *x, int6
     return i;
 }
 
-__attribute__((target("avx2,fma"))) static int64_t vec_f32(const float *x, int64_t n, const gen_args_t *a,
-                                                            uint32_t *tbl, uint32_t *htbl, gen_result_t *r) {
-    vstate_t st = VSTATE_INIT;
-    const __m256d vc = _mm256_set1_pd(a->c), vfill = _mm256_set1_pd((double)(float)a->fill);
-    int32_t b[8];
-    int64_t i = 0;
-    if (htbl)
-        for (; i + 8 <= n; i += 8) {
-            __m256 v = _mm256_loadu_ps(x + i);
-            bins_f32(v, a, b);
-            vec4(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), 0, &st, a->has_fill, vfill, vc, tbl, b, htbl, a->nb);
-            vec4(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), 1, &st, a->has_fill, vfill, vc, tbl, b + 4, htbl,
-                 a->nb);
-        }
-    else
-        for (; i + 8 <= n; i += 8) {
-            __m256 v = _mm256_loadu_ps(x + i);
-            vec4(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), 0, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
-            vec4(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), 1, &st, a->has_fill, vfill, vc, tbl, NULL, NULL, 0);
-        }
-    vfinish(&st, r, i);
-    return i;
+/* The valid lanes of eight floats (finite, not the fill value) as a 32-bit mask. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i valid_of(__m256 v, const gen_args_t *a) {
+    __m256i aa = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff));
+    __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x7f800000), aa);
+    if (a->has_fill)
+        valid = _mm256_andnot_si256(_mm256_castps_si256(_mm256_cmp_ps(v, _mm256_set1_ps((float)a->fill), _CMP_EQ_OQ)),
+                                    valid);
+    return valid;
 }
 
-/* float32 without a histogram: keys from the float32 bits directly, eight at a time (a normal float32's
+/* float32 (with or without a histogram): keys from the float32 bits directly, eight at a time (a normal float32's
  * exponent field e and top mantissa bits give the float64 key (e + 896 + 52) << 7 | top7, i.e. its bits >> 16
  * plus 948 << 7); float32 subnormals (normal as doubles) through the scalar key; min/max in float32 (exact),
  * sums in float64. */
-__attribute__((target("avx2,fma"))) static int64_t vec_f32_sketch(const float *x, int64_t n, const gen_args_t *a,
-                                                                   uint32_t *tbl, gen_result_t *r) {
+__attribute__((target("avx2,fma"), always_inline)) static inline int64_t vec_f32_body(
+    const float *x, int64_t n, const gen_args_t *a, uint32_t *tbl, uint32_t *htbl, gen_result_t *r, const int hist) {
     const __m256i absm = _mm256_set1_epi32(0x7fffffff), infb = _mm256_set1_epi32(0x7f800000);
     const __m256i normb = _mm256_set1_epi32(0x00800000), zero = _mm256_setzero_si256();
     const __m256i kbias = _mm256_set1_epi32(948 << SK_BITS), koff = _mm256_set1_epi32(KOFF);
@@ -546,9 +532,15 @@ __attribute__((target("avx2,fma"))) static int64_t vec_f32_sketch(const float *x
     __m256 mn = _mm256_set1_ps(INFINITY), mx = _mm256_set1_ps(-INFINITY);
     __m256d s1a = _mm256_setzero_pd(), s1b = _mm256_setzero_pd(), s2a = _mm256_setzero_pd(), s2b = _mm256_setzero_pd();
     int64_t nnan = 0, ninf = 0, nfill = 0, nvalid = 0, i = 0;
-    int32_t off[8];
+    int32_t off[8], hoff[8];
+    const __m256i htrash = _mm256_set1_epi32(a->nb + 5);
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
+        if (hist) { /* bins in float32 arithmetic (bins_f32), excluded lanes to the trash bin, counter offsets */
+            bins_f32(v, a, hoff);
+            __m256i hb = _mm256_blendv_epi8(htrash, _mm256_loadu_si256((const __m256i *)hoff), valid_of(v, a));
+            _mm256_storeu_si256((__m256i *)hoff, _mm256_add_epi32(_mm256_slli_epi32(hb, 3), lanes));
+        }
         __m256i b = _mm256_castps_si256(v);
         __m256i aa = _mm256_and_si256(b, absm);
         __m256i valid = _mm256_cmpgt_epi32(infb, aa);
@@ -586,6 +578,8 @@ __attribute__((target("avx2,fma"))) static int64_t vec_f32_sketch(const float *x
         tbl[off[5]]++;
         tbl[off[6]]++;
         tbl[off[7]]++;
+        if (hist)
+            for (int l = 0; l < 8; l++) htbl[hoff[l]]++;
         if (vm != 0xff)
             for (int l = 0; l < 8; l++) {
                 if (vm >> l & 1) continue;
@@ -615,6 +609,16 @@ __attribute__((target("avx2,fma"))) static int64_t vec_f32_sketch(const float *x
     r->nfill = nfill;
     r->nvalid = nvalid;
     return i;
+}
+
+__attribute__((target("avx2,fma"))) static int64_t vec_f32_sketch(const float *x, int64_t n, const gen_args_t *a,
+                                                                   uint32_t *tbl, gen_result_t *r) {
+    return vec_f32_body(x, n, a, tbl, NULL, r, 0);
+}
+
+__attribute__((target("avx2,fma"))) static int64_t vec_f32_hist(const float *x, int64_t n, const gen_args_t *a,
+                                                                 uint32_t *tbl, uint32_t *htbl, gen_result_t *r) {
+    return vec_f32_body(x, n, a, tbl, htbl, r, 1);
 }
 
 /* int32 data: exact in float64, binned in float64 as the scalar kernel does. */
@@ -807,7 +811,7 @@ static PyObject *block_stats(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
 #if HAVE_X86
     if (vec && c0 == 'd') done = vec_f64((const double *)xb.buf, n, &a, tbl, htbl, &rv);
-    if (vec && c0 == 'f') done = htbl ? vec_f32((const float *)xb.buf, n, &a, tbl, htbl, &rv)
+    if (vec && c0 == 'f') done = htbl ? vec_f32_hist((const float *)xb.buf, n, &a, tbl, htbl, &rv)
                                       : vec_f32_sketch((const float *)xb.buf, n, &a, tbl, &rv);
     if (vec && c0 == 'i') done = vec_i32((const int32_t *)xb.buf, n, &a, tbl, htbl, &rv);
 #endif
