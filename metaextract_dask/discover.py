@@ -126,6 +126,8 @@ class FileEntry(NamedTuple):
     is_dir: bool = False
     kind: str = ""
     detail: str | None = None
+    version: str | None = None  # remote files: the ETag (else Last-Modified) the store gave
+
 
     @property
     def mtime_us(self) -> int:
@@ -134,7 +136,11 @@ class FileEntry(NamedTuple):
 
     @property
     def catalog_path(self) -> str:
-        """The path as stored in the catalog (:func:`encode_path`)."""
+        """The path as stored in the catalog (:func:`encode_path`; URLs without credentials)."""
+        if "://" in self.path:
+            from metaextract_dask.remote import redact
+
+            return encode_path(redact(self.path))
         return encode_path(self.path)
 
     @property
@@ -342,7 +348,8 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     Parameters
     ----------
     paths : iterable of path
-        Files, directories and Zarr stores.
+        Files, directories and Zarr stores; fsspec URLs (``https://host/dir/``, ``s3://bucket/prefix/``,
+        globs such as ``https://host/files/*.nc``) too, ``file://`` URLs as local paths.
     follow_symlinks : bool, optional
         Default ``metaextract.scan.follow-symlinks``.
     exclude : iterable of path
@@ -367,7 +374,18 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     seen: set[str] = set()
     out: list[FileEntry] = []
     for raw in paths:
-        path = os.path.abspath(os.fspath(raw))
+        from metaextract_dask.remote import is_url, local_from_url
+
+        text = local_from_url(os.fspath(raw))
+        if is_url(text):  # fsspec URLs: listed by the store (metaextract_dask.sources)
+            from metaextract_dask.sources import discover_url
+
+            for entry in discover_url(text, walker.patterns or PathFilter([], [])):
+                if entry.path not in seen:
+                    seen.add(entry.path)
+                    out.append(entry)
+            continue
+        path = os.path.abspath(text)
         if not os.path.exists(path):
             raise FileNotFoundError(f"input path does not exist: {raw}")
         if excluded_real and _inside(path, excluded_real):
