@@ -92,7 +92,8 @@ def decompress_to(src: str, kind: str, dst: str, limit: int | None = None,
         with os.fdopen(fd, "wb") as out, open(src, "rb") as raw, open_decompressed(raw, kind) as stream:
             first = True
             while True:
-                chunk: Any = stream.read(_CHUNK)
+                # a small first read: a stream truncated early still yields its head (what it held)
+                chunk: Any = stream.read(1 << 14 if first else _CHUNK)
                 if not chunk:
                     break
                 if first and on_head is not None:

@@ -353,6 +353,9 @@ def _pixels(path: str, index: int | None) -> np.ndarray:
 
     # raw=True: stored values as decoded from the transfer syntax, no colour-space conversion; pydicom never
     # applies the modality LUT here. `index` reads one frame of a multi-frame file.
+    from metaextract_dask.sources import local_path
+
+    path = local_path(path)  # a URL or a compressed file: its whole content, fetched / decompressed once
     return pixel_array(path, index=index, raw=True)
 
 
