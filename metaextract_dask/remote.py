@@ -36,7 +36,7 @@ from metaextract_dask import config
 
 __all__ = ["is_url", "local_from_url", "redact", "redact_text", "get_fs", "settings", "RemoteFile", "RemoteInfo",
            "remote_info", "fetch_retrying", "SECRET_PARAMS", "RemoteFetchError", "cache_dir", "list_remote",
-           "transient_http"]
+           "transient_http", "MissingFilesystemError", "find_remote", "glob_remote", "infos"]
 
 #: Query parameters that carry secrets (pre-signed S3/GCS/Azure URLs, tokens); compared case-insensitively.
 SECRET_PARAMS = frozenset(p.lower() for p in (
@@ -138,7 +138,7 @@ def get_fs(url: str) -> Any:
 
     Raises
     ------
-    ImportError
+    MissingFilesystemError
         When the protocol's fsspec package is not installed; the message names it (``pip install s3fs``).
     ValueError
         For a protocol fsspec does not know.
@@ -163,7 +163,7 @@ def get_fs(url: str) -> Any:
                    "abfss": "adlfs", "http": "aiohttp", "https": "aiohttp", "sftp": "paramiko",
                    "ssh": "paramiko"}.get(protocol)
         need = f"the {package!r} package (pip install {package})" if package else "its fsspec package"
-        raise ImportError(f"{protocol}:// URLs need {need}: {hint}") from None
+        raise MissingFilesystemError(f"{protocol}:// URLs need {need}: {hint}") from None
     del cls
     fs = fsspec.filesystem(protocol, **_storage_options(protocol))
     with _FS_LOCK:
@@ -173,6 +173,11 @@ def get_fs(url: str) -> Any:
 # --------------------------------------------------------------------------- #
 # retries
 # --------------------------------------------------------------------------- #
+class MissingFilesystemError(ImportError, ValueError):
+    """A URL whose protocol needs an fsspec package that is not installed (the message names it). A
+    ValueError too, so the command line reports it as a usage error (exit status 2) with one line."""
+
+
 class RemoteFetchError(OSError):
     """A request that still failed after its retries (the message says how often it was tried)."""
 
@@ -184,6 +189,9 @@ def _status(exc: BaseException) -> int | None:
 
 def transient_http(exc: BaseException) -> bool:
     """429 / 5xx answers, connection resets and timeouts: worth another try. 404 and other 4xx are not."""
+    if isinstance(exc, FileNotFoundError) and exc.__cause__ is not None and exc.__cause__ is not exc:
+        # fsspec's HTTP info turns any failure of its HEAD-then-GET into FileNotFoundError: judge the cause
+        return transient_http(exc.__cause__)
     if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
         return False
     status = _status(exc)
@@ -207,6 +215,8 @@ def transient_http(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # fsspec's HTTP info hides the answer behind FileNotFoundError
     status = _status(exc)
     text = f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}"
     return redact_text(text)
@@ -229,9 +239,9 @@ def fetch_retrying(call: Any, what: str, deadline: float | None = None) -> Any:
     while True:
         try:
             return call()
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(errno.ENOENT, f"not found (404): {redact(what)}") from exc
         except Exception as exc:
+            if isinstance(exc, FileNotFoundError) and not transient_http(exc):
+                raise FileNotFoundError(errno.ENOENT, f"not found (404): {redact(what)}") from None
             attempt += 1
             if not transient_http(exc):
                 raise RemoteFetchError(errno.EIO, f"{_describe(exc)} fetching {redact(what)}") from None
@@ -347,26 +357,32 @@ def _infos(fs: Any, urls: Sequence[str]) -> list[dict[str, Any] | BaseException]
     return res
 
 
-def _full_url(fs: Any, url: str, path: str) -> str:
-    """The URL of a listed path (fsspec strips the protocol of most filesystems, not of HTTP)."""
-    if "://" in path:
-        return path
-    protocol = url.split("://", 1)[0]
-    return f"{protocol}://{path.lstrip('/') if protocol != 'memory' else path}"
+def _child_url(fs: Any, url: str, name: str) -> str | None:
+    """The URL of listed entry `name` below directory `url`, spelt as the user spelt `url` (None: not below)."""
+    base = fs._strip_protocol(url).rstrip("/")
+    stripped = fs._strip_protocol(name).rstrip("/")
+    if stripped == base or not stripped.startswith(base + "/"):
+        return None  # the directory itself, a parent, or a link elsewhere on the server
+    return url.rstrip("/") + stripped[len(base):]
 
 
 def list_remote(url: str) -> list[tuple[str, bool]]:
     """(url, is_directory) of the entries of a remote directory, sorted by URL."""
     fs = get_fs(url)
     entries = fetch_retrying(lambda: fs.ls(url, detail=True), url)
-    base = url.rstrip("/")
-    out = []
+    out = set()
     for e in entries:
-        full = _full_url(fs, url, e["name"]).rstrip("/")
-        if full == base or not full.startswith(base + "/"):
-            continue  # the directory itself, a parent or a link elsewhere on the server
-        out.append((full, e.get("type") == "directory"))
-    return sorted(set(out))
+        child = _child_url(fs, url, e["name"])
+        if child is not None:
+            out.add((child, e.get("type") == "directory"))
+    return sorted(out)
+
+
+def find_remote(url: str) -> list[str]:
+    """URLs of every file below a remote directory."""
+    fs = get_fs(url)
+    found = fetch_retrying(lambda: fs.find(url.rstrip("/") + "/"), url)
+    return sorted(c for c in (_child_url(fs, url, p) for p in found) if c is not None)
 
 
 def is_remote_dir(url: str) -> bool:
@@ -389,7 +405,14 @@ def glob_remote(url: str) -> list[str]:
     """URLs of the files matching a glob URL (where the server lists the directories)."""
     fs = get_fs(url)
     found = fetch_retrying(lambda: fs.glob(url), url)
-    return sorted(_full_url(fs, url, p) for p in found)
+    cut = min(i for i in (urlsplit(url).path.find(c) for c in "*?[") if i >= 0)
+    top = url[:url.index(urlsplit(url).path) + cut].rsplit("/", 1)[0]  # the directory above the first wildcard
+    out = []
+    for p in found:
+        child = _child_url(fs, top, p)
+        if child is not None:
+            out.append(child)
+    return sorted(out)
 
 
 def infos(urls: Sequence[str]) -> list[RemoteInfo | BaseException]:

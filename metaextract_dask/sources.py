@@ -230,7 +230,10 @@ def prepare_remote(entry: FileEntry, sniff_bytes: int = 1024) -> Prepared:
     deadline = _deadline()
     if entry.is_dir:
         return Prepared(_mirror_zarr(entry, deadline), None, entry.version)
-    info = remote.RemoteInfo(entry.size, entry.mtime_ns, entry.version)
+    if entry.detail is not None:  # the store did not describe it when listed: ask again (raises if it still fails)
+        info = remote.remote_info(entry.path, max_age=0)
+    else:
+        info = remote.RemoteInfo(entry.size, entry.mtime_ns, entry.version)
     rf = remote.RemoteFile(entry.path, info)
     whole = config.parse_bytes(config.get("remote.whole-file-bytes", "8MiB"))
     if rf.size <= whole:
@@ -402,9 +405,7 @@ def _entry(url: str, info: remote.RemoteInfo, is_dir: bool = False) -> FileEntry
 
 def _zarr_store_entry(url: str) -> FileEntry:
     """A remote Zarr store: size the sum of its files, mtime the newest (one ``info`` per file)."""
-    fs = remote.get_fs(url)
-    files = remote.fetch_retrying(lambda: fs.find(url.rstrip("/") + "/"), url)
-    urls = [remote._full_url(fs, url, p) for p in files]
+    urls = remote.find_remote(url)
     size = mtime = 0
     for info in remote.infos(urls):
         if isinstance(info, BaseException):
@@ -475,6 +476,14 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
             listing = remote.list_remote(url.rstrip("/") + "/")
         except FileNotFoundError:
             raise FileNotFoundError(f"input URL does not exist: {remote.redact(url)}") from None
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, remote.MissingFilesystemError):
+                raise
+            from metaextract_dask.discover import DIRECTORY_KIND
+
+            # as for a local directory that cannot be listed: an error row, and the rows below it are kept
+            return [FileEntry(url.rstrip("/"), 0, 0, True, DIRECTORY_KIND,
+                              f"{type(exc).__name__}: {remote.redact_text(str(exc))}")]
         names = {u.rsplit("/", 1)[-1] for u, d in listing if not d}
         if names & set(ZARR_MARKERS):
             return [_zarr_store_entry(url)]
@@ -484,6 +493,11 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
             info = remote.remote_info(url)
         except FileNotFoundError:
             raise FileNotFoundError(f"input URL does not exist: {remote.redact(url)}") from None
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, remote.MissingFilesystemError):
+                raise
+            # unreachable, or failing after the retries: an error row (its read says why), not a crash
+            return [FileEntry(url, 0, 0, detail=f"{type(exc).__name__}: {remote.redact_text(str(exc))}")]
         return [_entry(url, info)]
     urls = [f for f in found if isinstance(f, str)]
     infos = dict(zip(urls, remote.infos(urls)))
@@ -494,8 +508,9 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
             continue
         info = infos[f]
         if isinstance(info, BaseException):
-            # listed but not answerable: an error row of its own (the read will say why), never dropped
-            out.append(FileEntry(f, 0, 0, version=None))
+            # listed but not answerable: an entry all the same (its read asks again, and says why if it
+            # still fails), never dropped
+            out.append(FileEntry(f, 0, 0, detail=f"{type(info).__name__}: {remote.redact_text(str(info))}"))
         else:
             out.append(_entry(f, info))
     return out
