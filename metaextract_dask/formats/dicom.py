@@ -333,7 +333,10 @@ class DICOMBackend(FormatBackend):
     def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
         import pydicom
 
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        from metaextract_dask.sources import local_path
+
+        # a URL or compressed file: its header from the local copy; the proxy keeps `path` (its own reads localise)
+        ds = pydicom.dcmread(local_path(path), stop_before_pixels=True)
         layout = pixel_layout(ds)
         if name != "PixelData" or layout is None:
             raise missing_array("DICOM", path, name, ["PixelData"] if layout is not None else [])
