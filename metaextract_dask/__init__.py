@@ -8,20 +8,29 @@
 
 from __future__ import annotations
 
-from metaextract_dask import config  # noqa: F401  (merges the metaextract.yaml defaults into dask.config)
-from metaextract_dask.catalog import Catalog, SQLCatalog, open_catalog
-from metaextract_dask.discover import decode_path, encode_path
-from metaextract_dask.scan import ScanSummary, scan
-from metaextract_dask.sinks import CatalogError
+import sys
+import types
 
-# Bound here, after the scan has imported the worker module metaextract_dask.extract (which an import
-# binds as this package's attribute `extract`): mx.extract is the lazy API's function.
-from metaextract_dask.lazy import Extraction, extract  # noqa: E402
+# The one eager import: it merges the metaextract.yaml defaults into dask.config, so that
+# dask.config.get("metaextract....") answers as soon as the package is imported. Everything else loads on
+# first use, so that `metaextract-dask --help` and `info` pay only for what they run (pandas, pyarrow and
+# distributed cost most of a second to import).
+from metaextract_dask import config  # noqa: F401
 
 __version__ = "0.1.0"
 
-# Loaded on first use (xarray-backed openers, the profiler, the report's bokeh, distributed): {name: module}.
+# {name: module that defines it}, loaded on first attribute access.
 _LAZY = {
+    "Catalog": "metaextract_dask.catalog",
+    "SQLCatalog": "metaextract_dask.catalog",
+    "open_catalog": "metaextract_dask.catalog",
+    "CatalogError": "metaextract_dask.sinks",
+    "Extraction": "metaextract_dask.lazy",
+    "extract": "metaextract_dask.lazy",
+    "ScanSummary": "metaextract_dask.scan",
+    "scan": "metaextract_dask.scan",
+    "decode_path": "metaextract_dask.discover",
+    "encode_path": "metaextract_dask.discover",
     "open_array": "metaextract_dask.arrays",
     "open_arrays": "metaextract_dask.arrays",
     "open_dicom_series": "metaextract_dask.arrays",
@@ -31,11 +40,22 @@ _LAZY = {
     "write_report": "metaextract_dask.report",
     "start_client": "metaextract_dask.cluster",
     "export": "metaextract_dask.transfer",
-    "SQLCatalog": "metaextract_dask.catalog",
 }
 
-__all__ = ["Catalog", "CatalogError", "Extraction", "ScanSummary", "decode_path", "encode_path", "extract",
-           "open_catalog", "scan", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
+
+
+class _Package(types.ModuleType):
+    """The package module: importing the submodules ``metaextract_dask.scan`` / ``.extract`` binds them as
+    package attributes, which would hide the functions ``mx.scan`` / ``mx.extract`` of the same names."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return  # the import system binding a submodule: the name stays the function's
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:
@@ -44,7 +64,9 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'metaextract_dask' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(target), name)
+    value = getattr(importlib.import_module(target), name)
+    globals()[name] = value  # later accesses are plain attribute lookups
+    return value
 
 
 def __dir__() -> list[str]:

@@ -166,9 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-rows", type=_POSITIVE_INT, metavar="N",
                    help="rows per transaction / Parquet part (default 20000, metaextract.sql.chunk-rows)")
     deid_cli.add_parsers(sub)
-    from metaextract_dask.drift import add_drift_parser
-
-    add_drift_parser(sub)
+    p = _subcommand(sub, "drift", help="where files that should share structure differ (schema drift)",
+                    description="List, for files that should share structure (grouped by --group-by), where "
+                                "variables, dtype, shape, chunks,\nunits or attributes differ from the group's "
+                                "majority, and predict which combine would fail and why.",
+                    example="metaextract-dask drift catalog/ --group-by experiment_id --concat-dim time")
+    p.add_argument("catalog", metavar="CATALOG_DIR")
+    p.add_argument("--group-by", default="format", metavar="COLS",
+                   help="comma-separated files columns, 'dir' or file attribute names (default: format)")
+    p.add_argument("--concat-dim", default=None, metavar="DIM",
+                   help="dimension files would be combined along (default: the one whose length varies)")
+    p.add_argument("--group", default="/", help="group of hierarchical files to compare (default /)")
+    p.add_argument("--no-attrs", action="store_true", help="do not compare variable attributes")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -337,7 +347,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and usage errors end here, before any heavy import
     import yaml
 
     from metaextract_dask import config

@@ -28,7 +28,7 @@ from metaextract_dask.combine import _aspects, _freeze, _majority, check_files, 
 if TYPE_CHECKING:  # pragma: no cover
     from metaextract_dask.catalog import Catalog
 
-__all__ = ["DriftReport", "DIFFERENCE_COLUMNS", "PREDICTION_COLUMNS", "add_drift_parser", "drift", "run_drift"]
+__all__ = ["DriftReport", "DIFFERENCE_COLUMNS", "PREDICTION_COLUMNS", "drift", "run_drift"]
 
 DIFFERENCE_COLUMNS = ["group", "path", "variable", "aspect", "value", "majority"]
 PREDICTION_COLUMNS = ["group", "concat_dim", "files", "differing_files", "xarray_open_mfdataset",
@@ -232,27 +232,6 @@ def drift(cat: Catalog, group_by: Sequence[str] | str = ("format",), *, concat_d
 # --------------------------------------------------------------------------- #
 # command line: metaextract-dask drift CATALOG
 # --------------------------------------------------------------------------- #
-def add_drift_parser(sub: Any) -> None:
-    """Add the ``drift`` subcommand to the CLI's subparsers."""
-    import argparse
-
-    p = sub.add_parser("drift", help="where files that should share structure differ (schema drift)",
-                       description="List, for files that should share structure (grouped by --group-by), where "
-                                   "variables, dtype, shape, chunks, units or attributes differ from the group's "
-                                   "majority, and predict which combine would fail and why.",
-                       epilog="example:\n  metaextract-dask drift catalog/ --group-by experiment_id "
-                              "--concat-dim time",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("catalog", metavar="CATALOG_DIR")
-    p.add_argument("--group-by", default="format", metavar="COLS",
-                   help="comma-separated files columns, 'dir' or file attribute names (default: format)")
-    p.add_argument("--concat-dim", default=None, metavar="DIM",
-                   help="dimension files would be combined along (default: the one whose length varies)")
-    p.add_argument("--group", default="/", help="group of hierarchical files to compare (default /)")
-    p.add_argument("--no-attrs", action="store_true", help="do not compare variable attributes")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
 def run_drift(args: argparse.Namespace) -> int:
     """Run ``metaextract-dask drift``; 0, or 1 with a message for a catalog that cannot be read."""
     import sys

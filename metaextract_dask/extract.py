@@ -32,6 +32,7 @@ from metaextract_dask import config, remote, sources
 from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, encode_path, is_utf8_path
 from metaextract_dask.formats import sniff, suffix_claims
 from metaextract_dask.formats.base import Records
+from metaextract_dask.formats.hdf5 import netcdf4_check_in_read
 from metaextract_dask.jsonutil import dumps
 from metaextract_dask.progress import WorkerTicker
 from metaextract_dask.schema import SCHEMAS
@@ -179,12 +180,14 @@ def _read(entry: FileEntry, sniff_bytes: int, seen: dict[str, Any] | None = None
             seen.update(compression=src.compression, uncompressed_bytes=src.uncompressed_bytes)
             head = src.head
             fmt = "binary"
-            reader = sniff(src.path, head)
+            with netcdf4_check_in_read():  # plain HDF5 vs netCDF-4 decided inside the reader's one open
+                reader = sniff(src.path, head, is_dir=entry.is_dir)
             if reader is None:
                 return fmt, Records(format="binary", attrs=classify_unknown(head, entry.path))
             fmt = reader.error_format(head)  # what an error row says, should the read fail
             reader.require()  # a missing library: an error row naming the package to install
-            return fmt, src.read(reader)
+            with netcdf4_check_in_read():
+                return fmt, src.read(reader)
     except (Exception, FileAbort) as exc:
         if getattr(exc, "compression", None):  # the decompression failed: say what it held, if it got that far
             seen["compression"] = exc.compression  # type: ignore[attr-defined]
@@ -312,7 +315,7 @@ def _hash_limited(entry: FileEntry, watchdog: Any, watch_path: str) -> str | Non
         return None
 
 
-def extract_file(entry: FileEntry, *, sniff_bytes: int = 1024, retries: int = 0, backoff: float = 0.5,
+def extract_file(entry: FileEntry, *, sniff_bytes: int = 8192, retries: int = 0, backoff: float = 0.5,
                  hash_content: bool = False, warning_loggers: Sequence[str] = ("astropy",)
                  ) -> dict[str, list[dict[str, Any]]]:
     """Rows for all catalog tables from one file; a failure becomes an ``error`` row, never an exception.
@@ -409,7 +412,7 @@ def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
 
 def _task_settings() -> dict[str, Any]:
     return {
-        "sniff_bytes": int(config.get("scan.sniff-bytes", 1024)),
+        "sniff_bytes": int(config.get("scan.sniff-bytes", 8192)),
         "retries": int(config.get("scan.retries", 0)),
         "backoff": float(config.get("scan.retry-backoff", 0.5)),
         "hash_content": bool(config.get("scan.hash", False)),
@@ -443,7 +446,8 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     overrides: dict[str, Any] = {"metaextract.scan": settings} if settings else {}
     if remote_settings:
         overrides["metaextract.remote"] = remote_settings
-    with dask.config.set(overrides), deidentifying(deidentify):
+    with dask.config.set(overrides), deidentifying(deidentify), \
+            config.pinned():  # the batch's settings are read once, not per file
         kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
         ticker = WorkerTicker(progress_interval)  # the client's progress moves per file, not per batch

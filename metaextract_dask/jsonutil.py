@@ -8,6 +8,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # ~8x faster than json.dumps on the values to_jsonable leaves (strict JSON either way: no NaN reaches it)
+    import orjson
+except ImportError:  # pragma: no cover - a declared dependency; json below does the same, slower
+    orjson = None
+
 __all__ = ["to_jsonable", "dumps", "capped", "capped_attrs", "DEFAULT_ATTR_JSON_MAX"]
 
 #: Default of ``metaextract.scan.attr-json-max-bytes``.
@@ -25,6 +30,22 @@ def _float(x: float) -> float | str:
 
 def to_jsonable(value: Any) -> Any:
     """Convert numpy scalars/arrays, bytes and nested containers into JSON-compatible Python values."""
+    # Exact built-in types first, by identity: most values are plain str/int/float in dicts and lists (a DICOM
+    # header is hundreds of them), and an isinstance chain per value cost more than encoding the JSON.
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        return value if math.isfinite(value) else _float(value)
+    if t is dict:
+        return {k if type(k) is str else str(k): to_jsonable(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [to_jsonable(v) for v in value]
+    return _convert(value)
+
+
+def _convert(value: Any) -> Any:
+    """:func:`to_jsonable` of everything but the exact built-in types (subclasses, numpy, bytes, ...)."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, np.integer)):
@@ -57,7 +78,13 @@ def to_jsonable(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """Serialise to compact strict JSON (NaN/Infinity as strings)."""
-    return json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    plain = to_jsonable(value)
+    if orjson is not None:
+        try:
+            return orjson.dumps(plain).decode()  # type: ignore[no-any-return]
+        except (TypeError, orjson.JSONEncodeError):  # integers past 64 bits, surrogate-escaped names: json does
+            pass
+    return json.dumps(plain, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _json_lower_bound(value: Any) -> int:

@@ -320,17 +320,10 @@ def prefetching(entries: Sequence[FileEntry], sniff_bytes: int = 1024) -> Iterat
         return
     pool = ThreadPoolExecutor(max_workers=max(1, int(config.get("remote.concurrency", 16))),
                               thread_name_prefix="metaextract-fetch")
-    settings = {"remote": remote.settings(), "scan": dict(config.get("scan", {}) or {})}
-
-    def job(entry: FileEntry) -> Prepared:
-        import dask.config
-
-        with dask.config.set({"metaextract": settings}):  # the task's settings, in the pool's threads too
-            return prepare_remote(entry, sniff_bytes)
-
+    # (the pool's threads read dask.config, where the task has put its settings; pinned values are per thread)
     with _PREPARED_LOCK:
         for e in todo:
-            _PREPARED[e.path] = pool.submit(job, e)
+            _PREPARED[e.path] = pool.submit(prepare_remote, e, sniff_bytes)
     try:
         yield
     finally:

@@ -126,12 +126,15 @@ def suffix_claims() -> dict[str, str]:
     return {suffix: b.name for b in reversed(get_backends()) for suffix in b.suffixes}
 
 
-def sniff(path: str, head: bytes | None = None, *, nbytes: int = 1024) -> FormatBackend | None:
+def sniff(path: str, head: bytes | None = None, *, nbytes: int = 8192, is_dir: bool | None = None
+          ) -> FormatBackend | None:
     """Return the backend for the file or directory at `path`, or None when no backend claims it.
 
-    Detection is by content (magic bytes, Zarr metadata files), never by extension.
+    Detection is by content (magic bytes, Zarr metadata files), never by extension. `is_dir`: what the caller
+    already knows of `path` (a scan's listing), saving a ``stat``.
     """
-    is_dir = os.path.isdir(path)
+    if is_dir is None:
+        is_dir = os.path.isdir(path)
     if head is None:
         head = b""
         if not is_dir:

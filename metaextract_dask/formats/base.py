@@ -423,5 +423,8 @@ def attr_json_limit() -> int | None:
     from metaextract_dask import config
     from metaextract_dask.jsonutil import DEFAULT_ATTR_JSON_MAX
 
-    value = config.get("scan.attr-json-max-bytes", DEFAULT_ATTR_JSON_MAX)
-    return None if value is None else config.parse_bytes(value)
+    def compute() -> int | None:
+        value = config.get("scan.attr-json-max-bytes", DEFAULT_ATTR_JSON_MAX)
+        return None if value is None else config.parse_bytes(value)
+
+    return config.memo("attr-json-limit", compute)  # type: ignore[no-any-return]

@@ -7,9 +7,11 @@ pixel module, by the same rules that open it (:func:`pixel_layout`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import datetime as dt
+import functools
 import math
 import os
 import re
@@ -92,10 +94,28 @@ def parse_da(value: Any) -> dt.date | None:
         return None
 
 
+_TAGS: dict[str, Any] = {}
+
+
+def _value(ds: Any, keyword: str) -> Any:
+    """``ds.get(keyword)`` through the element's tag: pydicom's keyword lookup (``__getattr__``, the data
+    dictionary, ``Tag()``) costs more than the element itself, 30 times a file."""
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        from pydicom.datadict import tag_for_keyword
+        from pydicom.tag import BaseTag
+
+        tag = _TAGS.setdefault(keyword, BaseTag(tag_for_keyword(keyword)))
+    try:
+        return ds[tag].value
+    except KeyError:
+        return None
+
+
 def _get(ds: Any, keyword: str, problems: list[str] | None = None) -> Any:
     """``ds.get(keyword)``, None when the stored value does not parse (noted in `problems`)."""
     try:
-        return ds.get(keyword)
+        return _value(ds, keyword)
     except Exception as exc:  # pydicom converts on access: an IS of '1A' raises here
         if problems is not None:
             problems.append(f"invalid {keyword} value: {type(exc).__name__}: {exc}")
@@ -133,15 +153,15 @@ def pixel_layout(ds: Any) -> tuple[tuple[int, ...], np.dtype, list[str], int] | 
     ValueError
         If NumberOfFrames or SamplesPerPixel is present but not a positive integer.
     """
-    rows, cols, bits = ds.get("Rows"), ds.get("Columns"), ds.get("BitsAllocated")
+    rows, cols, bits = _value(ds, "Rows"), _value(ds, "Columns"), _value(ds, "BitsAllocated")
     if not rows or not cols or not bits:
         return None
-    frames = int(ds.get("NumberOfFrames") or 1)
-    samples = int(ds.get("SamplesPerPixel") or 1)
+    frames = int(_value(ds, "NumberOfFrames") or 1)
+    samples = int(_value(ds, "SamplesPerPixel") or 1)
     if frames < 1 or samples < 1:
         raise ValueError(f"invalid NumberOfFrames {frames} / SamplesPerPixel {samples}")
     bits = int(bits)
-    signed = int(ds.get("PixelRepresentation") or 0) == 1 and bits > 1
+    signed = int(_value(ds, "PixelRepresentation") or 0) == 1 and bits > 1
     itemsize = 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
     dtype = np.dtype(f"{'i' if signed else 'u'}{itemsize}").newbyteorder("<")
     shape = ((frames,) if frames > 1 else ()) + (int(rows), int(cols)) + ((samples,) if samples > 1 else ())
@@ -151,10 +171,10 @@ def pixel_layout(ds: Any) -> tuple[tuple[int, ...], np.dtype, list[str], int] | 
 
 def _units(ds: Any) -> str | None:
     """RescaleType, else Hounsfield units for CT (whose rescale gives HU by definition)."""
-    units = ds.get("RescaleType")
+    units = _value(ds, "RescaleType")
     if units:
         return str(units)
-    return "HU" if ds.get("Modality") == "CT" and ds.get("RescaleIntercept") not in (None, "") else None
+    return "HU" if _value(ds, "Modality") == "CT" and _value(ds, "RescaleIntercept") not in (None, "") else None
 
 
 def _plain(value: Any) -> Any:
@@ -212,8 +232,8 @@ def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
                 "dims": dims, "error": problem}
     attrs = {k: _typed("float" if k.startswith("Rescale") else "str", _get(ds, k))
              for k in ("PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "RescaleType") if k in ds}
-    attrs.update({k: int(ds.get(k)) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-                                               "SamplesPerPixel") if ds.get(k) is not None})
+    attrs.update({k: int(_value(ds, k)) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                                               "SamplesPerPixel") if _value(ds, k) is not None})
     return {
         "name": "PixelData",
         "kind": "dicom-pixels",
@@ -230,6 +250,81 @@ def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
     }
 
 
+@functools.cache
+def _vr_sets() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """VRs whose JSON value is binary (InlineBinary / BulkDataURI), integers, floats (as pydicom has them)."""
+    from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, FLOAT_VR, INT_VR, VR
+
+    return (frozenset(BYTES_VR | AMBIGUOUS_VR) - {VR.US_SS}, frozenset(INT_VR - {VR.AT}) | {VR.US_SS},
+            frozenset(FLOAT_VR))
+
+
+def _vm(value: Any) -> int:
+    """pydicom's ``DataElement.VM`` of a non-sequence value."""
+    from pydicom.valuerep import PersonName
+
+    if value is None:
+        return 0
+    if isinstance(value, (str, bytes, PersonName)):
+        return 1 if value else 0
+    try:
+        iter(value)
+    except TypeError:
+        return 1
+    return len(value)
+
+
+def _element_json(elem: Any, threshold: int, bulk: Any, sets: Any) -> dict[str, Any]:
+    """pydicom's ``DataElement.to_json_dict`` (the DICOM JSON model, PS3.18 F.2), value for value, without
+    its per-element property lookups and logging: the header JSON of a small object cost more than reading
+    it. ``tests/test_backend_dicom.py`` checks it equals pydicom's on pydicom's own test files."""
+    binary, ints, floats = sets
+    vr = elem.VR
+    out: dict[str, Any] = {"vr": vr}
+    value = elem.value
+    if vr in binary:
+        if _vm(value):
+            if len(value) > (threshold // 4) * 3:
+                out["BulkDataURI"] = bulk(elem)
+            else:
+                out["InlineBinary"] = base64.b64encode(value).decode("utf-8")
+        return out
+    if vr == "SQ":
+        out["Value"] = [_dataset_json(item, threshold, bulk, sets) for item in value]
+        return out
+    vm = _vm(value)
+    if not vm:
+        return out
+    if vr == "PN":
+        items = []
+        for v in (value if vm > 1 else [value]):
+            comps = v.components
+            entry = {"Alphabetic": comps[0]}
+            if len(comps) > 1:
+                entry["Ideographic"] = comps[1]
+            if len(comps) > 2:
+                entry["Phonetic"] = comps[2]
+            items.append(entry)
+        out["Value"] = items
+        return out
+    if vr == "AT":
+        out["Value"] = [format(v, "08X") for v in (value if vm > 1 else [value])]
+        return out
+    values = list(value) if vm > 1 else [value]
+    number = int if vr in ints else float if vr in floats else None
+    if number is not None:
+        from pydicom.dataelem import empty_value_for_VR
+
+        values = [number(v) if v is not None else empty_value_for_VR(vr) for v in values]
+    out["Value"] = values
+    return out
+
+
+def _dataset_json(ds: Any, threshold: int, bulk: Any, sets: Any) -> dict[str, Any]:
+    """pydicom's ``Dataset.to_json_dict`` through :func:`_element_json` (raises where pydicom would)."""
+    return {f"{tag:08X}": _element_json(ds[tag], threshold, bulk, sets) for tag in ds.keys()}
+
+
 def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]:
     """The DICOM JSON model of `ds` (file meta included), element by element: an element whose value does
     not parse keeps its VR without a value, and is reported."""
@@ -238,10 +333,11 @@ def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]
         # Large binary values (icons, overlays, private blobs) are referenced, not inlined.
         return f"omitted:{elem.tag:08X}"
 
+    sets = _vr_sets()
     out: dict[str, Any] = {}
     for part in (ds.file_meta, ds) if ds.file_meta else (ds,):
         try:
-            out.update(part.to_json_dict(threshold, bulk))
+            out.update(_dataset_json(part, threshold, bulk, sets))
             continue
         except Exception:  # find the elements at fault, keep the others
             pass
@@ -250,7 +346,7 @@ def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]
             raw = part.get_item(tag)
             vr = getattr(raw, "VR", None) or "UN"
             try:
-                out[key] = part[tag].to_json_dict(threshold, bulk)
+                out[key] = _element_json(part[tag], threshold, bulk, sets)
             except Exception as exc:  # the element's value (or its VR) does not parse
                 out[key] = {"vr": vr if vr in _JSON_VRS else "UN"}
                 problems.append(f"invalid value of {key} ({vr}): {type(exc).__name__}: {exc}")

@@ -6,6 +6,7 @@ netCDF-4 files are HDF5 files too; the netCDF backend (tried first) claims them.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import math
 import mmap
@@ -13,6 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +25,7 @@ from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache, stamp
 from metaextract_dask.jsonutil import capped_attrs, dumps, to_jsonable
 
 __all__ = ["HDF5Backend", "HDF5Array", "HDF5_MAGIC", "has_hdf5_magic", "dtype_string", "mapped_region",
-           "H5_FILES"]
+           "H5_FILES", "NETCDF4_MARKERS", "netcdf4_marked", "netcdf4_check_in_read", "netcdf4_check_deferred"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -38,6 +40,45 @@ _PLUGIN_IDS = {32000: "lzf", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle", 
 _HIDDEN_ATTRS = frozenset({"DIMENSION_LIST", "REFERENCE_LIST"})
 # A dimension scale's own markers: catalogued, but not attributes of the xarray variable (as h5netcdf does).
 _SCALE_ATTRS = frozenset({"CLASS", "NAME"})
+
+
+#: Attribute names netCDF-C writes: ``_NCProperties`` on the root group (netCDF-C >= 4.4, h5netcdf), the
+#: dimension bookkeeping on root objects (older writers). In a netCDF-4 file's first KiBs as plain bytes.
+NETCDF4_MARKERS = ("_NCProperties", "_Netcdf4Dimid", "_Netcdf4Coordinates")
+
+_CHECK_IN_READ: contextvars.ContextVar[bool] = contextvars.ContextVar("metaextract_netcdf4_check_in_read",
+                                                                      default=False)
+
+
+def netcdf4_marked(f: Any) -> bool:
+    """Whether an open h5py File is a netCDF-4 file: netCDF-C marks the root group or the root objects."""
+    if NETCDF4_MARKERS[0] in f.attrs:
+        return True
+    for name in f:
+        try:
+            keys = f[name].attrs
+            if NETCDF4_MARKERS[1] in keys or NETCDF4_MARKERS[2] in keys:
+                return True
+        except Exception:  # an object libhdf5 cannot open says nothing either way
+            continue
+    return False
+
+
+@contextmanager
+def netcdf4_check_in_read() -> Iterator[None]:
+    """Within this block (a scan's extraction), an HDF5 file whose head bytes carry no netCDF-4 marker goes to
+    the HDF5 backend unopened, and :meth:`HDF5Backend.read` tells netCDF-4 from plain HDF5 inside its own open
+    (handing a netCDF-4 file to the netCDF backend): one open per plain HDF5 file instead of two."""
+    token = _CHECK_IN_READ.set(True)
+    try:
+        yield
+    finally:
+        _CHECK_IN_READ.reset(token)
+
+
+def netcdf4_check_deferred() -> bool:
+    """True inside :func:`netcdf4_check_in_read`."""
+    return _CHECK_IN_READ.get()
 
 
 def has_hdf5_magic(head: bytes) -> bool:
@@ -66,8 +107,8 @@ def dtype_string(dt: np.dtype) -> str:
     return dt.str
 
 
-def _filters(dset: Any) -> list[dict[str, Any]]:
-    plist = dset.id.get_create_plist()
+def _filters(dset: Any, plist: Any = None) -> list[dict[str, Any]]:
+    plist = plist if plist is not None else dset.id.get_create_plist()
     out = []
     for i in range(plist.get_nfilters()):
         code, _flags, values, name = plist.get_filter(i)
@@ -80,15 +121,18 @@ def _filters(dset: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _raw_attrs(obj: Any) -> dict[str, Any]:
-    """Attribute values as h5py gives them, the hidden ones left out; an unreadable one is the exception
-    that reading it raised (one odd attribute type must not cost the object)."""
+def _raw_attrs(obj: Any, hidden: set[str] | None = None) -> dict[str, Any]:
+    """Attribute values as h5py gives them, the hidden ones left out (their names added to `hidden`); an
+    unreadable one is the exception that reading it raised (one odd attribute type must not cost the object)."""
     out: dict[str, Any] = {}
-    for key in obj.attrs:
+    attrs = obj.attrs  # h5py builds a new AttributeManager on every `.attrs`: once per object
+    for key in attrs:
         if key in _HIDDEN_ATTRS:
+            if hidden is not None:
+                hidden.add(key)
             continue
         try:
-            out[key] = obj.attrs[key]
+            out[key] = attrs[key]
         except Exception as exc:
             out[key] = exc
     return out
@@ -105,9 +149,18 @@ def _is_scale(dset: Any) -> bool:
     return dset.ndim == 1 and h5py.h5ds.is_scale(dset.id)
 
 
-def _dim_names(dset: Any) -> list[str | None]:
+def _dim_names(dset: Any, raw: dict[str, Any] | None = None, hidden: set[str] | None = None
+               ) -> list[str | None]:
     """Per axis: the dimension label, else the name of the first attached scale, else None. A dimension
-    scale is its own dimension."""
+    scale is its own dimension.
+
+    With the dataset's attributes at hand (`raw`, and the `hidden` names :func:`_raw_attrs` left out), a
+    dataset without dimension-scale attributes (``CLASS``, ``DIMENSION_LIST``, ``DIMENSION_LABELS``) costs no
+    libhdf5 dimension-scale call.
+    """
+    if raw is not None and hidden is not None and "DIMENSION_LIST" not in hidden and \
+            "DIMENSION_LABELS" not in raw and "CLASS" not in raw:
+        return [None] * dset.ndim
     if _is_scale(dset):
         return [dset.name.rsplit("/", 1)[-1]]
     names: list[str | None] = []
@@ -119,12 +172,13 @@ def _dim_names(dset: Any) -> list[str | None]:
     return names
 
 
-def _user_fill(dset: Any) -> Any:
+def _user_fill(dset: Any, plist: Any = None) -> Any:
     """The fill value the writer set (creation property), or None: the library default (0) marks nothing as
     missing."""
     import h5py
 
-    if dset.id.get_create_plist().fill_value_defined() != h5py.h5d.FILL_VALUE_USER_DEFINED:
+    plist = plist if plist is not None else dset.id.get_create_plist()
+    if plist.fill_value_defined() != h5py.h5d.FILL_VALUE_USER_DEFINED:
         return None
     return dset.fillvalue
 
@@ -133,9 +187,15 @@ def _walk(f: Any) -> list[tuple[str, Any]]:
     """(catalog name, object) of every group and dataset below the root, in h5py's visit order; an object
     libhdf5 cannot open (a corrupt header, storage past the end of the file) is the exception it raised, so
     that it costs its own row, not the file."""
-    names: list[str] = []
-    f.visit(names.append)  # names only: visititems would open every object inside one call
     found: list[tuple[str, Any]] = []
+    try:  # libhdf5 opens the objects during its own traversal: the cheap way, when every object opens
+        f.visititems(lambda name, obj: found.append(("/" + name, obj)))
+        return found
+    except Exception:
+        pass
+    names: list[str] = []
+    f.visit(names.append)  # names only, then one object at a time
+    found = []
     for name in names:
         try:
             found.append(("/" + name, f[name]))
@@ -158,14 +218,17 @@ def _units(attrs: dict[str, Any]) -> str | None:
 def dataset_row(name: str, dset: Any, limit: int | None = None) -> dict[str, Any]:
     """One ``arrays`` row for an h5py Dataset (`limit`: the attribute JSON cap). libhdf5 itself refuses to open
     a dataset whose contiguous storage runs past the end of the file."""
-    attrs = _json_attrs(dset, limit)
-    filters = _filters(dset)
+    hidden: set[str] = set()
+    raw = _raw_attrs(dset, hidden)
+    attrs = capped_attrs(raw.items(), limit)
+    plist = dset.id.get_create_plist()
+    filters = _filters(dset, plist)
     compression = next((f["name"] for f in filters if f["name"] not in _NOT_COMPRESSION), None)
     try:
-        fill = to_jsonable(_user_fill(dset))
+        fill = to_jsonable(_user_fill(dset, plist))
     except Exception:  # vlen fill values can't always be read back
         fill = None
-    dims = _dim_names(dset)
+    dims = _dim_names(dset, raw, hidden)
     dt = dset.dtype
     nbytes = int(dset.size or 0) * dt.itemsize if dt.kind != "O" else None
     return {
@@ -381,23 +444,39 @@ class HDF5Backend(FormatBackend):
     def read(self, path: str) -> Records:  # noqa: D102
         import h5py
 
-        rec = Records(format="hdf5")
         limit = attr_json_limit()
         with HDF5_LOCK, h5py.File(path, "r") as f:
-            rec.attrs = _json_attrs(f, limit)
-            rec.groups["/"] = {}  # its attributes are the file's (files.attrs): stored once
-            rec.format_version = f"superblock {f.id.get_create_plist().get_version()[0]}"
-            for full, obj in _walk(f):
-                if isinstance(obj, h5py.Dataset):
-                    try:
-                        rec.arrays.append(dataset_row(full, obj, limit))
-                    except Exception as exc:  # one odd dataset must not hide the others
-                        rec.arrays.append({"name": full, "kind": "dataset",
-                                           "error": f"{type(exc).__name__}: {exc}"})
-                elif isinstance(obj, Exception):
-                    rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(obj).__name__}: {obj}"})
-                elif isinstance(obj, h5py.Group):
-                    rec.groups[full] = {"attrs": _json_attrs(obj, limit)}
+            if not (_CHECK_IN_READ.get() and netcdf4_marked(f)):
+                return self._records(f, limit)
+        # netCDF-4 without a marker in its head bytes: h5py's handle is closed first, netCDF-C opens it now.
+        from metaextract_dask.formats import get_backend
+
+        try:
+            netcdf = get_backend("netcdf")
+            netcdf.require()
+        except (KeyError, ImportError):  # no netCDF backend here: its HDF5 view is still a catalog entry
+            with HDF5_LOCK, h5py.File(path, "r") as f:
+                return self._records(f, limit)
+        return netcdf.read(path)
+
+    @staticmethod
+    def _records(f: Any, limit: int | None) -> Records:
+        import h5py
+
+        rec = Records(format="hdf5")
+        rec.attrs = _json_attrs(f, limit)
+        rec.groups["/"] = {}  # its attributes are the file's (files.attrs): stored once
+        rec.format_version = f"superblock {f.id.get_create_plist().get_version()[0]}"
+        for full, obj in _walk(f):
+            if isinstance(obj, h5py.Dataset):
+                try:
+                    rec.arrays.append(dataset_row(full, obj, limit))
+                except Exception as exc:  # one odd dataset must not hide the others
+                    rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(exc).__name__}: {exc}"})
+            elif isinstance(obj, Exception):
+                rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(obj).__name__}: {obj}"})
+            elif isinstance(obj, h5py.Group):
+                rec.groups[full] = {"attrs": _json_attrs(obj, limit)}
         return rec
 
     def list_arrays(self, path: str) -> list[str]:  # noqa: D102

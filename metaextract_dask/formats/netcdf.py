@@ -15,13 +15,15 @@ import numpy as np
 from metaextract_dask.formats.base import ArraySpec, FormatBackend, MemberProxy, Records, as_text, \
     attr_json_limit, missing_array, truncation, unique_dims
 from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache
-from metaextract_dask.formats.hdf5 import HDF5Array, has_hdf5_magic, mapped_region
+from metaextract_dask.formats.hdf5 import NETCDF4_MARKERS, HDF5Array, has_hdf5_magic, mapped_region, \
+    netcdf4_check_deferred, netcdf4_marked
 from metaextract_dask.jsonutil import capped_attrs, dumps
 
 __all__ = ["NetCDFBackend", "NetCDFArray", "NetCDF4HDF5Array", "is_netcdf4"]
 
 _NC3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
 _NC_COMPRESSORS = ("zlib", "szip", "zstd", "bzip2", "blosc")
+_HEAD_MARKERS = tuple(m.encode() for m in NETCDF4_MARKERS)
 
 
 def is_netcdf4(path: str) -> bool:
@@ -30,16 +32,9 @@ def is_netcdf4(path: str) -> bool:
 
     try:
         with HDF5_LOCK, h5py.File(path, "r") as f:
-            if "_NCProperties" in f.attrs:
-                return True
-            # Files from netCDF-C < 4.4 or other writers: netCDF dimension bookkeeping on root objects.
-            for obj in f.values():
-                keys = obj.attrs.keys()
-                if "_Netcdf4Dimid" in keys or "_Netcdf4Coordinates" in keys:
-                    return True
+            return netcdf4_marked(f)
     except Exception:  # unreadable HDF5 (or no h5py): let the HDF5 backend report the error
         return False
-    return False
 
 
 def _raw_attrs(obj: Any) -> dict[str, Any]:
@@ -177,7 +172,13 @@ class NetCDFBackend(FormatBackend):
     def sniff(self, head: bytes, path: str) -> bool:  # noqa: D102
         if head[:4] in _NC3_MAGIC:
             return True
-        return has_hdf5_magic(head) and is_netcdf4(path)
+        if not has_hdf5_magic(head):
+            return False
+        # netCDF-C writes its marker attributes in the root object header, within the first KiBs: no open.
+        if any(marker in head for marker in _HEAD_MARKERS):
+            return True
+        # In a scan the HDF5 backend's own open tells (see hdf5.netcdf4_check_in_read); elsewhere, open here.
+        return not netcdf4_check_deferred() and is_netcdf4(path)
 
     def error_format(self, head: bytes) -> str:  # noqa: D102
         return "netcdf3" if head.startswith(b"CDF") else "netcdf4"
