@@ -373,6 +373,11 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     walker = _Walker(follow_symlinks, identities, PathFilter() if patterns is None else patterns)
     seen: set[str] = set()
     out: list[FileEntry] = []
+    paths = [os.fspath(p) for p in paths]
+    if any("://" in p for p in paths):  # many file URLs: their HEADs at once, not one after another
+        from metaextract_dask.sources import prime_infos
+
+        prime_infos(paths)
     for raw in paths:
         from metaextract_dask.remote import is_url, local_from_url
 

@@ -40,7 +40,7 @@ from metaextract_dask.formats.zarr import ZARR_MARKERS
 from metaextract_dask.watchdog import FileAbort
 
 __all__ = ["Source", "open_source", "prepare_remote", "prefetching", "discover_url", "local_path",
-           "remote_stamp", "Prepared"]
+           "remote_stamp", "Prepared", "prime_infos"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _FITS_BLOCK = 2880
@@ -450,6 +450,19 @@ def _walk_url(url: str, patterns: PathFilter, rel: str = "") -> Iterator[FileEnt
             yield child
 
 
+def prime_infos(paths: Sequence[str]) -> None:
+    """Ask the stores about many plain file URLs at once (concurrently), so that :func:`discover_url` of each
+    finds the answer cached. Failures are left for :func:`discover_url` to meet (and report) itself."""
+    by_protocol: dict[str, list[str]] = {}
+    for p in paths:
+        if remote.is_url(p) and not remote.has_glob(p) and not p.endswith("/"):
+            by_protocol.setdefault(p.split("://", 1)[0].lower(), []).append(p)
+    for urls in by_protocol.values():
+        if len(urls) > 1:
+            with contextlib.suppress(Exception):
+                remote.infos(urls)
+
+
 def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry]:
     """The files of a URL: a file, a directory the server lists (walked, Zarr stores as one entry each), or a
     glob. A listed file the server will not describe (404, a server error after the retries) is still an
@@ -483,7 +496,7 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
         found = list(_walk_url(url, patterns))
     else:
         try:
-            info = remote.remote_info(url)
+            info = remote.remote_info(url, max_age=2.0)  # fresh: a re-scan must see a changed file
         except FileNotFoundError:
             raise FileNotFoundError(f"input URL does not exist: {remote.redact(url)}") from None
         except (OSError, ValueError) as exc:
