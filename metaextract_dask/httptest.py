@@ -41,6 +41,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers: clients reuse connections
+    # Headers and body in separate small writes would otherwise meet the client's delayed ACK (Nagle): ~40 ms
+    # added to some answers that a real server does not add. Latency is what `latency` says, nothing more.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet

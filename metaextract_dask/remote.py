@@ -344,7 +344,7 @@ def _infos(fs: Any, urls: Sequence[str]) -> list[dict[str, Any] | BaseException]
             return await asyncio.gather(*(one(u) for u in batch))
 
         out: list[Any] = []
-        step = 64
+        step = 256  # requests in flight at once (aiohttp's connector holds 100 connections by default)
         for i in range(0, len(urls), step):
             out.extend(sync(fs.loop, gather, urls[i:i + step]))
         return out
@@ -386,9 +386,18 @@ def find_remote(url: str) -> list[str]:
 
 
 def is_remote_dir(url: str) -> bool:
-    """Is `url` a directory (HTTP: ends with ``/``, as servers list directories; other stores: ask)."""
+    """Is `url` a directory (HTTP: ends with ``/``, or redirects to the same URL with a ``/``, as servers
+    answer for a directory named without one; other stores: ask)."""
     if url.split("://", 1)[0].lower() in ("http", "https"):
-        return url.endswith("/")
+        if url.endswith("/"):
+            return True
+        fs = get_fs(url)
+        try:
+            info = fetch_retrying(lambda: fs.info(url), url)
+        except (OSError, ValueError):
+            return False  # the read of the file will say what is wrong
+        final = urlsplit(str(info.get("url") or "")).path
+        return final.endswith("/") and final.rstrip("/") == urlsplit(url).path.rstrip("/")
     fs = get_fs(url)
     try:
         return fetch_retrying(lambda: fs.isdir(url), url)
@@ -493,8 +502,14 @@ class RemoteFile:
         except (OSError, ValueError, TypeError, AttributeError):
             self.have = set()
         if not self.have:
-            with open(self.path, "wb") as f:  # a sparse file of the right size: holes where nothing is fetched
-                f.truncate(self.size)
+            # a sparse file of the right size (holes where nothing is fetched), private to this user; never
+            # truncated below its size, should another process be filling the same copy
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size != self.size:
+                    os.ftruncate(fd, self.size)
+            finally:
+                os.close(fd)
 
     def _save(self) -> None:
         meta = {"url": redact(self.url), "version": self.info.version, "size": self.size, "block": self.block,

@@ -408,17 +408,27 @@ def _zarr_store_entry(url: str) -> FileEntry:
     return FileEntry(url.rstrip("/"), size, mtime, True)
 
 
-def _walk_url(url: str, patterns: PathFilter, rel: str = "") -> Iterator[FileEntry | str]:
-    """Entries below a remote directory (files as URLs to be sized, stores and unlisted dirs as entries)."""
+class _Store(str):
+    """The URL of a Zarr store found by a walk (sized later, many at once)."""
+
+
+def _walk_url(url: str, patterns: PathFilter, rel: str = "",
+              listing: list[tuple[str, bool]] | None = None) -> Iterator[FileEntry | str]:
+    """Entries below a remote directory: files as URLs and Zarr stores as :class:`_Store` (both sized later,
+    many at once), unlisted directories as entries. Each directory is listed once (`listing`: its entries,
+    when the caller has them)."""
+    import fnmatch
+
     from metaextract_dask.discover import DIRECTORY_KIND
 
-    try:
-        entries = remote.list_remote(url.rstrip("/") + "/")
-    except Exception as exc:
-        yield FileEntry(url.rstrip("/"), 0, 0, True, DIRECTORY_KIND,
-                        f"{type(exc).__name__}: {remote.redact_text(str(exc))}")
-        return
-    names = {u.rsplit("/", 1)[-1] for u, _ in entries}
+    if listing is None:
+        try:
+            listing = remote.list_remote(url.rstrip("/") + "/")
+        except Exception as exc:
+            yield FileEntry(url.rstrip("/"), 0, 0, True, DIRECTORY_KIND,
+                            f"{type(exc).__name__}: {remote.redact_text(str(exc))}")
+            return
+    names = {u.rsplit("/", 1)[-1] for u, _ in listing}
     ignored: list[str] = []
     if IGNORE_FILE in names:
         try:
@@ -429,23 +439,23 @@ def _walk_url(url: str, patterns: PathFilter, rel: str = "") -> Iterator[FileEnt
         except Exception:
             ignored = []
         ignored.append(IGNORE_FILE)
-    import fnmatch
-
-    for child, is_dir in entries:
+    for child, is_dir in listing:
         name = child.rsplit("/", 1)[-1]
         if any(fnmatch.fnmatchcase(name, p) for p in ignored):
             continue
         sub = f"{rel}/{name}" if rel else name
         if is_dir:
             try:
-                inside = {u.rsplit("/", 1)[-1] for u, d in remote.list_remote(child + "/") if not d}
-            except Exception:
-                inside = set()
-            if inside & set(ZARR_MARKERS):
+                inner = remote.list_remote(child + "/")
+            except Exception as exc:
+                yield FileEntry(child, 0, 0, True, DIRECTORY_KIND,
+                                f"{type(exc).__name__}: {remote.redact_text(str(exc))}")
+                continue
+            if {u.rsplit("/", 1)[-1] for u, d in inner if not d} & set(ZARR_MARKERS):
                 if not patterns or patterns.keep_file(sub):
-                    yield _zarr_store_entry(child)
+                    yield _Store(child)
             elif not patterns or patterns.keep_dir(sub):
-                yield from _walk_url(child, patterns, sub)
+                yield from _walk_url(child, patterns, sub, inner)
         elif not patterns or patterns.keep_file(sub):
             yield child
 
@@ -493,7 +503,7 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
         names = {u.rsplit("/", 1)[-1] for u, d in listing if not d}
         if names & set(ZARR_MARKERS):
             return [_zarr_store_entry(url)]
-        found = list(_walk_url(url, patterns))
+        found = list(_walk_url(url, patterns, "", listing))
     else:
         try:
             info = remote.remote_info(url, max_age=2.0)  # fresh: a re-scan must see a changed file
@@ -505,10 +515,17 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
             # unreachable, or failing after the retries: an error row (its read says why), not a crash
             return [FileEntry(url, 0, 0, detail=f"{type(exc).__name__}: {remote.redact_text(str(exc))}")]
         return [_entry(url, info)]
-    urls = [f for f in found if isinstance(f, str)]
+    urls = [f for f in found if isinstance(f, str) and not isinstance(f, _Store)]
     infos = dict(zip(urls, remote.infos(urls)))
+    stores = [f for f in found if isinstance(f, _Store)]
+    if stores:  # each store is a listing walk and many HEADs: several stores at once
+        with ThreadPoolExecutor(max_workers=min(16, len(stores))) as pool:
+            sized = dict(zip(stores, pool.map(_zarr_store_entry, stores)))
     out: list[FileEntry] = []
     for f in found:
+        if isinstance(f, _Store):
+            out.append(sized[f])
+            continue
         if not isinstance(f, str):
             out.append(f)
             continue

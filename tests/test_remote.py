@@ -315,6 +315,10 @@ def test_arrays_and_profiles_of_remote_files(server: HTTPTestServer, sample_tree
     np.testing.assert_array_equal(a.values, b.values)
     assert a.to_dataset(name="tas").identical(b.to_dataset(name="tas"))
     assert a.dims == b.dims and list(a.attrs) == list(b.attrs)
+    import xarray as xr
+
+    ds = xr.open_dataset(server.url + "/netcdf/climate_cf.nc", engine="metaextract", chunks={})
+    assert ds["tas"].identical(a.drop_vars([c for c in a.coords if c not in ds["tas"].coords]))
     cat = scan([server.url + "/hdf5/", server.url + "/fits/"], tmp_path / "cat", client=client)
     result = profile(cat, client=client)
     stats = _rel(result, server.url).set_index(["path", "name"]) if "path" in result else None
