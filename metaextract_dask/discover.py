@@ -337,8 +337,8 @@ def _inside(path: str, dirs: list[str]) -> bool:
 
 
 def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool | None = None,
-             exclude: Iterable[str | os.PathLike[str]] = (), patterns: PathFilter | None = None
-             ) -> list[FileEntry]:
+             exclude: Iterable[str | os.PathLike[str]] = (), patterns: PathFilter | None = None,
+             remote_sizes: bool = True) -> list[FileEntry]:
     """List the files under `paths` (files, directories, Zarr stores), depth first in name order.
 
     Special entries (FIFOs, sockets, devices; symbolic links when `follow_symlinks` is off, dangling or
@@ -359,6 +359,9 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
         Include / exclude glob patterns for what the walk of a directory finds (default: the
         ``metaextract.scan.include`` / ``exclude`` settings). Paths given explicitly are always kept. Names
         listed in a directory's :data:`IGNORE_FILE` are left out in any case.
+    remote_sizes : bool, default True
+        Ask the store about every remote file a listing or glob finds (size, mtime, version). False leaves
+        them unsized (``size == -1``, :data:`metaextract_dask.sources.UNSIZED`): scans ask in their tasks.
 
     Raises
     ------
@@ -385,7 +388,7 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
         if is_url(text):  # fsspec URLs: listed by the store (metaextract_dask.sources)
             from metaextract_dask.sources import discover_url
 
-            for entry in discover_url(text, walker.patterns or PathFilter([], [])):
+            for entry in discover_url(text, walker.patterns or PathFilter([], []), sized=remote_sizes):
                 if entry.path not in seen:
                     seen.add(entry.path)
                     out.append(entry)
@@ -422,7 +425,7 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
     min_files = int(config.get("scan.batch-min-files", 16))
     per_thread = int(config.get("scan.tasks-per-thread", 4))
 
-    small = [e for e in entries if e.size < big]
+    small = [e for e in entries if e.size < big]  # (remote files listed unsized count as small)
     batches: list[list[FileEntry]] = [[e] for e in entries if e.size >= big]
     want = max(1, n_threads * per_thread)
     per_batch = min(max_files, max(min_files, math.ceil(len(small) / want))) if small else 1
@@ -434,7 +437,7 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
             batches.append(current)
             current, current_bytes = [], 0
         current.append(entry)
-        current_bytes += entry.size
+        current_bytes += max(entry.size, 0)
     if current:
         batches.append(current)
     return batches

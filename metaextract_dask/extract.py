@@ -77,7 +77,7 @@ def file_row(entry: FileEntry) -> dict[str, Any]:
     path = entry.catalog_path
     row: dict[str, Any] = {
         "path": path,
-        "size_bytes": entry.size,
+        "size_bytes": max(entry.size, 0),  # (a remote file listed unsized gets its size when it is read)
         "mtime": _EPOCH + dt.timedelta(microseconds=entry.mtime_us),
     }
     if path is not entry.path and "://" not in entry.path and not is_utf8_path(entry.path):
@@ -178,6 +178,9 @@ def _read(entry: FileEntry, sniff_bytes: int, seen: dict[str, Any] | None = None
     try:
         with sources.open_source(entry, sniff_bytes) as src:
             seen.update(compression=src.compression, uncompressed_bytes=src.uncompressed_bytes)
+            if src.info is not None:  # a remote file listed unsized: what the store said when asked
+                seen.update(size_bytes=src.info.size, remote_version=src.info.version,
+                            mtime=_EPOCH + dt.timedelta(microseconds=src.info.mtime_ns // 1000))
             head = src.head
             fmt = "binary"
             with netcdf4_check_in_read():  # plain HDF5 vs netCDF-4 decided inside the reader's one open

@@ -315,7 +315,10 @@ def scan(
         settings["file-timeout"] = file_timeout
     config.validate({"scan": settings, "cluster": {"n-workers": n_workers}})  # ValueError: unknown keys, bad values
     # The catalog is left out of its own scan, however it is reached (symlink, relative path).
-    entries = discover(paths, exclude=output_files(output), patterns=PathFilter(include, exclude))
+    # Remote files a listing finds are sized by the tasks that read them (many at once), except those the
+    # catalog already holds, which are asked about here to compare (see _size_known).
+    entries = discover(paths, exclude=output_files(output), patterns=PathFilter(include, exclude),
+                       remote_sizes=False)
     startup = 0.0
     threads = tasks = 0
     attempts: Counter[int] = Counter()
@@ -328,6 +331,7 @@ def scan(
         previous = (sink.manifest.get("summary") or {}) if sink.has_visible else {}
         if previous and previous.get("deidentify") != deid_mark:
             full = True  # rows written under another profile (or with identities) must all be replaced
+        entries = _size_known(entries, sink)
         plan = plan_scan(entries, sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
 
         def write_special() -> bool:
@@ -382,6 +386,29 @@ def scan(
         )
         sink.set_summary(summary, settings)
     return open_catalog(sink.output)
+
+
+def _size_known(entries: list[FileEntry], sink: Any) -> list[FileEntry]:
+    """Remote entries listed unsized whose path the catalog holds: asked about now (size, mtime, version, many
+    at once), so that unchanged files are recognised; new ones stay unsized and are asked about when read."""
+    unsized = [i for i, e in enumerate(entries) if e.size < 0]
+    if not unsized:
+        return entries
+    from metaextract_dask.remote import infos
+
+    known = set(sink.files_rows("batches", columns=["path"]).column("path").to_pylist())
+    known |= set(sink.files_rows("pending", columns=["path"]).column("path").to_pylist())
+    ask = [i for i in unsized if entries[i].catalog_path in known]
+    if not ask:
+        return entries
+    out = list(entries)
+    for i, info in zip(ask, infos([entries[i].path for i in ask])):
+        e = entries[i]
+        if isinstance(info, BaseException):  # the read asks again, and says why if it still fails
+            out[i] = e._replace(size=0, detail=f"{type(info).__name__}: {info}")
+        else:
+            out[i] = e._replace(size=info.size, mtime_ns=info.mtime_ns, version=info.version)
+    return out
 
 
 def _scope_of(path: str) -> str:

@@ -40,7 +40,7 @@ from metaextract_dask.formats.zarr import ZARR_MARKERS
 from metaextract_dask.watchdog import FileAbort
 
 __all__ = ["Source", "open_source", "prepare_remote", "prefetching", "discover_url", "local_path",
-           "remote_stamp", "Prepared", "prime_infos"]
+           "remote_stamp", "Prepared", "prime_infos", "UNSIZED"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _FITS_BLOCK = 2880
@@ -56,6 +56,7 @@ class Source:
     uncompressed_bytes: int | None = None
     version: str | None = None
     remote_file: remote.RemoteFile | None = None  # the sparse copy, when it may lack bytes a reader wants
+    info: remote.RemoteInfo | None = None  # size, mtime and version of an entry listed unsized
     _cleanup: list[Any] = field(default_factory=list)
 
     def read(self, backend: Any) -> Any:
@@ -79,6 +80,7 @@ class Prepared:
     path: str
     remote_file: remote.RemoteFile | None
     version: str | None
+    info: remote.RemoteInfo | None = None  # what the store said, when it was asked here
 
 
 def _deadline() -> float | None:
@@ -230,7 +232,8 @@ def prepare_remote(entry: FileEntry, sniff_bytes: int = 1024) -> Prepared:
     deadline = _deadline()
     if entry.is_dir:
         return Prepared(_mirror_zarr(entry, deadline), None, entry.version)
-    if entry.detail is not None:  # the store did not describe it when listed: ask again (raises if it still fails)
+    if entry.detail is not None or entry.size < 0:
+        # not asked about when listed (or the store did not answer then): ask now (raises if it fails)
         info = remote.remote_info(entry.path, max_age=0)
     else:
         info = remote.RemoteInfo(entry.size, entry.mtime_ns, entry.version)
@@ -250,7 +253,7 @@ def prepare_remote(entry: FileEntry, sniff_bytes: int = 1024) -> Prepared:
         elif head[128:132] == b"DICM":
             _prefetch_dicom(rf, deadline)
         # netCDF-3: the header is at the start (the head block); anything else: the head is all a reader needs
-    return Prepared(rf.path, rf, entry.version)
+    return Prepared(rf.path, rf, info.version, info)
 
 
 def _mirror_zarr(entry: FileEntry, deadline: float | None) -> str:
@@ -350,9 +353,11 @@ def open_source(entry: FileEntry, sniff_bytes: int = 1024) -> Iterator[Source]:
     rf: remote.RemoteFile | None = None
     version = entry.version
     path = entry.path
+    info: remote.RemoteInfo | None = None
     if remote.is_url(entry.path):
         prepared = _prepared(entry, sniff_bytes)
         path, rf, version = prepared.path, prepared.remote_file, prepared.version
+        info = prepared.info if entry.size < 0 else None
     if entry.is_dir:
         yield Source(path, b"", version=version)
         return
@@ -361,7 +366,8 @@ def open_source(entry: FileEntry, sniff_bytes: int = 1024) -> Iterator[Source]:
     kind = sniff_compression(head)
     if kind is None:
         try:
-            yield Source(path, head, version=version, remote_file=None if rf is None or rf.complete else rf)
+            yield Source(path, head, version=version, remote_file=None if rf is None or rf.complete else rf,
+                         info=info)
         finally:
             if rf is not None:
                 rf.close()
@@ -381,7 +387,7 @@ def open_source(entry: FileEntry, sniff_bytes: int = 1024) -> Iterator[Source]:
             raise
         with open(tmp, "rb") as f:
             inner = f.read(sniff_bytes)
-        yield Source(tmp, inner, compression=kind, uncompressed_bytes=total, version=version)
+        yield Source(tmp, inner, compression=kind, uncompressed_bytes=total, version=version, info=info)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -473,10 +479,18 @@ def prime_infos(paths: Sequence[str]) -> None:
                 remote.infos(urls)
 
 
-def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry]:
+#: ``FileEntry.size`` of a listed remote file not asked about yet (``discover(..., remote_sizes=False)``): the
+#: scan task that reads it asks the store (in parallel with its other files), and its row gets what it says.
+UNSIZED = -1
+
+
+def discover_url(url: str, patterns: PathFilter | None = None, sized: bool = True) -> list[FileEntry]:
     """The files of a URL: a file, a directory the server lists (walked, Zarr stores as one entry each), or a
     glob. A listed file the server will not describe (404, a server error after the retries) is still an
     entry (size 0): its read fails and it becomes an error row, so nothing found is lost.
+
+    With `sized` false, the files a listing or glob finds are not asked about here: their size is
+    :data:`UNSIZED` (scans ask in their tasks, many at once, instead of one client asking about every file).
 
     Raises
     ------
@@ -516,7 +530,10 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
             return [FileEntry(url, 0, 0, detail=f"{type(exc).__name__}: {remote.redact_text(str(exc))}")]
         return [_entry(url, info)]
     urls = [f for f in found if isinstance(f, str) and not isinstance(f, _Store)]
-    infos = dict(zip(urls, remote.infos(urls)))
+    if not sized:
+        infos: dict[str, Any] = {u: None for u in urls}
+    else:
+        infos = dict(zip(urls, remote.infos(urls)))
     stores = [f for f in found if isinstance(f, _Store)]
     if stores:  # each store is a listing walk and many HEADs: several stores at once
         with ThreadPoolExecutor(max_workers=min(16, len(stores))) as pool:
@@ -530,7 +547,9 @@ def discover_url(url: str, patterns: PathFilter | None = None) -> list[FileEntry
             out.append(f)
             continue
         info = infos[f]
-        if isinstance(info, BaseException):
+        if info is None:
+            out.append(FileEntry(f, UNSIZED, 0))
+        elif isinstance(info, BaseException):
             # listed but not answerable: an entry all the same (its read asks again, and says why if it
             # still fails), never dropped
             out.append(FileEntry(f, 0, 0, detail=f"{type(info).__name__}: {remote.redact_text(str(info))}"))
