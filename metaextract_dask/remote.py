@@ -36,7 +36,7 @@ from metaextract_dask import config
 
 __all__ = ["is_url", "local_from_url", "redact", "redact_text", "get_fs", "settings", "RemoteFile", "RemoteInfo",
            "remote_info", "fetch_retrying", "SECRET_PARAMS", "RemoteFetchError", "cache_dir", "list_remote",
-           "transient_http", "MissingFilesystemError", "find_remote", "glob_remote", "infos"]
+           "transient_http", "MissingFilesystemError", "find_remote", "glob_remote", "infos", "head_and_info"]
 
 #: Query parameters that carry secrets (pre-signed S3/GCS/Azure URLs, tokens); compared case-insensitively.
 SECRET_PARAMS = frozenset(p.lower() for p in (
@@ -445,6 +445,50 @@ def infos(urls: Sequence[str]) -> list[RemoteInfo | BaseException]:
     return out
 
 
+def head_and_info(url: str, nbytes: int, deadline: float | None = None) -> tuple[RemoteInfo, bytes | None]:
+    """What the store says about `url` and, over HTTP, its first `nbytes` bytes, in one request.
+
+    An HTTP ``GET`` with ``Range: bytes=0-(nbytes-1)`` answers with the file's first bytes *and* its size
+    (``Content-Range``), ETag and Last-Modified: a small file is then fetched whole by the request that sizes
+    it. Other stores: their ``info`` (the bytes come with the first block fetch); None for the bytes.
+    """
+    protocol = url.split("://", 1)[0].lower()
+    if protocol not in ("http", "https"):
+        return remote_info(url, max_age=0), None
+    fs = get_fs(url)
+
+    async def get() -> tuple[RemoteInfo | None, bytes]:
+        session = await fs.set_session()
+        kw = fs.kwargs.copy()
+        headers = dict(kw.pop("headers", {}) or {})
+        headers.update({"Range": f"bytes=0-{max(nbytes, 1) - 1}", "Accept-Encoding": "identity"})
+        async with session.get(fs.encode_url(url), headers=headers, **kw) as r:
+            data = await r.read()
+            h = r.headers
+            size: int | None
+            if r.status == 416:  # range not satisfiable: an empty file (its version: asked below)
+                return None, b""
+            elif r.status == 206 and "/" in h.get("Content-Range", ""):
+                total = h["Content-Range"].rsplit("/", 1)[1]
+                size = int(total) if total.isdigit() else None
+            else:
+                fs._raise_not_found_for_status(r, url)  # 404 -> FileNotFoundError; other errors raise
+                size = len(data)  # 200: the server sent the whole file
+            if size is None:  # "*": the server will not say (asked below)
+                return None, data
+            info = {"size": size, **{k: h[k] for k in ("ETag", "Last-Modified") if h.get(k)}}
+            return _to_info(info), data[:size]
+
+    from fsspec.asyn import sync
+
+    found, data = fetch_retrying(lambda: sync(fs.loop, get), url, deadline)
+    if found is None:  # (never inside the event loop: remote_info waits on it)
+        info = remote_info(url, max_age=0)
+        return info, data[:info.size]
+    _INFO_CACHE[url] = (time.monotonic(), found)
+    return found, data
+
+
 # --------------------------------------------------------------------------- #
 # the block cache
 # --------------------------------------------------------------------------- #
@@ -476,11 +520,26 @@ class RemoteFile:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.path = os.path.join(directory, key[:40] + os.path.splitext(urlsplit(redact(url)).path)[1][:12])
         self._blocks_path = self.path + ".blocks.json"
+        if self.persist:  # this URL has a copy here: later scans ask for its version before fetching (seen())
+            seen = self._seen_path(url)
+            if not os.path.exists(seen):
+                open(seen, "w").close()
         self.have: set[int] = set()
         self.requests = 0
         self.bytes = 0
         self._lock = threading.Lock()
         self._load()
+
+    @staticmethod
+    def _seen_path(url: str) -> str:
+        digest = hashlib.sha256(redact(url).encode()).hexdigest()[:40]
+        return os.path.join(cache_dir(), "remote", f"{digest}.seen")
+
+    @staticmethod
+    def seen(url: str) -> bool:
+        """True when the cache holds (or held) a copy of some version of `url`: worth asking which version
+        the store has now (a HEAD) before fetching anything."""
+        return bool(_setting("cache", True)) and os.path.exists(RemoteFile._seen_path(url))
 
     @property
     def n_blocks(self) -> int:
@@ -501,7 +560,9 @@ class RemoteFile:
                 self.have = set(range(self.n_blocks)) if meta.get("complete") else set(meta.get("blocks", []))
         except (OSError, ValueError, TypeError, AttributeError):
             self.have = set()
-        if not self.have:
+        if self.size == 0:
+            self.have = {0}  # nothing to fetch
+        if not self.have or self.size == 0:
             # a sparse file of the right size (holes where nothing is fetched), private to this user; never
             # truncated below its size, should another process be filling the same copy
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -548,6 +609,22 @@ class RemoteFile:
         with self._lock:
             self.have = set(range(self.n_blocks))
             self._save()
+
+    def put(self, offset: int, data: bytes) -> None:
+        """Bytes fetched otherwise (the head of :func:`head_and_info`): written, and the blocks they cover
+        whole are held."""
+        if not data or self.complete:
+            return
+        self._write(offset, data)
+        end = min(offset + len(data), self.size)
+        whole = [b for b in range(-(-offset // self.block), self.n_blocks)
+                 if min((b + 1) * self.block, self.size) <= end]
+        if whole:
+            self.requests += 1
+            self.bytes += len(data)
+            with self._lock:
+                self.have.update(whole)
+                self._save()
 
     def fetch_blocks(self, blocks: Iterable[int], deadline: float | None = None) -> None:
         """Fetch `blocks` (adjacent ones as one range), all ranges in one concurrent ``cat_ranges`` call."""

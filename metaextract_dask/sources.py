@@ -232,13 +232,21 @@ def prepare_remote(entry: FileEntry, sniff_bytes: int = 1024) -> Prepared:
     deadline = _deadline()
     if entry.is_dir:
         return Prepared(_mirror_zarr(entry, deadline), None, entry.version)
+    whole = config.parse_bytes(config.get("remote.whole-file-bytes", "8MiB"))
+    first: bytes | None = None
     if entry.detail is not None or entry.size < 0:
-        # not asked about when listed (or the store did not answer then): ask now (raises if it fails)
-        info = remote.remote_info(entry.path, max_age=0)
+        # not asked about when listed (or the store did not answer then): ask now, over HTTP with the same
+        # request that fetches the file's first bytes (all of a small file), unless the cache has had a copy
+        # (then only the version is asked: an unchanged file is not fetched again). Raises if it still fails.
+        if remote.RemoteFile.seen(entry.path):
+            info = remote.remote_info(entry.path, max_age=0)
+        else:
+            info, first = remote.head_and_info(entry.path, whole, deadline)
     else:
         info = remote.RemoteInfo(entry.size, entry.mtime_ns, entry.version)
     rf = remote.RemoteFile(entry.path, info)
-    whole = config.parse_bytes(config.get("remote.whole-file-bytes", "8MiB"))
+    if first is not None:
+        rf.put(0, first)
     if rf.size <= whole:
         rf.fetch_all(deadline)
     elif not rf.complete:
