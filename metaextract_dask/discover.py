@@ -17,13 +17,13 @@ import fnmatch
 import math
 import os
 import stat
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 from metaextract_dask import config
 from metaextract_dask.formats.zarr import is_zarr_store
 
-__all__ = ["FileEntry", "discover", "plan_batches", "encode_path", "decode_path", "is_utf8_path",
+__all__ = ["FileEntry", "Batch", "discover", "plan_batches", "encode_path", "decode_path", "is_utf8_path",
            "SPECIAL_KINDS", "DIRECTORY_KIND", "IGNORE_FILE", "PathFilter"]
 
 #: ``kind`` of special entries (catalogued as ``format = "special"``, never opened).
@@ -109,6 +109,35 @@ def decode_path(text: str) -> str:
         raw += ch.encode("utf-8", "surrogateescape")
         i += 1
     return os.fsdecode(bytes(raw))
+
+
+class Batch(Sequence[Any]):
+    """A batch of items (file entries, path pairs) travelling to a dask task as one opaque argument.
+
+    ``Client.submit`` walks list and tuple arguments element by element looking for futures: for a batch of
+    FileEntry named tuples that cost the client ~0.17 ms a file, on the core the workers need. This sequence
+    is not a list, so dask passes it as it is; it pickles as its list.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = list(items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Batch, (self.items,))
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.items)} items)"
 
 
 class FileEntry(NamedTuple):

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from metaextract_dask import config
 from metaextract_dask.catalog import Catalog, open_catalog
 from metaextract_dask.cluster import connect
-from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, PathFilter, discover, encode_path, plan_batches
+from metaextract_dask.discover import DIRECTORY_KIND, Batch, FileEntry, PathFilter, discover, encode_path, plan_batches
 from metaextract_dask.extract import error_tables, extract_batch, hash_batch, special_tables
 from metaextract_dask.progress import PROGRESS_TOPIC, Progress
 from metaextract_dask.sinks import open_sink, output_files
@@ -173,7 +173,7 @@ def _verify_hashes(c: Any, plan: ScanPlan, threads: int, settings: dict[str, Any
     entries = [e for e, _ in plan.verify]
     stored = dict((e.path, h) for e, h in plan.verify)
     batches = plan_batches(entries, threads)
-    futures = c.map(hash_batch, batches, settings=settings, pure=False)
+    futures = c.map(hash_batch, [Batch(b) for b in batches], settings=settings, pure=False)
     for batch, future in zip(batches, futures):
         try:
             hashes = future.result()
@@ -465,7 +465,7 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
 
     def submit(batch: list[FileEntry]) -> None:
         nonlocal tasks
-        future = c.submit(extract_batch, batch, settings, deidentify, interval, remote_conf, pure=False)
+        future = c.submit(extract_batch, Batch(batch), settings, deidentify, interval, remote_conf, pure=False)
         running[future.key] = batch
         ac.add(future)
         tasks += 1

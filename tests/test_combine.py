@@ -224,7 +224,10 @@ def test_drift_cli(ensemble: dict[str, Any], capsys: pytest.CaptureFixture[str])
     assert "x_units.nc: tas: units degC (majority: K)" in out
     assert main(["drift", ensemble["cat"].path, "--json", "--no-attrs"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {r["group"] for r in data["predictions"]} == {"netcdf4", "hdf5"}  # the corrupt file: an hdf5 error row
+    # the corrupt file is a netcdf4 error row (its netCDF-C marker is in the bytes left), in its group's predictions
+    assert {r["group"] for r in data["predictions"]} == {"netcdf4"}
+    (pred,) = data["predictions"]
+    assert pred["files"] == 16 and "1 file(s) or array(s) cannot be read" in pred["xarray_open_mfdataset"]
     assert main(["drift", str(ensemble["root"])]) == 1  # not a catalog: a message, no traceback
     assert "not a metaextract catalog" in capsys.readouterr().err
 

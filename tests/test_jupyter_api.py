@@ -33,6 +33,30 @@ def test_module_dir_lists_the_lazy_names() -> None:
     assert mx.extract.__module__ == "metaextract_dask.lazy"  # the function, not the worker module
 
 
+def test_package_imports_its_api_lazily_and_keeps_function_names() -> None:
+    """`import metaextract_dask` loads neither pandas nor pyarrow nor distributed (the CLI's --help pays only
+    for argparse and the config defaults); importing the submodules named like functions (scan, extract)
+    leaves mx.scan / mx.extract the functions."""
+    import subprocess
+    import sys
+
+    code = ("import sys, metaextract_dask as mx, dask.config; "
+            "assert dask.config.get('metaextract.scan.batch-max-files') == 400; "
+            "print(sorted(m for m in ('pandas', 'pyarrow', 'distributed', 'h5py', 'xarray') if m in sys.modules)); "
+            "import metaextract_dask.scan, metaextract_dask.extract; "
+            "print(mx.scan.__module__, mx.extract.__module__, type(mx.ScanSummary).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "metaextract_dask.scan metaextract_dask.lazy type"
+    from metaextract_dask.discover import Batch, FileEntry
+    import pickle
+
+    batch = Batch([FileEntry("/a", 1, 2, False, "")])
+    assert not isinstance(batch, (list, tuple))  # dask does not walk it looking for futures
+    again = pickle.loads(pickle.dumps(batch))
+    assert list(again) == list(batch) and len(again) == 1 and again[0].path == "/a"
+
+
 def test_extract_is_lazy_and_equals_the_scanned_catalog(sample_tree: Any, catalog: Any, client: Any,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import sys

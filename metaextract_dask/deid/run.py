@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from metaextract_dask import config
 from metaextract_dask.deid.keys import SecretKey, load_key
 from metaextract_dask.deid.profile import Profile, burned_in_reasons, table_source
-from metaextract_dask.discover import FileEntry, discover, plan_batches
+from metaextract_dask.discover import Batch, FileEntry, discover, plan_batches
 from metaextract_dask.progress import Progress
 
 __all__ = ["REPORT", "STATE_DIR", "DeidSummary", "deid_batch", "deidentify", "mirror_paths", "read_report"]
@@ -308,8 +308,8 @@ def _run(c: Any, todo: list[tuple[str, str]], out: Path, profile: Profile, copy_
     fake = [FileEntry(s, sizes[s], 0, False, "") for s, _ in todo]  # batches sized as the scan's
     rel_of = dict(todo)
     batches = [[(e.path, rel_of[e.path]) for e in b] for b in plan_batches(fake, threads)]
-    futures = c.map(deid_batch, batches, out_dir=str(out), profile=profile, copy_flagged=copy_flagged,
-                    want_map=map_parts is not None, pure=False)
+    futures = c.map(deid_batch, [Batch(b) for b in batches], out_dir=str(out), profile=profile,
+                    copy_flagged=copy_flagged, want_map=map_parts is not None, pure=False)
     stamp = f"{time.time_ns():020d}"
     with Progress(len(todo), progress) as bar:
         for i, future in enumerate(as_completed(futures, loop=c.loop)):

@@ -97,6 +97,13 @@ def parse_da(value: Any) -> dt.date | None:
 _TAGS: dict[str, Any] = {}
 
 
+@functools.cache
+def _data_element() -> type:
+    from pydicom.dataelem import DataElement
+
+    return DataElement
+
+
 def _value(ds: Any, keyword: str) -> Any:
     """``ds.get(keyword)`` through the element's tag: pydicom's keyword lookup (``__getattr__``, the data
     dictionary, ``Tag()``) costs more than the element itself, 30 times a file."""
@@ -106,8 +113,11 @@ def _value(ds: Any, keyword: str) -> Any:
         from pydicom.tag import BaseTag
 
         tag = _TAGS.setdefault(keyword, BaseTag(tag_for_keyword(keyword)))
+    elem = getattr(ds, "_dict", {}).get(tag)  # after the header JSON, elements are converted already
+    if elem is not None and isinstance(elem, _data_element()):
+        return elem.value
     try:
-        return ds[tag].value
+        return ds[tag].value  # not converted yet (or a pydicom without _dict): pydicom's own path
     except KeyError:
         return None
 
