@@ -513,7 +513,7 @@ class RemoteFile:
         self.url = url
         self.info = info
         self.size = int(info.size)
-        self.block = max(4096, config.parse_bytes(_setting("block-size", "8MiB")))
+        self.block = max(4096, config.parse_bytes(_setting("block-size", "4MiB")))
         self.persist = bool(_setting("cache", True)) if persist is None else persist
         key = hashlib.sha256(f"{redact(url)}\0{info.version}\0{info.size}\0{info.mtime_ns}".encode()).hexdigest()
         directory = os.path.join(cache_dir(), "remote")

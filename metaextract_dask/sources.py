@@ -232,7 +232,7 @@ def prepare_remote(entry: FileEntry, sniff_bytes: int = 1024) -> Prepared:
     deadline = _deadline()
     if entry.is_dir:
         return Prepared(_mirror_zarr(entry, deadline), None, entry.version)
-    whole = config.parse_bytes(config.get("remote.whole-file-bytes", "8MiB"))
+    whole = config.parse_bytes(config.get("remote.whole-file-bytes", "4MiB"))
     first: bytes | None = None
     if entry.detail is not None or entry.size < 0:
         # not asked about when listed (or the store did not answer then): ask now, over HTTP with the same
