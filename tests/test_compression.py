@@ -211,3 +211,23 @@ def test_catalogs_without_the_new_columns_still_open_and_rescan(sample_tree: tup
     assert len(files) == 2 and files["compression"].isna().all() and files["remote_version"].isna().all()
     again = scan([root / "netcdf"], out, client=client)
     assert again.scan_summary["read"] == 0 and again.scan_summary["unchanged"] == 2
+
+
+def test_sql_catalogs_without_the_new_columns_get_them(sample_tree: tuple[Path, dict[str, Any]], tmp_path: Path,
+                                                       client: Any) -> None:
+    """An SQLite catalog created before the new `files` columns: the next scan adds them (nullable)."""
+    import sqlite3
+
+    root, _ = sample_tree
+    db = tmp_path / "cat.db"
+    scan([root / "netcdf"], f"sqlite:///{db}", client=client)
+    with sqlite3.connect(db) as conn:
+        for col in ("compression", "uncompressed_bytes", "remote_version"):
+            conn.execute(f'ALTER TABLE files DROP COLUMN "{col}"')
+    again = scan([root / "netcdf"], f"sqlite:///{db}", client=client)
+    assert again.scan_summary["read"] == 0 and again.scan_summary["unchanged"] == 2
+    with sqlite3.connect(db) as conn:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(files)")}
+    assert {"compression", "uncompressed_bytes", "remote_version"} <= cols
+    files = again.to_pandas("files")
+    assert len(files) == 2 and files["compression"].isna().all()
