@@ -11,16 +11,18 @@ from __future__ import annotations
 import sys
 import types
 
-# The one eager import: it merges the metaextract.yaml defaults into dask.config, so that
-# dask.config.get("metaextract....") answers as soon as the package is imported. Everything else loads on
-# first use, so that `metaextract-dask --help` and `info` pay only for what they run (pandas, pyarrow and
-# distributed cost most of a second to import).
-from metaextract_dask import config  # noqa: F401
+# Nothing heavy is imported here: `metaextract-dask --help` pays for argparse only (dask alone takes ~0.3 s to
+# import, pandas and pyarrow most of a second). The metaextract.yaml defaults join dask.config when
+# metaextract_dask.config is first imported: by any function of the API (mx.scan, ...), by any worker task,
+# or right here when dask is imported already (so `dask.config.get("metaextract....")` answers).
+if "dask.config" in sys.modules:
+    from metaextract_dask import config  # noqa: F401
 
 __version__ = "0.1.0"
 
 # {name: module that defines it}, loaded on first attribute access.
 _LAZY = {
+    "config": "metaextract_dask",  # the submodule itself
     "Catalog": "metaextract_dask.catalog",
     "SQLCatalog": "metaextract_dask.catalog",
     "open_catalog": "metaextract_dask.catalog",
@@ -42,7 +44,7 @@ _LAZY = {
     "export": "metaextract_dask.transfer",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *(name for name in _LAZY if name != "config")]
 
 
 class _Package(types.ModuleType):
@@ -50,7 +52,7 @@ class _Package(types.ModuleType):
     package attributes, which would hide the functions ``mx.scan`` / ``mx.extract`` of the same names."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
+        if name in _LAZY and name != "config" and isinstance(value, types.ModuleType):
             return  # the import system binding a submodule: the name stays the function's
         super().__setattr__(name, value)
 
@@ -64,6 +66,8 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'metaextract_dask' has no attribute {name!r}")
     import importlib
 
+    if name == "config":
+        return importlib.import_module("metaextract_dask.config")  # binds itself as the attribute
     value = getattr(importlib.import_module(target), name)
     globals()[name] = value  # later accesses are plain attribute lookups
     return value

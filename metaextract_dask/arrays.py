@@ -76,9 +76,10 @@ def _backend_of(path: str, engine: str | None = None) -> FormatBackend:
     if engine is not None:
         backend = get_backend(engine)
     else:
-        if not os.path.exists(path):
+        local = _local(path)
+        if not os.path.exists(local):
             raise FileNotFoundError(path)
-        found = sniff(path)
+        found = sniff(local)
         if found is None:
             raise ValueError(f"{path}: not a file of any known format")
         backend = found
@@ -86,6 +87,14 @@ def _backend_of(path: str, engine: str | None = None) -> FormatBackend:
         raise ValueError(f"{path}: format {backend.name!r} has no lazy arrays")
     backend.require()
     return backend
+
+
+def _local(path: str) -> str:
+    """A URL or a compressed file as a local file with its whole content (fetched or decompressed once into
+    the cache, :func:`metaextract_dask.sources.local_path`); a plain local path as it is."""
+    from metaextract_dask.sources import local_path
+
+    return local_path(path)
 
 
 def _current_memory_limit() -> int | None:
@@ -228,7 +237,7 @@ def open_array(path: PathLike, name: str, *, engine: str | None = None, decode: 
     """
     from metaextract_dask.datasets import open_variable
 
-    path = os.fspath(path)
+    path = _local(os.fspath(path))
     return open_variable(_backend_of(path, engine), path, name, decode=decode, chunks=chunks,
                          memory_limit=memory_limit, coords=coords)
 
@@ -250,7 +259,7 @@ def _open_raw(path: PathLike, name: str, *, engine: str | None = None, memory_li
 def list_arrays(path: PathLike, *, engine: str | None = None) -> list[str]:
     """Names of the arrays of `path` that :func:`open_array` opens (catalog spelling; kinds a backend lists
     but does not open, such as FITS tables, left out)."""
-    path = os.fspath(path)
+    path = _local(os.fspath(path))
     return _backend_of(path, engine).list_arrays(path)
 
 
@@ -279,7 +288,7 @@ def open_arrays(path: PathLike, *, engine: str | None = None, group: str | None 
     """
     from metaextract_dask.datasets import open_group
 
-    path = os.fspath(path)
+    path = _local(os.fspath(path))
     return open_group(_backend_of(path, engine), path, group or "/", decode=decode, chunks=chunks,
                       memory_limit=memory_limit, drop_variables=drop_variables)
 
@@ -298,7 +307,7 @@ def open_datatree(path: PathLike, *, engine: str | None = None, decode: bool | M
     """
     from metaextract_dask.datasets import open_tree
 
-    path = os.fspath(path)
+    path = _local(os.fspath(path))
     return open_tree(_backend_of(path, engine), path, decode=decode, chunks=chunks, memory_limit=memory_limit,
                      drop_variables=drop_variables)
 
@@ -338,9 +347,16 @@ def open_dicom_series(paths: PathLike | Iterable[PathLike], *, decode: bool = Tr
     import xarray as xr
 
     from metaextract_dask.formats.dicom import series_files, series_spec
+    from metaextract_dask.remote import is_url
 
     get_backend("dicom").require()
-    spec = series_spec(series_files(paths))
+    if isinstance(paths, str) and is_url(paths):  # a URL: one file, or a directory the server lists
+        from metaextract_dask.sources import discover_url
+
+        files = [e.path for e in discover_url(paths) if not e.special and not e.is_dir]
+    else:
+        files = series_files(paths)
+    spec = series_spec([_local(p) for p in files])
     arr = _to_dataarray(spec, "PixelData", "dicom", decode=decode, chunks=chunks, memory_limit=memory_limit)
     if decode and "scale_factor" in spec.coords:  # slope/intercept vary by slice: applied slice by slice
         scale = xr.DataArray(spec.coords["scale_factor"][1], dims="slice")

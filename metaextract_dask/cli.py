@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "Prints the dashboard link, progress and a summary; unreadable files become\n"
                                 "error rows (exit status 0).",
                     example="metaextract-dask scan /data/run42 -o catalog --exclude '*.tmp' --profile")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="files, directories, Zarr stores, or fsspec URLs (https://host/data/, s3://bucket/prefix/, "
+                        "'https://host/files/*.nc'); gzip/bz2/xz/zstd files are read through decompression")
     p.add_argument("-o", "--output", required=True, metavar="CATALOG",
                    help="catalog directory, or SQLAlchemy URL of a database (sqlite:///catalog.db, "
                         "postgresql://user@host:5432/db)")

@@ -155,6 +155,8 @@ class FileEntry(NamedTuple):
     is_dir: bool = False
     kind: str = ""
     detail: str | None = None
+    version: str | None = None  # remote files: the ETag (else Last-Modified) the store gave
+
 
     @property
     def mtime_us(self) -> int:
@@ -163,7 +165,11 @@ class FileEntry(NamedTuple):
 
     @property
     def catalog_path(self) -> str:
-        """The path as stored in the catalog (:func:`encode_path`)."""
+        """The path as stored in the catalog (:func:`encode_path`; URLs without credentials)."""
+        if "://" in self.path:
+            from metaextract_dask.remote import redact
+
+            return encode_path(redact(self.path))
         return encode_path(self.path)
 
     @property
@@ -360,8 +366,8 @@ def _inside(path: str, dirs: list[str]) -> bool:
 
 
 def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool | None = None,
-             exclude: Iterable[str | os.PathLike[str]] = (), patterns: PathFilter | None = None
-             ) -> list[FileEntry]:
+             exclude: Iterable[str | os.PathLike[str]] = (), patterns: PathFilter | None = None,
+             remote_sizes: bool = True) -> list[FileEntry]:
     """List the files under `paths` (files, directories, Zarr stores), depth first in name order.
 
     Special entries (FIFOs, sockets, devices; symbolic links when `follow_symlinks` is off, dangling or
@@ -371,7 +377,8 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     Parameters
     ----------
     paths : iterable of path
-        Files, directories and Zarr stores.
+        Files, directories and Zarr stores; fsspec URLs (``https://host/dir/``, ``s3://bucket/prefix/``,
+        globs such as ``https://host/files/*.nc``) too, ``file://`` URLs as local paths.
     follow_symlinks : bool, optional
         Default ``metaextract.scan.follow-symlinks``.
     exclude : iterable of path
@@ -381,6 +388,9 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
         Include / exclude glob patterns for what the walk of a directory finds (default: the
         ``metaextract.scan.include`` / ``exclude`` settings). Paths given explicitly are always kept. Names
         listed in a directory's :data:`IGNORE_FILE` are left out in any case.
+    remote_sizes : bool, default True
+        Ask the store about every remote file a listing or glob finds (size, mtime, version). False leaves
+        them unsized (``size == -1``, :data:`metaextract_dask.sources.UNSIZED`): scans ask in their tasks.
 
     Raises
     ------
@@ -395,8 +405,24 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     walker = _Walker(follow_symlinks, identities, PathFilter() if patterns is None else patterns)
     seen: set[str] = set()
     out: list[FileEntry] = []
+    paths = [os.fspath(p) for p in paths]
+    if any("://" in p for p in paths):  # many file URLs: their HEADs at once, not one after another
+        from metaextract_dask.sources import prime_infos
+
+        prime_infos(paths)
     for raw in paths:
-        path = os.path.abspath(os.fspath(raw))
+        from metaextract_dask.remote import is_url, local_from_url
+
+        text = local_from_url(os.fspath(raw))
+        if is_url(text):  # fsspec URLs: listed by the store (metaextract_dask.sources)
+            from metaextract_dask.sources import discover_url
+
+            for entry in discover_url(text, walker.patterns or PathFilter([], []), sized=remote_sizes):
+                if entry.path not in seen:
+                    seen.add(entry.path)
+                    out.append(entry)
+            continue
+        path = os.path.abspath(text)
         if not os.path.exists(path):
             raise FileNotFoundError(f"input path does not exist: {raw}")
         if excluded_real and _inside(path, excluded_real):
@@ -428,7 +454,7 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
     min_files = int(config.get("scan.batch-min-files", 16))
     per_thread = int(config.get("scan.tasks-per-thread", 4))
 
-    small = [e for e in entries if e.size < big]
+    small = [e for e in entries if e.size < big]  # (remote files listed unsized count as small)
     batches: list[list[FileEntry]] = [[e] for e in entries if e.size >= big]
     want = max(1, n_threads * per_thread)
     per_batch = min(max_files, max(min_files, math.ceil(len(small) / want))) if small else 1
@@ -440,7 +466,7 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
             batches.append(current)
             current, current_bytes = [], 0
         current.append(entry)
-        current_bytes += entry.size
+        current_bytes += max(entry.size, 0)
     if current:
         batches.append(current)
     return batches

@@ -28,7 +28,7 @@ from typing import Any
 import dask.config
 import pyarrow as pa
 
-from metaextract_dask import config
+from metaextract_dask import config, remote, sources
 from metaextract_dask.discover import DIRECTORY_KIND, FileEntry, encode_path, is_utf8_path
 from metaextract_dask.formats import sniff, suffix_claims
 from metaextract_dask.formats.base import Records
@@ -77,11 +77,13 @@ def file_row(entry: FileEntry) -> dict[str, Any]:
     path = entry.catalog_path
     row: dict[str, Any] = {
         "path": path,
-        "size_bytes": entry.size,
+        "size_bytes": max(entry.size, 0),  # (a remote file listed unsized gets its size when it is read)
         "mtime": _EPOCH + dt.timedelta(microseconds=entry.mtime_us),
     }
-    if path is not entry.path and not is_utf8_path(entry.path):  # encode_path returns its input unchanged
-        row["warnings"] = [NON_UTF8_WARNING]
+    if path is not entry.path and "://" not in entry.path and not is_utf8_path(entry.path):
+        row["warnings"] = [NON_UTF8_WARNING]  # (encode_path returns its input unchanged)
+    if entry.version is not None:
+        row["remote_version"] = entry.version
     return row
 
 
@@ -168,22 +170,37 @@ class _Failure(Exception):
         self.exc = exc
 
 
-def _read(entry: FileEntry, sniff_bytes: int) -> tuple[str, Records]:
-    fmt = "binary"
-    head = b""
+def _read(entry: FileEntry, sniff_bytes: int, seen: dict[str, Any] | None = None) -> tuple[str, Records]:
+    # The reader gets a local path (metaextract_dask.sources): the file itself, the local copy of a remote
+    # file holding the bytes it needs, or the decompressed content of a compressed file.
+    fmt = "unknown" if "://" in entry.path else "binary"  # a remote file that cannot be fetched is not binary
+    seen = {} if seen is None else seen
     try:
-        if not entry.is_dir:
-            with open(entry.path, "rb") as f:
-                head = f.read(sniff_bytes)
-        with netcdf4_check_in_read():  # plain HDF5 vs netCDF-4 decided inside the reader's one open
-            reader = sniff(entry.path, head, is_dir=entry.is_dir)
-        if reader is None:
-            return fmt, Records(format="binary", attrs=classify_unknown(head, entry.path))
-        fmt = reader.error_format(head)  # what an error row says, should the read fail
-        reader.require()  # a missing library: an error row naming the package to install
-        with netcdf4_check_in_read():
-            return fmt, reader.read(entry.path)
+        with sources.open_source(entry, sniff_bytes) as src:
+            seen.update(compression=src.compression, uncompressed_bytes=src.uncompressed_bytes)
+            if src.info is not None:  # a remote file listed unsized: what the store said when asked
+                seen.update(size_bytes=src.info.size, remote_version=src.info.version,
+                            mtime=_EPOCH + dt.timedelta(microseconds=src.info.mtime_ns // 1000))
+            head = src.head
+            fmt = "binary"
+            with netcdf4_check_in_read():  # plain HDF5 vs netCDF-4 decided inside the reader's one open
+                reader = sniff(src.path, head, is_dir=entry.is_dir)
+            if reader is None:
+                return fmt, Records(format="binary", attrs=classify_unknown(head, entry.path))
+            fmt = reader.error_format(head)  # what an error row says, should the read fail
+            reader.require()  # a missing library: an error row naming the package to install
+            with netcdf4_check_in_read():
+                return fmt, src.read(reader)
     except (Exception, FileAbort) as exc:
+        if getattr(exc, "compression", None):  # the decompression failed: say what it held, if it got that far
+            seen["compression"] = exc.compression  # type: ignore[attr-defined]
+            inner = getattr(exc, "inner_head", b"")
+            fmt = "binary"
+            try:
+                found = sniff(entry.path, inner) if inner and "://" not in entry.path else None
+                fmt = found.error_format(inner) if found is not None else fmt
+            except Exception:
+                pass
         raise _Failure(fmt, exc) from exc
 
 
@@ -270,11 +287,11 @@ def _capture_logs(prefixes: tuple[str, ...]) -> Iterator[list[str]]:
 
 
 def _read_recorded(entry: FileEntry, sniff_bytes: int, caught: list[warnings.WarningMessage],
-                   logs: list[str]) -> tuple[str, Records]:
+                   logs: list[str], seen: dict[str, Any] | None = None) -> tuple[str, Records]:
     shown = warnings.showwarning
     failure: _Failure | None = None
     try:
-        result = _read(entry, sniff_bytes)
+        result = _read(entry, sniff_bytes, seen)
     except _Failure as exc:
         failure = exc
     if warnings.showwarning is not shown:
@@ -286,7 +303,7 @@ def _read_recorded(entry: FileEntry, sniff_bytes: int, caught: list[warnings.War
             raise failure
         caught.clear()
         logs.clear()
-        return _read(entry, sniff_bytes)
+        return _read(entry, sniff_bytes, seen)
     if failure is not None:
         raise failure
     return result
@@ -319,6 +336,7 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 8192, retries: int = 0,
     watchdog = get_watchdog()
     watch_path = row["path"]  # abort events travel as msgpack: catalog text, not surrogate escapes
     attempts = 0
+    seen: dict[str, Any] = {}  # compression and decompressed size, as the source found them
     # Warnings are data about the file. (catch_warnings is process-global: fine for the default
     # one-thread workers; with more threads a warning may land on a neighbouring file's row. Log records
     # are matched by thread.)
@@ -329,7 +347,7 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 8192, retries: int = 0,
             failure: _Failure | None = None
             try:
                 with watchdog.watch(watch_path):
-                    fmt, rec = _read_recorded(entry, sniff_bytes, caught, logs)
+                    fmt, rec = _read_recorded(entry, sniff_bytes, caught, logs, seen)
             except _Failure as exc:
                 failure = exc
             except FileAbort as exc:  # delivered in the instant after the reader returned
@@ -340,7 +358,7 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 8192, retries: int = 0,
                     time.sleep(backoff * 2 ** (attempts - 1) * (0.5 + random.random()))
                     continue
                 row.update(format=failure.fmt, status="error", error_type=_error_type(failure.exc),
-                           error_message=str(failure.exc) or repr(failure.exc))
+                           error_message=remote.redact_text(str(failure.exc) or repr(failure.exc)))
                 break
             row.update(format=rec.format, format_version=rec.format_version, status="ok",
                        n_arrays=len(rec.arrays), attrs=dumps(rec.attrs),
@@ -363,8 +381,11 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 8192, retries: int = 0,
                 row.update(status="error", error_type=exc.reason, error_message=f"hashing the content: {exc}",
                            format_version=None, n_arrays=None, attrs=None, groups=None)
                 out.update({name: [] for name in out if name != "files"})
-    row.update(warnings=_warning_texts(caught, logs, [*first_warnings, *problems]), attempts=attempts,
-               read_seconds=time.perf_counter() - t0)
+    row.update({k: v for k, v in seen.items() if v is not None})
+    texts = _warning_texts(caught, logs, [*first_warnings, *problems])
+    if texts and "://" in entry.path:  # library messages may quote the URL: never its credentials
+        texts = [remote.redact_text(t) for t in texts]
+    row.update(warnings=texts, attempts=attempts, read_seconds=time.perf_counter() - t0)
     return out
 
 
@@ -403,7 +424,8 @@ def _task_settings() -> dict[str, Any]:
 
 
 def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None,
-                  deidentify: Any = None, progress_interval: float | None = None) -> dict[str, pa.Table]:
+                  deidentify: Any = None, progress_interval: float | None = None,
+                  remote_settings: dict[str, Any] | None = None) -> dict[str, pa.Table]:
     """Extract a batch of files into one Arrow table per catalog table (the unit of work of a scan task).
 
     Parameters
@@ -418,19 +440,26 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
     progress_interval : float, optional
         Seconds between reports of the files done so far (:class:`~metaextract_dask.progress.WorkerTicker`;
         default ``metaextract.progress.worker-interval`` here).
+    remote_settings : dict, optional
+        ``metaextract.remote`` settings resolved on the client (block size, cache, retries, concurrency).
     """
     from metaextract_dask.formats.dicom import deidentifying
 
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
-    with dask.config.set({"metaextract.scan": settings} if settings else {}), deidentifying(deidentify), \
+    overrides: dict[str, Any] = {"metaextract.scan": settings} if settings else {}
+    if remote_settings:
+        overrides["metaextract.remote"] = remote_settings
+    with dask.config.set(overrides), deidentifying(deidentify), \
             config.pinned():  # the batch's settings are read once, not per file
         kwargs = _task_settings()
         get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
         ticker = WorkerTicker(progress_interval)  # the client's progress moves per file, not per batch
-        for i, entry in enumerate(entries, 1):
-            for name, part in extract_file(entry, **kwargs).items():
-                rows[name].extend(part)
-            ticker.tick(i)
+        # Remote files are fetched by a thread pool while the batch is read in order: many requests in flight.
+        with sources.prefetching(entries, kwargs["sniff_bytes"]):
+            for i, entry in enumerate(entries, 1):
+                for name, part in extract_file(entry, **kwargs).items():
+                    rows[name].extend(part)
+                ticker.tick(i)
     return {name: _table(name, rows[name]) for name in SCHEMAS}
 
 

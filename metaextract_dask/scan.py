@@ -87,12 +87,16 @@ class ScanPlan:
     kept: int = 0  # rows of files below directories that could not be listed, kept as they were
 
 
-def _fingerprints(table: pa.Table) -> dict[str, tuple[int, int, str, str | None]]:
+_FINGERPRINT_COLUMNS = ["path", "size_bytes", "mtime", "status", "content_hash", "remote_version"]
+
+
+def _fingerprints(table: pa.Table) -> dict[str, tuple[int, int, str, str | None, str | None]]:
     mtimes = pc.cast(table.column("mtime"), pa.int64()).to_pylist()  # microseconds since the epoch
-    return {p: (s, m, st, h) for p, s, m, st, h in zip(table.column("path").to_pylist(),
-                                                       table.column("size_bytes").to_pylist(), mtimes,
-                                                       table.column("status").to_pylist(),
-                                                       table.column("content_hash").to_pylist())}
+    return {p: (s, m, st, h, v) for p, s, m, st, h, v in zip(table.column("path").to_pylist(),
+                                                             table.column("size_bytes").to_pylist(), mtimes,
+                                                             table.column("status").to_pylist(),
+                                                             table.column("content_hash").to_pylist(),
+                                                             table.column("remote_version").to_pylist())}
 
 
 def plan_scan(entries: list[FileEntry], sink: Any, *, full: bool = False, use_hash: bool = False,
@@ -104,12 +108,13 @@ def plan_scan(entries: list[FileEntry], sink: Any, *, full: bool = False, use_ha
     Rows are matched by catalog path (:attr:`FileEntry.catalog_path`). Special entries are never hashed:
     size and mtime decide. Rows below a directory that could not be listed are kept.
     """
-    visible = _fingerprints(sink.files_rows("batches"))
-    pending = _fingerprints(sink.files_rows("pending"))
+    visible = _fingerprints(sink.files_rows("batches", columns=_FINGERPRINT_COLUMNS))
+    pending = _fingerprints(sink.files_rows("pending", columns=_FINGERPRINT_COLUMNS))
     plan = ScanPlan()
+    version: str | None = None  # of the entry being planned: a remote file's ETag must match too
 
-    def still_good(old: tuple[int, int, str, str | None] | None, fp: tuple[int, int]) -> bool:
-        return (old is not None and not full and old[:2] == fp
+    def still_good(old: tuple[int, int, str, str | None, str | None] | None, fp: tuple[int, int]) -> bool:
+        return (old is not None and not full and old[:2] == fp and (version is None or old[4] == version)
                 and not (retry_errors and old[2] == "error"))
 
     current: set[str] = set()
@@ -120,10 +125,12 @@ def plan_scan(entries: list[FileEntry], sink: Any, *, full: bool = False, use_ha
         if e.kind == DIRECTORY_KIND:
             unlisted.append(key)
         fp = (e.size, e.mtime_us)
+        version = e.version
+        remote_file = "://" in e.path  # remote files: size, mtime and the store's version (ETag) decide
         v, p = visible.get(key), pending.get(key)
         if still_good(v, fp):
             assert v is not None
-            if not use_hash or e.special:
+            if not use_hash or e.special or remote_file:
                 plan.unchanged += 1
             elif v[3] is None:  # scanned without --hash: nothing to compare, read again
                 plan.to_read.append(e)
@@ -133,7 +140,7 @@ def plan_scan(entries: list[FileEntry], sink: Any, *, full: bool = False, use_ha
             if p is not None:
                 plan.drop_pending.add(key)
             continue
-        if still_good(p, fp) and (not use_hash or e.special or (p is not None and p[3] is not None)):
+        if still_good(p, fp) and (not use_hash or e.special or remote_file or (p is not None and p[3] is not None)):
             plan.reused += 1
             if v is not None:
                 plan.drop_visible.add(key)
@@ -308,19 +315,23 @@ def scan(
         settings["file-timeout"] = file_timeout
     config.validate({"scan": settings, "cluster": {"n-workers": n_workers}})  # ValueError: unknown keys, bad values
     # The catalog is left out of its own scan, however it is reached (symlink, relative path).
-    entries = discover(paths, exclude=output_files(output), patterns=PathFilter(include, exclude))
+    # Remote files a listing finds are sized by the tasks that read them (many at once), except those the
+    # catalog already holds, which are asked about here to compare (see _size_known).
+    entries = discover(paths, exclude=output_files(output), patterns=PathFilter(include, exclude),
+                       remote_sizes=False)
     startup = 0.0
     threads = tasks = 0
     attempts: Counter[int] = Counter()
 
     # An SQL catalog is shared: this scan's rows are those below its inputs (catalog paths, as discover makes them).
-    scope = [encode_path(os.path.abspath(os.fspath(p))) for p in paths]
+    scope = [_scope_of(os.fspath(p)) for p in paths]
     deid_mark = None if deidentify is None else {"options": list(deidentify.options),
                                                   "key_fingerprint": deidentify.key.fingerprint}
     with open_sink(output, scope=scope) as sink:
         previous = (sink.manifest.get("summary") or {}) if sink.has_visible else {}
         if previous and previous.get("deidentify") != deid_mark:
             full = True  # rows written under another profile (or with identities) must all be replaced
+        entries = _size_known(entries, sink)
         plan = plan_scan(entries, sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
 
         def write_special() -> bool:
@@ -377,6 +388,42 @@ def scan(
     return open_catalog(sink.output)
 
 
+def _size_known(entries: list[FileEntry], sink: Any) -> list[FileEntry]:
+    """Remote entries listed unsized whose path the catalog holds: asked about now (size, mtime, version, many
+    at once), so that unchanged files are recognised; new ones stay unsized and are asked about when read."""
+    unsized = [i for i, e in enumerate(entries) if e.size < 0]
+    if not unsized:
+        return entries
+    from metaextract_dask.remote import infos
+
+    known = set(sink.files_rows("batches", columns=["path"]).column("path").to_pylist())
+    known |= set(sink.files_rows("pending", columns=["path"]).column("path").to_pylist())
+    ask = [i for i in unsized if entries[i].catalog_path in known]
+    if not ask:
+        return entries
+    out = list(entries)
+    for i, info in zip(ask, infos([entries[i].path for i in ask])):
+        e = entries[i]
+        if isinstance(info, BaseException):  # the read asks again, and says why if it still fails
+            out[i] = e._replace(size=0, detail=f"{type(info).__name__}: {info}")
+        else:
+            out[i] = e._replace(size=info.size, mtime_ns=info.mtime_ns, version=info.version)
+    return out
+
+
+def _scope_of(path: str) -> str:
+    """The catalog path below which an input's rows lie (a URL without credentials, glob characters cut)."""
+    from metaextract_dask.remote import has_glob, is_url, local_from_url, redact
+
+    path = local_from_url(path)
+    if not is_url(path):
+        return encode_path(os.path.abspath(path))
+    url = redact(path)
+    if has_glob(url):
+        url = url[:min(url.find(c) for c in "*?[" if c in url)].rsplit("/", 1)[0]
+    return url.rstrip("/")
+
+
 def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
     """Up to `n` paths of each error type."""
     out: dict[str, list[str]] = {}
@@ -412,9 +459,13 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
     if bar.mode != "none" or bar.callback is not None:
         c.subscribe_topic(PROGRESS_TOPIC, on_progress)
 
+    from metaextract_dask.remote import settings as remote_settings
+
+    remote_conf = remote_settings() if any("://" in e.path for e in to_read) else None
+
     def submit(batch: list[FileEntry]) -> None:
         nonlocal tasks
-        future = c.submit(extract_batch, Batch(batch), settings, deidentify, interval, pure=False)
+        future = c.submit(extract_batch, Batch(batch), settings, deidentify, interval, remote_conf, pure=False)
         running[future.key] = batch
         ac.add(future)
         tasks += 1

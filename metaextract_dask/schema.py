@@ -47,6 +47,12 @@ FILES = pa.schema([
     ("attempts", pa.int32()),  # reads tried (more than 1 after transient I/O errors)
     ("content_hash", pa.string()),  # blake2b of the content, with --hash (Zarr: of all files in the store)
     ("read_seconds", pa.float64()),
+    # Compressed single files (gzip, bz2, xz, zstd): the wrapper, and the size of what it holds; `format` is
+    # the content's. Null for files that are not compressed (and in catalogs written before these columns).
+    ("compression", pa.string()),
+    ("uncompressed_bytes", pa.int64()),
+    # Remote files: the version the store gave (its ETag, else "last-modified:<date>"), compared by re-scans.
+    ("remote_version", pa.string()),
 ])
 
 ARRAYS = pa.schema([

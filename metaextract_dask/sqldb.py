@@ -407,24 +407,6 @@ def missing_columns(engine: Any, name: str) -> set[str]:
     return missing
 
 
-def add_missing_columns(conn: Any, name: str) -> list[str]:
-    """Add the schema's columns that table `name` lacks (all nullable: older rows read them as null); returns
-    their names. Within the caller's transaction."""
-    import sqlalchemy as sa
-
-    have = {c["name"] for c in sa.inspect(conn).get_columns(name)}
-    table = tables()[name]
-    added = []
-    for col in table.columns:
-        if col.name in have:
-            continue
-        kind = col.type.compile(dialect=conn.dialect)
-        prep = conn.dialect.identifier_preparer
-        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.quote(col.name)} {kind}"))
-        added.append(col.name)
-    return added
-
-
 def read_range(url: Any, name: str, lo: str | None, hi: str | None, columns: Sequence[str] | None = None,
                where: Any = None) -> pa.Table:
     """Rows of table `name` with ``lo <= path < hi`` (None: unbounded), in key order, as Arrow (columns the

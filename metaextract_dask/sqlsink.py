@@ -136,14 +136,26 @@ class SQLSink:
                                f"({', '.join(sorted(existing & set(self.tables)))}) but holds no catalog")
         for table in self.tables.values():
             table.create(conn, checkfirst=True)
-            if table.name in existing:  # written by an older version: the columns added since, all nullable
-                sqldb.add_missing_columns(conn, table.name)
+        self._add_new_columns(conn, existing)
         meta = self._read_meta(conn)
         if "schema_version" not in meta:
             self._write_meta(conn, schema_version=SCHEMA_VERSION, created=time.time(), complete=False)
         elif meta["schema_version"] != SCHEMA_VERSION:
             raise CatalogError(f"catalog {self.display} has schema version {meta['schema_version']}, this version "
                                f"writes {SCHEMA_VERSION}: scan into a new database")
+
+    def _add_new_columns(self, conn: Any, existing: set[str]) -> None:
+        """Columns added to the schema since the database was created (all nullable): added, read as null."""
+        sa = self._sa
+        inspector = sa.inspect(conn)
+        for name, table in self.tables.items():
+            if name not in existing or name == sqldb.META:
+                continue
+            have = {c["name"] for c in inspector.get_columns(name)}
+            for col in table.columns:
+                if col.name not in have and col.nullable:
+                    kind = col.type.compile(dialect=conn.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE "{name}" ADD COLUMN "{col.name}" {kind}'))
 
     def _read_meta(self, conn: Any) -> dict[str, Any]:
         t = self.tables[sqldb.META]

@@ -34,20 +34,25 @@ def test_module_dir_lists_the_lazy_names() -> None:
 
 
 def test_package_imports_its_api_lazily_and_keeps_function_names() -> None:
-    """`import metaextract_dask` loads neither pandas nor pyarrow nor distributed (the CLI's --help pays only
-    for argparse and the config defaults); importing the submodules named like functions (scan, extract)
+    """`import metaextract_dask` loads neither dask nor pandas nor pyarrow (the CLI's --help pays for argparse
+    only); importing the submodules named like functions (scan, extract)
     leaves mx.scan / mx.extract the functions."""
     import subprocess
     import sys
 
-    code = ("import sys, metaextract_dask as mx, dask.config; "
-            "assert dask.config.get('metaextract.scan.batch-max-files') == 400; "
-            "print(sorted(m for m in ('pandas', 'pyarrow', 'distributed', 'h5py', 'xarray') if m in sys.modules)); "
-            "import metaextract_dask.scan, metaextract_dask.extract; "
-            "print(mx.scan.__module__, mx.extract.__module__, type(mx.ScanSummary).__name__)")
+    code = ("import sys, metaextract_dask as mx; "
+            "print(sorted(m for m in ('dask', 'pandas', 'pyarrow', 'distributed', 'h5py', 'xarray') "
+            "if m in sys.modules)); "
+            "import metaextract_dask.scan, metaextract_dask.extract, dask.config; "
+            "print(mx.scan.__module__, mx.extract.__module__, type(mx.ScanSummary).__name__, "
+            "dask.config.get('metaextract.scan.batch-max-files'), mx.config.get('scan.batch-max-files'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]"
-    assert out[1] == "metaextract_dask.scan metaextract_dask.lazy type"
+    assert out[1] == "metaextract_dask.scan metaextract_dask.lazy type 400 400"
+    # dask imported first: the defaults are there as soon as the package is imported
+    code = "import dask.config, metaextract_dask; print(dask.config.get('metaextract.scan.batch-max-files'))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "400"
     from metaextract_dask.discover import Batch, FileEntry
     import pickle
 

@@ -439,7 +439,10 @@ class DICOMBackend(FormatBackend):
     def open_array(self, path: str, name: str) -> ArraySpec:  # noqa: D102
         import pydicom
 
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        from metaextract_dask.sources import local_path
+
+        # a URL or compressed file: its header from the local copy; the proxy keeps `path` (its own reads localise)
+        ds = pydicom.dcmread(local_path(path), stop_before_pixels=True)
         layout = pixel_layout(ds)
         if name != "PixelData" or layout is None:
             raise missing_array("DICOM", path, name, ["PixelData"] if layout is not None else [])
@@ -459,6 +462,9 @@ def _pixels(path: str, index: int | None) -> np.ndarray:
 
     # raw=True: stored values as decoded from the transfer syntax, no colour-space conversion; pydicom never
     # applies the modality LUT here. `index` reads one frame of a multi-frame file.
+    from metaextract_dask.sources import local_path
+
+    path = local_path(path)  # a URL or a compressed file: its whole content, fetched / decompressed once
     return pixel_array(path, index=index, raw=True)
 
 

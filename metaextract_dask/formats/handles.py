@@ -25,9 +25,29 @@ FITS_LOCK = threading.RLock()
 
 
 def stamp(path: str) -> tuple[int, int]:
-    """(mtime_ns, size) of a file; a rewritten file gets a new stamp, so stale handles are not reused."""
+    """(mtime_ns, size) of a file; a rewritten file gets a new stamp, so stale handles are not reused.
+
+    A URL's stamp comes from the store (its version and size, asked at most once a minute), without fetching.
+    """
+    if "://" in path:
+        from metaextract_dask.sources import remote_stamp
+
+        try:
+            return remote_stamp(path)
+        except (OSError, ValueError):
+            return 0, 0  # the store does not describe it (a directory): the open will say what is wrong
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size
+
+
+def _local(key: Any) -> Any:
+    """What the opener opens: a URL or a compressed file as a local file with its whole content
+    (:func:`metaextract_dask.sources.local_path`; fetched or decompressed once, cached); anything else as is."""
+    if isinstance(key, str):
+        from metaextract_dask.sources import local_path
+
+        return local_path(key)
+    return key
 
 
 class HandleCache:
@@ -72,9 +92,14 @@ class HandleCache:
             hit = self._lookup(key, current)
             if hit is not None:
                 return hit
+        local = _local(key)  # a URL is fetched (a compressed file decompressed) here, outside the library lock
+        with self._lock:
+            hit = self._lookup(key, current)
+            if hit is not None:
+                return hit
             if self._open_under_lock:
-                return self._insert(key, current, self._opener(key))
-        handle = self._opener(key)
+                return self._insert(key, current, self._opener(local))
+        handle = self._opener(local)
         with self._lock:
             hit = self._lookup(key, current)
             if hit is not None:  # another thread opened it meanwhile
