@@ -136,7 +136,9 @@ def assert_quantiles(row: Any, valid: Any, where: Any = "", *, prefix: str = "",
             continue
         if prefix:  # physical units: the order statistic of the raw values of the mirrored rank for scale < 0
             ref_raw = np.quantile(v, q, method="inverted_cdf") if scale >= 0 else -np.quantile(-v, q, method="inverted_cdf")
-            ref, tol = ref_raw * scale + offset, 2.0 ** -8 * abs(ref_raw * scale) * (1 + 1e-12)
+            # the raw bound mapped through scale, plus the rounding of the affine map itself
+            ref = ref_raw * scale + offset
+            tol = 2.0 ** -8 * abs(ref_raw * scale) * (1 + 1e-12) + 4 * np.finfo(float).eps * abs(ref)
         else:
             ref = np.quantile(v, q, method="inverted_cdf")
             tol = 2.0 ** -8 * abs(ref) * (1 + 1e-12)
