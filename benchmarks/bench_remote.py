@@ -46,6 +46,10 @@ from metaextract_dask import scan
 from metaextract_dask.cluster import connect
 from metaextract_dask.sample import generate_many_cached
 
+# The plain loop's readers are bench_scan's (h5py.File takes the fsspec file object as it takes a path).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_scan import _hdf5, _plain  # noqa: E402
+
 
 # --------------------------------------------------------------------------- the server, in its own process
 def _serve(root: str, latency: float, conn: Any) -> None:
@@ -87,36 +91,6 @@ class Server:
 
 
 # --------------------------------------------------------------------------- (b) the loop a user writes
-def _plain(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
-
-
-def _hdf5(f: Any) -> dict[str, Any]:
-    import h5py
-
-    out: dict[str, Any] = {}
-    with h5py.File(f, "r") as h:
-        out["/"] = {k: _plain(v) for k, v in h.attrs.items()}
-
-        def visit(name: str, obj: Any) -> None:
-            item: dict[str, Any] = {"attrs": {k: _plain(v) for k, v in obj.attrs.items()
-                                              if k not in ("DIMENSION_LIST", "REFERENCE_LIST")}}
-            if isinstance(obj, h5py.Dataset):
-                item.update(shape=obj.shape, dtype=obj.dtype.str, chunks=obj.chunks, compression=obj.compression)
-            out[name] = item
-
-        h.visititems(visit)
-    return out
-
-
 def _netcdf3(f: Any) -> dict[str, Any]:
     import netCDF4
 
