@@ -23,8 +23,8 @@ from typing import Any
 import dask.config
 import yaml
 
-__all__ = ["get", "pinned", "memo", "load_yaml", "load_yaml_dict", "parse_bytes", "parse_mode", "parse_seconds", "validate",
-           "valid_keys"]
+__all__ = ["get", "pinned", "memo", "load_yaml", "load_yaml_dict", "parse_bytes", "parse_mode", "parse_seconds",
+           "validate", "valid_keys"]
 
 _DEFAULTS_FILE = Path(__file__).with_name("metaextract.yaml")
 _DEFAULTS: dict[str, Any] = {}

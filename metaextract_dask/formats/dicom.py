@@ -242,8 +242,8 @@ def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
                 "dims": dims, "error": problem}
     attrs = {k: _typed("float" if k.startswith("Rescale") else "str", _get(ds, k))
              for k in ("PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "RescaleType") if k in ds}
-    attrs.update({k: int(_value(ds, k)) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-                                               "SamplesPerPixel") if _value(ds, k) is not None})
+    attrs.update({k: int(v) for k in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                                      "SamplesPerPixel") if (v := _value(ds, k)) is not None})
     return {
         "name": "PixelData",
         "kind": "dicom-pixels",
