@@ -46,9 +46,10 @@ from metaextract_dask import scan
 from metaextract_dask.cluster import connect
 from metaextract_dask.sample import generate_many_cached
 
-# The plain loop's readers are bench_scan's (h5py.File takes the fsspec file object as it takes a path).
+# The plain loop's readers are bench_scan's: h5py, astropy and pydicom take the fsspec file object as they take
+# a path, zarr the URL.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_scan import _hdf5, _plain  # noqa: E402
+from bench_scan import _dicom, _fits, _hdf5, _plain, _zarr  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the server, in its own process
@@ -100,33 +101,6 @@ def _netcdf3(f: Any) -> dict[str, Any]:
         for v in ds.variables.values():
             out[v.name] = {"shape": v.shape, "dims": v.dimensions, "dtype": str(v.dtype),
                            "attrs": {k: _plain(v.getncattr(k)) for k in v.ncattrs()}}
-    return out
-
-
-def _fits(f: Any) -> dict[str, Any]:
-    from astropy.io import fits
-
-    with warnings.catch_warnings(), fits.open(f, memmap=False) as hdul:
-        warnings.simplefilter("ignore")
-        return {str(i): {k: str(v) for k, v in h.header.items()} for i, h in enumerate(hdul)}
-
-
-def _dicom(f: Any) -> dict[str, Any]:
-    import pydicom
-
-    ds = pydicom.dcmread(f, stop_before_pixels=True)
-    return {str(e.tag): str(e.value) for e in ds.iterall()}
-
-
-def _zarr(url: str) -> dict[str, Any]:
-    import zarr
-
-    node = zarr.open(store=url, mode="r")
-    out = {"/": dict(node.attrs)}
-    if isinstance(node, zarr.Group):
-        for name, m in node.members(max_depth=None):
-            out[name] = {"attrs": dict(m.attrs), **({"shape": m.shape, "dtype": str(m.dtype), "chunks": m.chunks}
-                                                   if isinstance(m, zarr.Array) else {})}
     return out
 
 
