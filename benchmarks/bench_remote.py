@@ -49,7 +49,7 @@ from metaextract_dask.sample import generate_many_cached
 # The plain loop's readers are bench_scan's: h5py, astropy and pydicom take the fsspec file object as they take
 # a path, zarr the URL.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_scan import _dicom, _fits, _hdf5, _plain, _zarr  # noqa: E402
+from bench_scan import _dicom, _fits, _hdf5, _plain, _zarr, head_kind  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the server, in its own process
@@ -105,15 +105,7 @@ def _netcdf3(f: Any) -> dict[str, Any]:
 
 
 def _kind(head: bytes) -> str:
-    if head.startswith(b"\x89HDF"):
-        return "hdf5"  # netCDF-4 read through its HDF5 layer, as a user of h5netcdf would
-    if head.startswith(b"CDF"):
-        return "netcdf3"
-    if head.startswith(b"SIMPLE"):
-        return "fits"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    return "other"
+    return head_kind(head)  # netCDF-4 read through its HDF5 layer, as a user of h5netcdf would
 
 
 _READ = {"hdf5": _hdf5, "netcdf3": _netcdf3, "fits": _fits, "dicom": _dicom}

@@ -129,13 +129,10 @@ def _zarr(path: str) -> dict[str, Any]:
     return out
 
 
-def _kind(path: str, is_dir: bool) -> str:
-    if is_dir:
-        return "zarr"
-    with open(path, "rb") as f:
-        head = f.read(132)
+def head_kind(head: bytes) -> str:
+    """The format a user's loop would pick from a file's first 132 bytes (HDF5 for netCDF-4 too)."""
     if head.startswith(b"\x89HDF"):
-        return "netcdf4" if path.endswith(".nc") else "hdf5"
+        return "hdf5"
     if head.startswith(b"CDF"):
         return "netcdf3"
     if head.startswith(b"SIMPLE"):
@@ -143,6 +140,14 @@ def _kind(path: str, is_dir: bool) -> str:
     if head[128:132] == b"DICM":
         return "dicom"
     return "other"
+
+
+def _kind(path: str, is_dir: bool) -> str:
+    if is_dir:
+        return "zarr"
+    with open(path, "rb") as f:
+        kind = head_kind(f.read(132))
+    return "netcdf4" if kind == "hdf5" and path.endswith(".nc") else kind
 
 
 _READ = {"hdf5": _hdf5, "netcdf4": _netcdf, "netcdf3": _netcdf, "fits": _fits, "dicom": _dicom, "zarr": _zarr}
