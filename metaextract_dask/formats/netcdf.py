@@ -202,8 +202,10 @@ def _read_fast(path: str) -> Records | None:
                     if len(head) >= min(size, _NC3_HEAD_MAX):
                         return None
                     head = os.pread(fd, min(size, _NC3_HEAD_MAX, 16 * len(head)), 0)
+        if head[:8] == b"\x89HDF\r\n\x1a\n":
+            return _nc4_records(path, size)
         return None
-    except (_Decline, OSError, ValueError, OverflowError):
+    except (_Decline, OSError, ValueError, OverflowError, KeyError, TypeError):
         return None
     finally:
         os.close(fd)
@@ -412,6 +414,332 @@ def _nc3_check_offsets(variables: list[tuple[Any, ...]], numrecs: int, header_en
             data_end = max(data_end, begin + (numrecs - 1) * recsize + value_bytes)
     if data_end > file_size:
         raise _Decline
+
+
+# --- netCDF-4: the HDF5 file through h5py's low-level API, read the way netCDF-C's libhdf5 reads it --------------
+
+# Attributes netCDF-C hides (nc4internal.c NC_reserved; _nc3_strict marks the classic model)
+_NC4_HIDDEN = frozenset({
+    "CLASS", "DIMENSION_LIST", "NAME", "REFERENCE_LIST", "_ARRAY_DIMENSIONS", "_Codecs", "_Format", "_IsNetcdf4",
+    "_NCProperties", "_Netcdf4Coordinates", "_Netcdf4Dimid", "_SuperblockVersion", "_nc3_strict", "_nczarr_attr",
+    "_nczarr_group", "_nczarr_array", "_nczarr_superblock"})
+_NC4_DIM_ONLY = b"This is a netCDF dimension but not a netCDF variable."
+_NC4_NON_COORD = "_nc4_non_coord_"
+_NC4_NUMERIC = frozenset({"i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"})
+# netCDF4-python's Variable.filters() keys, in its order (the catalog keeps the true ones, in that order)
+_NC4_FILTER_KEYS = ("zlib", "szip", "zstd", "bzip2", "blosc", "shuffle", "complevel", "fletcher32")
+
+
+class _NC4Var:
+    """One netCDF-4 variable as netCDF-C sees it."""
+
+    __slots__ = ("name", "dimids", "extent", "dtype", "itemsize", "filters", "chunks", "attrs")
+
+    def __init__(self, name: str, dimids: list[int], extent: tuple[int, ...], dtype: str, itemsize: int | None,
+                 filters: dict[str, Any], chunks: tuple[int, ...] | None, attrs: dict[str, Any]) -> None:
+        self.name, self.dimids, self.extent, self.dtype = name, dimids, extent, dtype
+        self.itemsize, self.filters, self.chunks, self.attrs = itemsize, filters, chunks, attrs
+
+
+class _NC4Group:
+    """One netCDF-4 group: attributes, dimensions ``(dimid, name, scale length, unlimited)`` in file order,
+    variables and child groups in netCDF-C's order."""
+
+    __slots__ = ("path", "parent", "attrs", "dims", "vars", "children")
+
+    def __init__(self, path: str, parent: _NC4Group | None) -> None:
+        self.path, self.parent = path, parent
+        self.attrs: dict[str, Any] = {}
+        self.dims: list[tuple[int, str, int, bool]] = []
+        self.vars: list[_NC4Var] = []
+        self.children: list[_NC4Group] = []
+
+
+def _nc4_attr_value(attr: Any, name: str) -> Any:
+    """An HDF5 attribute's value as netCDF-C reads it (read_hdf5_att) and netCDF4-python returns it."""
+    from h5py import h5s, h5t
+
+    tid = attr.get_type()
+    space = attr.get_space()
+    kind = space.get_simple_extent_type()
+    shape = space.get_simple_extent_dims() if kind == h5s.SIMPLE else ()
+    if kind not in (h5s.SCALAR, h5s.SIMPLE) or len(shape) > 1:
+        raise _Decline
+    cls = tid.get_class()
+    if cls == h5t.STRING:
+        if tid.is_variable_str():  # NC_STRING: str, or a list of them
+            if kind != h5s.SCALAR and not shape[0]:
+                raise _Decline
+            arr = np.empty(shape, dtype=object)
+            attr.read(arr, mtype=tid)
+            values = [(v if isinstance(v, bytes) else str(v).encode()).decode("utf-8", "replace").replace("\x00", "")
+                      for v in arr.reshape(-1).tolist()]
+            return values[0] if len(values) == 1 else values
+        if kind != h5s.SCALAR:  # an array of fixed-length strings: NC_STRING from fixed strings
+            raise _Decline
+        size = tid.get_size()
+        arr = np.empty((), dtype=f"S{size}")
+        attr.read(arr, mtype=tid)  # the stored bytes, padding and all, as netCDF-C's native-type read
+        raw = arr.tobytes()
+        return raw if name == "_FillValue" else raw.decode("utf-8", "replace").replace("\x00", "")
+    if cls not in (h5t.INTEGER, h5t.FLOAT):
+        raise _Decline
+    disk = tid.dtype
+    code = f"{disk.kind}{disk.itemsize}"
+    if code not in _NC4_NUMERIC or tid.get_order() not in (h5t.ORDER_LE, h5t.ORDER_BE):
+        raise _Decline
+    arr = np.empty(shape, dtype=np.dtype(code))
+    if arr.size:
+        attr.read(arr)
+    if kind == h5s.SCALAR:
+        return arr.reshape(1)[0]
+    return arr[0] if shape[0] == 1 else arr
+
+
+def _nc4_attrs(obj: Any, plist: Any) -> tuple[dict[str, Any], set[str]]:
+    """The attributes netCDF-C shows, in creation order, and the names of all (hidden ones included)."""
+    from h5py import h5, h5a, h5p
+
+    names: list[bytes] = []
+    if h5a.get_num_attrs(obj):
+        if not plist.get_attr_creation_order() & h5p.CRT_ORDER_TRACKED:
+            raise _Decline  # netCDF-C iterates in creation order: without it, an order HDF5 leaves open
+        h5a.iterate(obj, names.append, index_type=h5.INDEX_CRT_ORDER)
+    out: dict[str, Any] = {}
+    every: set[str] = set()
+    for raw in names:
+        name = raw.decode("utf-8")
+        every.add(name)
+        if name in _NC4_HIDDEN:
+            continue
+        out[name] = _nc4_attr_value(h5a.open(obj, raw), name)
+    return out, every
+
+
+def _nc4_int_attr(obj: Any, name: bytes) -> list[int]:
+    """A hidden integer attribute (``_Netcdf4Dimid``, ``_Netcdf4Coordinates``) as netCDF-C reads it."""
+    from h5py import h5a, h5s, h5t
+
+    attr = h5a.open(obj, name)
+    tid = attr.get_type()
+    space = attr.get_space()
+    kind = space.get_simple_extent_type()
+    if tid.get_class() != h5t.INTEGER or kind not in (h5s.SCALAR, h5s.SIMPLE):
+        raise _Decline
+    shape = space.get_simple_extent_dims() if kind == h5s.SIMPLE else ()
+    arr = np.empty(shape, dtype="i4")
+    if arr.size:
+        attr.read(arr)
+    if tid.dtype.kind not in "iu" or tid.get_size() > 4:
+        raise _Decline
+    return [int(v) for v in arr.reshape(-1)]
+
+
+def _nc4_string_attr(obj: Any, name: bytes) -> bytes:
+    """A fixed-length string attribute's bytes up to the first NUL (``CLASS``, ``NAME``)."""
+    from h5py import h5a, h5s, h5t
+
+    attr = h5a.open(obj, name)
+    tid = attr.get_type()
+    if tid.get_class() != h5t.STRING or tid.is_variable_str() or \
+            attr.get_space().get_simple_extent_type() != h5s.SCALAR:
+        raise _Decline
+    arr = np.empty((), dtype=f"S{tid.get_size()}")
+    attr.read(arr, mtype=tid)
+    return arr.tobytes().split(b"\x00", 1)[0]
+
+
+def _nc4_dataset(group: _NC4Group, name: str, dsid: Any, alldims: dict[int, tuple[_NC4Group, str, int, bool]]) -> None:
+    """Add one HDF5 dataset to `group`: a dimension, a variable or both (netCDF-C's read_dataset)."""
+    from h5py import h5d, h5s, h5t
+
+    space = dsid.get_space()
+    kind = space.get_simple_extent_type()
+    if kind == h5s.SCALAR:
+        extent: tuple[int, ...] = ()
+        maxshape: tuple[int, ...] = ()
+    elif kind == h5s.SIMPLE:
+        extent = space.get_simple_extent_dims()
+        maxshape = space.get_simple_extent_dims(True)
+    else:
+        raise _Decline
+    dcpl = dsid.get_create_plist()
+    attrs, every = _nc4_attrs(dsid, dcpl)
+    ndims = len(extent)
+    dimids: list[int] | None = None
+    if "_Netcdf4Coordinates" in every:
+        dimids = _nc4_int_attr(dsid, b"_Netcdf4Coordinates")
+        if len(dimids) != ndims:  # netCDF-C refuses the file
+            raise _Decline
+    if "CLASS" in every:
+        if _nc4_string_attr(dsid, b"CLASS") != b"DIMENSION_SCALE" or ndims != 1 or "_Netcdf4Dimid" not in every:
+            raise _Decline
+        ids = _nc4_int_attr(dsid, b"_Netcdf4Dimid")
+        if len(ids) != 1 or ids[0] < 0 or ids[0] in alldims:
+            raise _Decline
+        dimid = ids[0]
+        unlimited = maxshape[0] == h5s.UNLIMITED
+        group.dims.append((dimid, name, extent[0], unlimited))
+        alldims[dimid] = (group, name, extent[0], unlimited)
+        if "NAME" in every and _nc4_string_attr(dsid, b"NAME").startswith(_NC4_DIM_ONLY):
+            return  # a dimension without a variable
+        dimids = [dimid]  # a coordinate variable
+    elif name.startswith(_NC4_NON_COORD) and len(name) > len(_NC4_NON_COORD):
+        name = name[len(_NC4_NON_COORD):]
+    if dimids is None:
+        if ndims:  # dimension scale matching or phony dimensions: netCDF-C's business
+            raise _Decline
+        dimids = []
+    tid = dsid.get_type()
+    cls = tid.get_class()
+    itemsize: int | None
+    if cls == h5t.STRING:
+        if tid.is_variable_str():
+            dtype, itemsize = "vlen-str", None
+        elif tid.get_size() == 1:
+            dtype, itemsize = "|S1", 1
+        else:
+            raise _Decline
+    elif cls in (h5t.INTEGER, h5t.FLOAT):
+        disk = tid.dtype
+        code = f"{disk.kind}{disk.itemsize}"
+        order = tid.get_order()
+        if code not in _NC4_NUMERIC or order not in (h5t.ORDER_LE, h5t.ORDER_BE):
+            raise _Decline
+        # netCDF4-python reports native order, and big-endian storage through endian() (see _dtype)
+        dt = np.dtype(code)
+        dtype = dt.newbyteorder(">").str if dt.itemsize > 1 and order == h5t.ORDER_BE else dt.str
+        itemsize = dt.itemsize
+    else:
+        raise _Decline
+    flags = dict.fromkeys(_NC4_FILTER_KEYS, False)
+    flags["complevel"] = 0
+    for i in range(dcpl.get_nfilters()):
+        code_, _flags, values, _name = dcpl.get_filter(i)
+        if code_ == 1 and len(values) == 1 and values[0] <= 9:
+            flags["zlib"], flags["complevel"] = True, int(values[0])
+        elif code_ == 2:
+            flags["shuffle"] = True
+        elif code_ == 3:
+            flags["fletcher32"] = True
+        else:  # szip, zstd, blosc, plugins: as netCDF-C and this build of netCDF4-python report them
+            raise _Decline
+    chunks = tuple(int(c) for c in dcpl.get_chunk()) if dcpl.get_layout() == h5d.CHUNKED else None
+    filters = {k: v for k, v in flags.items() if v}
+    group.vars.append(_NC4Var(name, dimids, extent, dtype, itemsize, filters, chunks, attrs))
+
+
+def _nc4_group(gid: Any, group: _NC4Group, alldims: dict[int, tuple[_NC4Group, str, int, bool]]) -> None:
+    """Read a group and, after its own links, its child groups (netCDF-C's rec_read_metadata)."""
+    from h5py import h5, h5d, h5g, h5l, h5o, h5p
+
+    gcpl = gid.get_create_plist()
+    group.attrs, _every = _nc4_attrs(gid, gcpl)
+    index = h5.INDEX_CRT_ORDER if gcpl.get_link_creation_order() & h5p.CRT_ORDER_TRACKED else h5.INDEX_NAME
+    links: list[bytes] = []
+    gid.links.iterate(links.append, idx_type=index)
+    children = []
+    for raw in links:
+        if gid.links.get_info(raw).type != h5l.TYPE_HARD:
+            raise _Decline
+        name = raw.decode("utf-8")
+        oid = h5o.open(gid, raw)
+        if isinstance(oid, h5g.GroupID):
+            children.append((name, oid))
+        elif isinstance(oid, h5d.DatasetID):
+            _nc4_dataset(group, name, oid, alldims)
+        else:  # a named (user-defined) type
+            raise _Decline
+    for name, oid in children:
+        child = _NC4Group(_join(group.path, name), group)
+        group.children.append(child)
+        _nc4_group(oid, child, alldims)
+
+
+def _nc4_dim_len(group: _NC4Group, dimid: int) -> int:
+    """An unlimited dimension's length: the most any variable of its group or below has (nc4_find_dim_len)."""
+    best = 0
+    for child in group.children:
+        best = max(best, _nc4_dim_len(child, dimid))
+    for var in group.vars:
+        for d, n in zip(var.dimids, var.extent):
+            if d == dimid:
+                best = max(best, n)
+    return best
+
+
+def _nc4_records(path: str, file_size: int) -> Records:
+    """The records netCDF4-python gives for a netCDF-4 file, read through h5py (one HDF5 open, no netCDF-C
+    model); raises _Decline for anything it does not prove netCDF-C reads the same way."""
+    from h5py import h5a, h5f, h5g, h5p
+
+    fapl = h5p.create(h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5f.CLOSE_STRONG)  # closing the file closes every object opened in it
+    with HDF5_LOCK:
+        fid = h5f.open(os.fsencode(path), h5f.ACC_RDONLY, fapl=fapl)
+        try:
+            root_id = h5g.open(fid, b"/")
+            classic = bool(h5a.exists(root_id, b"_nc3_strict"))
+            root = _NC4Group("/", None)
+            alldims: dict[int, tuple[_NC4Group, str, int, bool]] = {}
+            _nc4_group(root_id, root, alldims)
+        finally:
+            fid.close()
+    if classic and (root.children or sorted(d[0] for d in root.dims) != list(range(len(root.dims)))):
+        raise _Decline
+    lengths = {dimid: _nc4_dim_len(g, dimid) if unlimited else size
+               for dimid, (g, _name, size, unlimited) in alldims.items()}
+    limit = attr_json_limit()
+    rec = Records(format="netcdf4", format_version="NETCDF4_CLASSIC" if classic else "NETCDF4")
+    rec.attrs = capped_attrs(root.attrs.items(), limit)
+    groups: list[_NC4Group] = []
+
+    def walk(group: _NC4Group) -> None:
+        groups.append(group)
+        for child in group.children:
+            walk(child)
+
+    walk(root)
+    for group in groups:
+        entry: dict[str, Any] = {} if group.parent is None else {"attrs": capped_attrs(group.attrs.items(), limit)}
+        dims = sorted(group.dims)  # netCDF-C lists a group's dimensions by id
+        entry["dims"] = {name: lengths[dimid] for dimid, name, _size, _unlimited in dims}
+        entry["unlimited"] = [name for _dimid, name, _size, unlimited in dims if unlimited]
+        rec.groups[group.path] = entry
+    for group in groups:
+        for var in group.vars:
+            names = []
+            shape = []
+            for dimid in var.dimids:
+                # netCDF4-python names a dimension by its id in this group or the nearest ancestor holding it,
+                # then sizes it by that name from the nearest group having one (the same one, or decline)
+                owner = _nc4_dim_owner(group, dimid)
+                name = alldims[dimid][1]
+                by_name = _nc4_dim_by_name(group, name)
+                if owner is None or by_name != dimid:
+                    raise _Decline
+                names.append(name)
+                shape.append(lengths[dimid])
+            rec.arrays.append(_row(_join(group.path, var.name), capped_attrs(var.attrs.items(), limit), var.filters,
+                                   tuple(shape), var.dtype, var.itemsize, names, var.chunks, False, file_size))
+    return rec
+
+
+def _nc4_dim_owner(group: _NC4Group | None, dimid: int) -> _NC4Group | None:
+    while group is not None:
+        if any(d[0] == dimid for d in group.dims):
+            return group
+        group = group.parent
+    return None
+
+
+def _nc4_dim_by_name(group: _NC4Group | None, name: str) -> int | None:
+    while group is not None:
+        for d in group.dims:
+            if d[1] == name:
+                return d[0]
+        group = group.parent
+    return None
 
 
 def _read_netcdf4python(path: str) -> Records:
