@@ -202,8 +202,10 @@ def _read_fast(path: str) -> Records | None:
                     if len(head) >= min(size, _NC3_HEAD_MAX):
                         return None
                     head = os.pread(fd, min(size, _NC3_HEAD_MAX, 16 * len(head)), 0)
+        if head[:8] == _H5_MAGIC:
+            return _nc4_records(fd, head, size)
         return None
-    except (_Decline, OSError, ValueError, OverflowError):
+    except (_Decline, OSError, ValueError, OverflowError, IndexError, struct.error, UnicodeDecodeError):
         return None
     finally:
         os.close(fd)
@@ -412,6 +414,607 @@ def _nc3_check_offsets(variables: list[tuple[Any, ...]], numrecs: int, header_en
             data_end = max(data_end, begin + (numrecs - 1) * recsize + value_bytes)
     if data_end > file_size:
         raise _Decline
+
+
+# --- netCDF-4: the HDF5 metadata netCDF-C reads, parsed from the file's bytes -----------------------------------
+#
+# An HDF5 open (libhdf5's metadata cache, property lists, ...) costs more than netCDF-C's whole model of a small
+# file, through h5py or not; so the fast reader parses the HDF5 structures netCDF-C writes itself: superblock
+# version 2/3, version-2 object headers (checksums verified with libhdf5's own lookup3), compact links and
+# attributes. Everything else (older or newer structures, dense storage, shared messages, user-defined types,
+# external links, ...) is declined.
+
+_UNDEF = (1 << 64) - 1
+_H5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# Attributes netCDF-C hides (nc4internal.c NC_reserved; _nc3_strict marks the classic model)
+_NC4_HIDDEN = frozenset({
+    "CLASS", "DIMENSION_LIST", "NAME", "REFERENCE_LIST", "_ARRAY_DIMENSIONS", "_Codecs", "_Format", "_IsNetcdf4",
+    "_NCProperties", "_Netcdf4Coordinates", "_Netcdf4Dimid", "_SuperblockVersion", "_nc3_strict", "_nczarr_attr",
+    "_nczarr_group", "_nczarr_array", "_nczarr_superblock"})
+_NC4_DIM_ONLY = b"This is a netCDF dimension but not a netCDF variable."
+_NC4_NON_COORD = "_nc4_non_coord_"
+# netCDF4-python's Variable.filters() keys, in its order (the catalog keeps the true ones, in that order)
+_NC4_FILTER_KEYS = ("zlib", "szip", "zstd", "bzip2", "blosc", "shuffle", "complevel", "fletcher32")
+# Object header messages the reader understands or may ignore (anything else: declined)
+_H5_IGNORED = frozenset({0x00, 0x04, 0x05, 0x0A, 0x0D, 0x0E, 0x12, 0x16})
+_IEEE = {4: (32, 23, 8, 0, 23, 127, 31), 8: (64, 52, 11, 0, 52, 1023, 63)}
+_Q = struct.Struct("<Q")
+_I = struct.Struct("<I")
+_H = struct.Struct("<H")
+
+
+def _lookup3() -> Any:
+    """libhdf5's metadata checksum (Jenkins lookup3), from the library h5py links; None where not found."""
+    global _LOOKUP3
+    if _LOOKUP3 is False:
+        try:
+            import ctypes
+
+            import h5py.h5
+
+            fn = ctypes.CDLL(h5py.h5.__file__).H5_checksum_lookup3
+            fn.restype = ctypes.c_uint32
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32]
+            _LOOKUP3 = fn if fn(b"Four score and seven years ago", 30, 0) == 0x17770551 else None
+        except Exception:  # no h5py, or a libhdf5 without the symbol: netCDF-4 stays netCDF4-python's
+            _LOOKUP3 = None
+    return _LOOKUP3
+
+
+_LOOKUP3: Any = False
+
+
+class _H5Type:
+    """An HDF5 datatype message, as far as netCDF needs: kind ('i', 'u', 'f', 'S' fixed string, 'V' vlen
+    string), size in bytes, big-endian, string padding."""
+
+    __slots__ = ("kind", "size", "big", "pad")
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) < 8:
+            raise _Decline
+        cls, bits, size = raw[0] & 0x0F, raw[1] | raw[2] << 8 | raw[3] << 16, _I.unpack_from(raw, 4)[0]
+        self.size, self.big, self.pad = size, False, 0
+        if cls == 0:  # fixed-point: whole bytes, no offset (what H5Tget_native_type maps to a C integer)
+            if size not in (1, 2, 4, 8) or len(raw) < 12 or _I.unpack_from(raw, 8)[0] != (size * 8) << 16:
+                raise _Decline
+            self.kind, self.big = "iu"[not bits & 0x08], bool(bits & 1)
+        elif cls == 1:  # IEEE binary32/binary64 only
+            if size not in _IEEE or len(raw) < 20 or bits & 0x40 or bits & 0x0E or (bits >> 4) & 3 != 2:
+                raise _Decline
+            offset, precision, eloc, esize, mloc, msize, bias = struct.unpack_from("<HHBBBBI", raw, 8)
+            if offset or (precision, eloc, esize, mloc, msize, bias, bits >> 8 & 0xFF) != _IEEE[size]:
+                raise _Decline
+            self.kind, self.big = "f", bool(bits & 1)
+        elif cls == 3:
+            self.kind, self.pad = "S", bits & 0x0F
+            if not size:
+                raise _Decline
+        elif cls == 9 and bits & 0x0F == 1:  # variable-length string
+            self.kind = "V"
+        else:  # compound, enum, opaque, references, vlen sequences, ...: netCDF4-python's own business
+            raise _Decline
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(f"{'>' if self.big else '<'}{self.kind}{self.size}")
+
+
+def _h5_space(raw: bytes) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """A dataspace message: (kind 0 scalar / 1 simple / 2 null, current dims, max dims)."""
+    if len(raw) < 4:
+        raise _Decline
+    version, rank, flags = raw[0], raw[1], raw[2]
+    if version == 1:
+        kind, pos = (1 if rank else 0), 8
+        if flags & 2:  # permutation index
+            raise _Decline
+    elif version == 2:
+        kind, pos = raw[3], 4
+        if kind > 2:
+            raise _Decline
+    else:
+        raise _Decline
+    if len(raw) < pos + 8 * rank * (2 if flags & 1 else 1):
+        raise _Decline
+    dims = struct.unpack_from(f"<{rank}Q", raw, pos)
+    maxdims = struct.unpack_from(f"<{rank}Q", raw, pos + 8 * rank) if flags & 1 else dims
+    return kind, dims, maxdims
+
+
+class _H5Object:
+    """The messages of one version-2 object header netCDF needs."""
+
+    __slots__ = ("attrs", "space", "dtype", "layout", "filters", "links", "link_order", "group")
+
+    def __init__(self) -> None:
+        self.attrs: list[tuple[int, bytes, bytes, bytes, bytes]] = []  # (creation order, name, type, space, data)
+        self.space: bytes | None = None
+        self.dtype: bytes | None = None
+        self.layout: bytes | None = None
+        self.filters: bytes | None = None
+        self.links: list[tuple[int, bytes, int]] = []  # (creation order, name, address)
+        self.link_order = False
+        self.group = False
+
+
+class _H5File:
+    """The bytes of an HDF5 file, read on demand (the first ones at once)."""
+
+    def __init__(self, fd: int, size: int, head: bytes) -> None:
+        self.fd, self.size, self.head = fd, size, head
+        self.heaps: dict[int, dict[int, bytes]] = {}
+        self.seen: set[int] = set()
+
+    def read(self, addr: int, n: int) -> bytes:
+        if addr + n > self.size or addr < 0:
+            raise _Decline  # libhdf5 reports it its own way
+        if addr + n <= len(self.head):
+            return self.head[addr:addr + n]
+        data = os.pread(self.fd, n, addr)
+        if len(data) != n:
+            raise _Decline
+        return data
+
+    def checked(self, data: bytes) -> None:
+        """Verify the trailing lookup3 checksum of a metadata block, as libhdf5 does."""
+        if _LOOKUP3(data, len(data) - 4, 0) != _I.unpack_from(data, len(data) - 4)[0]:
+            raise _Decline
+
+    def object(self, addr: int) -> _H5Object:
+        """Parse the object header at `addr` (its continuation chunks included)."""
+        if addr in self.seen:  # two links to one object (or a loop): netCDF-C's business
+            raise _Decline
+        self.seen.add(addr)
+        head = self.read(addr, 8)
+        if head[:5] != b"OHDR\x02":
+            raise _Decline  # version-1 object headers: not written by netCDF-C for superblock 2+ files
+        flags = head[5]
+        pos = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
+        width = 1 << (flags & 3)
+        prefix = self.read(addr, pos + width)
+        length = int.from_bytes(prefix[pos:pos + width], "little")
+        start = pos + width
+        block = self.read(addr, start + length + 4)
+        self.checked(block)
+        obj = _H5Object()
+        crt = bool(flags & 0x04)
+        chunks = [(block, start, start + length)]
+        while chunks:
+            data, pos, end = chunks.pop(0)
+            msg_head = 6 if crt else 4
+            while end - pos >= msg_head:
+                mtype, msize, mflags = data[pos], _H.unpack_from(data, pos + 1)[0], data[pos + 3]
+                order = _H.unpack_from(data, pos + 4)[0] if crt else -1
+                pos += msg_head
+                body = data[pos:pos + msize]
+                pos += msize
+                if pos > end:
+                    raise _Decline
+                if mflags & 0x02 and mtype != 0:  # a shared message
+                    raise _Decline
+                if mtype == 0x10:  # continuation
+                    caddr, clen = struct.unpack_from("<QQ", body)
+                    cont = self.read(caddr, clen)
+                    if cont[:4] != b"OCHK" or clen < 8:
+                        raise _Decline
+                    self.checked(cont)
+                    chunks.append((cont, 4, clen - 4))
+                elif mtype == 0x0C:
+                    if not crt:
+                        raise _Decline  # netCDF-C lists attributes in creation order: here, untracked
+                    obj.attrs.append((order, *_h5_attr(body)))
+                elif mtype == 0x01:
+                    obj.space = body
+                elif mtype == 0x03:
+                    obj.dtype = body
+                elif mtype == 0x08:
+                    obj.layout = body
+                elif mtype == 0x0B:
+                    obj.filters = body
+                elif mtype == 0x06:
+                    obj.links.append(_h5_link(body))
+                elif mtype == 0x02:
+                    obj.group = True
+                    obj.link_order = _h5_info(body, 8)
+                elif mtype == 0x15:
+                    _h5_info(body, 2)
+                elif mtype not in _H5_IGNORED:  # old-style groups, external storage, unknown messages, ...
+                    raise _Decline
+        obj.attrs.sort(key=lambda a: a[0])
+        return obj
+
+    def vlen_string(self, element: bytes) -> bytes | None:
+        """A variable-length string from the global heap (None: the NULL string)."""
+        length, addr, index = struct.unpack_from("<IQI", element)
+        if not addr:
+            return None
+        heap = self.heaps.get(addr)
+        if heap is None:
+            head = self.read(addr, 16)
+            if head[:5] != b"GCOL\x01":
+                raise _Decline
+            size = _Q.unpack_from(head, 8)[0]
+            data = self.read(addr, size)
+            heap = {}
+            pos = 16
+            while pos + 16 <= size:
+                idx, _refs, _r, osize = struct.unpack_from("<HHIQ", data, pos)
+                if idx == 0:
+                    break
+                heap[idx] = data[pos + 16:pos + 16 + osize]
+                pos += 16 + ((osize + 7) & ~7)
+            self.heaps[addr] = heap
+        value = heap.get(index)
+        if value is None or len(value) < length:
+            raise _Decline
+        return value[:length]
+
+
+def _h5_attr(body: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """An attribute message: (name, datatype, dataspace, data)."""
+    version = body[0]
+    name_size, type_size, space_size = struct.unpack_from("<HHH", body, 2)
+    if version == 1:
+        pos, pad = 8, 7
+    elif version in (2, 3):
+        pos, pad = (8 if version == 2 else 9), 0
+        if body[1] & 0x03:  # shared datatype or dataspace
+            raise _Decline
+    else:
+        raise _Decline
+    name = body[pos:pos + name_size]
+    pos += (name_size + pad) & ~pad
+    dtype = body[pos:pos + type_size]
+    pos += (type_size + pad) & ~pad
+    space = body[pos:pos + space_size]
+    pos += (space_size + pad) & ~pad
+    if pos > len(body) or not name.endswith(b"\x00"):
+        raise _Decline
+    return name[:-1], dtype, space, body[pos:]
+
+
+def _h5_link(body: bytes) -> tuple[int, bytes, int]:
+    """A link message: (creation order, name, object address); hard links only."""
+    if body[0] != 1:
+        raise _Decline
+    flags, pos = body[1], 2
+    if flags & 0x08:
+        if body[pos] != 0:  # soft, external, user-defined links
+            raise _Decline
+        pos += 1
+    order = -1
+    if flags & 0x04:
+        order = _Q.unpack_from(body, pos)[0]
+        pos += 8
+    if flags & 0x10:
+        pos += 1
+    width = 1 << (flags & 3)
+    n = int.from_bytes(body[pos:pos + width], "little")
+    pos += width
+    name = body[pos:pos + n]
+    if len(name) != n or len(body) < pos + n + 8:
+        raise _Decline
+    return order, name, _Q.unpack_from(body, pos + n)[0]
+
+
+def _h5_info(body: bytes, index_width: int) -> bool:
+    """A link or attribute info message: whether creation order is tracked; dense storage is declined."""
+    if body[0] != 0:
+        raise _Decline
+    flags = body[1]
+    pos = 2 + (index_width if flags & 1 else 0)
+    if _Q.unpack_from(body, pos)[0] != _UNDEF:  # dense (fractal heap) storage
+        raise _Decline
+    return bool(flags & 1)
+
+
+def _h5_value(f: _H5File, name: str, rtype: bytes, rspace: bytes, data: bytes) -> Any:
+    """An attribute value as netCDF-C reads it (read_hdf5_att) and netCDF4-python returns it (_get_att)."""
+    t = _H5Type(rtype)
+    kind, dims, _max = _h5_space(rspace)
+    if len(dims) > 1:
+        raise _Decline
+    count = 0 if kind == 2 else (dims[0] if dims else 1)
+    if t.kind == "V":  # NC_STRING
+        if kind == 2 or len(data) < 16 * count:
+            raise _Decline
+        values = []
+        for i in range(count):
+            raw = f.vlen_string(data[16 * i:16 * i + 16])
+            values.append("" if raw is None else raw.split(b"\x00", 1)[0].decode("utf-8", "replace"))
+        return values[0] if len(values) == 1 else values
+    if t.kind == "S":  # NC_CHAR: one fixed-length string (an array of them is NC_STRING: declined)
+        if kind == 1:
+            raise _Decline
+        if kind == 2:
+            return b"" if name == "_FillValue" else ""
+        raw = data[:t.size]
+        if len(raw) != t.size:
+            raise _Decline
+        return raw if name == "_FillValue" else raw.decode("utf-8", "replace").replace("\x00", "")
+    disk = t.numpy()
+    if len(data) < count * t.size:
+        raise _Decline
+    arr = np.frombuffer(data, disk, count).astype(disk.newbyteorder("="))
+    return arr[0] if count == 1 and kind != 2 else arr
+
+
+def _h5_ints(rtype: bytes, rspace: bytes, data: bytes, native_int: bool) -> list[int]:
+    """A hidden integer attribute: read as a C int (``_Netcdf4Dimid``) or as its own type into C ints
+    (``_Netcdf4Coordinates``: netCDF-C reads its bytes as they are, so only little-endian int32 is taken)."""
+    t = _H5Type(rtype)
+    kind, dims, _max = _h5_space(rspace)
+    if kind == 2 or len(dims) > 1 or t.kind not in "iu":
+        raise _Decline
+    if not native_int and (t.big or t.size != 4):
+        raise _Decline
+    count = dims[0] if dims else 1
+    if len(data) < count * t.size:
+        raise _Decline
+    values = [int(v) for v in np.frombuffer(data, t.numpy(), count)]
+    if any(not -(1 << 31) <= v < 1 << 31 for v in values):
+        raise _Decline
+    return values
+
+
+def _h5_string(rtype: bytes, rspace: bytes, data: bytes) -> bytes:
+    """``CLASS`` or ``NAME``: a scalar fixed-length null-terminated string, up to its first NUL."""
+    t = _H5Type(rtype)
+    kind, _dims, _max = _h5_space(rspace)
+    if t.kind != "S" or t.pad != 0 or kind != 0 or len(data) < t.size:
+        raise _Decline
+    return data[:t.size].split(b"\x00", 1)[0]
+
+
+class _NC4Var:
+    """One netCDF-4 variable as netCDF-C sees it."""
+
+    __slots__ = ("name", "dimids", "extent", "dtype", "itemsize", "filters", "chunks", "attrs")
+
+    def __init__(self, name: str, dimids: list[int], extent: tuple[int, ...], dtype: str, itemsize: int | None,
+                 filters: dict[str, Any], chunks: tuple[int, ...] | None, attrs: dict[str, Any]) -> None:
+        self.name, self.dimids, self.extent, self.dtype = name, dimids, extent, dtype
+        self.itemsize, self.filters, self.chunks, self.attrs = itemsize, filters, chunks, attrs
+
+
+class _NC4Group:
+    """One netCDF-4 group: attributes, dimensions ``(dimid, name, scale length, unlimited)`` in file order,
+    variables and child groups in netCDF-C's order."""
+
+    __slots__ = ("path", "parent", "attrs", "dims", "vars", "children")
+
+    def __init__(self, path: str, parent: _NC4Group | None) -> None:
+        self.path, self.parent = path, parent
+        self.attrs: dict[str, Any] = {}
+        self.dims: list[tuple[int, str, int, bool]] = []
+        self.vars: list[_NC4Var] = []
+        self.children: list[_NC4Group] = []
+
+
+def _nc4_attrs(f: _H5File, obj: _H5Object) -> tuple[dict[str, Any], dict[str, tuple[bytes, bytes, bytes]]]:
+    """The attributes netCDF-C shows (in creation order) and the hidden ones, still encoded."""
+    shown: dict[str, Any] = {}
+    hidden: dict[str, tuple[bytes, bytes, bytes]] = {}
+    for _order, raw, rtype, rspace, data in obj.attrs:
+        name = raw.decode("utf-8")
+        if name in shown or name in hidden:
+            raise _Decline
+        if name in _NC4_HIDDEN:
+            hidden[name] = (rtype, rspace, data)
+        else:
+            shown[name] = _h5_value(f, name, rtype, rspace, data)
+    return shown, hidden
+
+
+def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, obj: _H5Object,
+                 alldims: dict[int, tuple[_NC4Group, str, int, bool]]) -> None:
+    """Add one HDF5 dataset to `group`: a dimension, a variable or both (netCDF-C's read_dataset)."""
+    if obj.space is None or obj.dtype is None or obj.layout is None:
+        raise _Decline
+    kind, extent, maxshape = _h5_space(obj.space)
+    if kind == 2:
+        raise _Decline
+    attrs, hidden = _nc4_attrs(f, obj)
+    ndims = len(extent)
+    dimids: list[int] | None = None
+    if "_Netcdf4Coordinates" in hidden:
+        dimids = _h5_ints(*hidden["_Netcdf4Coordinates"], native_int=False)
+        if len(dimids) != ndims:  # netCDF-C refuses the file
+            raise _Decline
+    if "CLASS" in hidden:
+        if _h5_string(*hidden["CLASS"]) != b"DIMENSION_SCALE" or ndims != 1 or "_Netcdf4Dimid" not in hidden:
+            raise _Decline
+        ids = _h5_ints(*hidden["_Netcdf4Dimid"], native_int=True)
+        if len(ids) != 1 or ids[0] < 0 or ids[0] in alldims:
+            raise _Decline
+        dimid = ids[0]
+        unlimited = maxshape[0] == _UNDEF
+        group.dims.append((dimid, name, extent[0], unlimited))
+        alldims[dimid] = (group, name, extent[0], unlimited)
+        if "NAME" in hidden and _h5_string(*hidden["NAME"]).startswith(_NC4_DIM_ONLY):
+            return  # a dimension without a variable
+        dimids = [dimid]  # a coordinate variable
+    elif name.startswith(_NC4_NON_COORD) and len(name) > len(_NC4_NON_COORD):
+        name = name[len(_NC4_NON_COORD):]
+    if dimids is None:
+        if ndims:  # dimension scale matching or phony dimensions: netCDF-C's business
+            raise _Decline
+        dimids = []
+    t = _H5Type(obj.dtype)
+    itemsize: int | None
+    if t.kind == "V":
+        dtype, itemsize = "vlen-str", None
+    elif t.kind == "S":
+        if t.size != 1:
+            raise _Decline
+        dtype, itemsize = "|S1", 1
+    else:
+        # netCDF4-python reports native order, and big-endian storage through endian() (see _dtype)
+        dt = np.dtype(f"{t.kind}{t.size}")
+        dtype = dt.newbyteorder(">").str if t.size > 1 and t.big else dt.str
+        itemsize = t.size
+    flags = dict.fromkeys(_NC4_FILTER_KEYS, False)
+    flags["complevel"] = 0
+    for code, values in _h5_filters(obj.filters):
+        if code == 1 and len(values) == 1 and values[0] <= 9:
+            flags["zlib"], flags["complevel"] = True, values[0]
+        elif code == 2:
+            flags["shuffle"] = True
+        elif code == 3:
+            flags["fletcher32"] = True
+        else:  # szip, zstd, blosc, plugins: as netCDF-C and this build of netCDF4-python report them
+            raise _Decline
+    group.vars.append(_NC4Var(name, dimids, extent, dtype, itemsize, {k: v for k, v in flags.items() if v},
+                              _h5_chunks(obj.layout, ndims), attrs))
+
+
+def _h5_filters(body: bytes | None) -> list[tuple[int, tuple[int, ...]]]:
+    """A filter pipeline message: (filter id, client values) of each filter."""
+    if body is None:
+        return []
+    version, count = body[0], body[1]
+    pos = 8 if version == 1 else 2
+    if version not in (1, 2):
+        raise _Decline
+    out = []
+    for _ in range(count):
+        code = _H.unpack_from(body, pos)[0]
+        pos += 2
+        name_len = 0
+        if version == 1 or code >= 256:
+            name_len = _H.unpack_from(body, pos)[0]
+            pos += 2
+        _flags, nvalues = struct.unpack_from("<HH", body, pos)
+        pos += 4 + ((name_len + 7) & ~7 if version == 1 else name_len)
+        values = struct.unpack_from(f"<{nvalues}I", body, pos)
+        pos += 4 * nvalues + (4 if version == 1 and nvalues % 2 else 0)
+        out.append((code, values))
+    return out
+
+
+def _h5_chunks(body: bytes, ndims: int) -> tuple[int, ...] | None:
+    """A data layout message: the chunk shape, or None (contiguous, compact)."""
+    version, cls = body[0], body[1]
+    if version not in (3, 4) or cls > 2:  # old layouts, virtual datasets
+        raise _Decline
+    if cls != 2:
+        return None
+    if version == 3:
+        rank = body[2]
+        dims = struct.unpack_from(f"<{rank}I", body, 11)
+    else:
+        rank, width = body[3], body[4]
+        dims = tuple(int.from_bytes(body[5 + i * width:5 + (i + 1) * width], "little") for i in range(rank))
+    if rank != ndims + 1:
+        raise _Decline
+    return dims[:-1]
+
+
+def _nc4_group(f: _H5File, obj: _H5Object, group: _NC4Group,
+               alldims: dict[int, tuple[_NC4Group, str, int, bool]]) -> None:
+    """Read a group and, after its own links, its child groups (netCDF-C's rec_read_metadata)."""
+    group.attrs, _hidden = _nc4_attrs(f, obj)
+    # links in creation order where tracked, else by name (as libhdf5 sorts them: bytewise)
+    links = sorted(obj.links) if obj.link_order else sorted(obj.links, key=lambda link: link[1])
+    children = []
+    for _order, raw, addr in links:
+        name = raw.decode("utf-8")
+        target = f.object(addr)
+        if target.group:
+            children.append((name, target))
+        elif target.dtype is not None and target.space is not None:
+            _nc4_dataset(f, group, name, target, alldims)
+        else:  # a named (user-defined) type, an old-style group, ...
+            raise _Decline
+    for name, target in children:
+        child = _NC4Group(_join(group.path, name), group)
+        group.children.append(child)
+        _nc4_group(f, target, child, alldims)
+
+
+def _nc4_dim_len(group: _NC4Group, dimid: int) -> int:
+    """An unlimited dimension's length: the most any variable of its group or below has (nc4_find_dim_len)."""
+    best = 0
+    for child in group.children:
+        best = max(best, _nc4_dim_len(child, dimid))
+    for var in group.vars:
+        for d, n in zip(var.dimids, var.extent):
+            if d == dimid:
+                best = max(best, n)
+    return best
+
+
+def _nc4_dim_owner(group: _NC4Group | None, dimid: int) -> bool:
+    while group is not None:
+        if any(d[0] == dimid for d in group.dims):
+            return True
+        group = group.parent
+    return False
+
+
+def _nc4_dim_by_name(group: _NC4Group | None, name: str) -> int | None:
+    while group is not None:
+        for d in group.dims:
+            if d[1] == name:
+                return d[0]
+        group = group.parent
+    return None
+
+
+def _nc4_records(fd: int, head: bytes, file_size: int) -> Records:
+    """The records netCDF4-python gives for a netCDF-4 file, from its HDF5 metadata; raises _Decline for
+    anything it does not prove netCDF-C reads the same way."""
+    if _lookup3() is None or len(head) < 48 or head[8] not in (2, 3) or head[9:11] != b"\x08\x08":
+        raise _Decline  # superblock 0/1 (symbol-table groups), odd offset sizes
+    base, extension, eof, root_addr = struct.unpack_from("<QQQQ", head, 12)
+    f = _H5File(fd, file_size, head)
+    f.checked(head[:48])
+    if base != 0 or extension != _UNDEF or eof > file_size:  # a superblock extension may share messages
+        raise _Decline
+    root_obj = f.object(root_addr)
+    if not root_obj.group:
+        raise _Decline
+    classic = any(a[1] == b"_nc3_strict" for a in root_obj.attrs)
+    root = _NC4Group("/", None)
+    alldims: dict[int, tuple[_NC4Group, str, int, bool]] = {}
+    _nc4_group(f, root_obj, root, alldims)
+    if classic and (root.children or sorted(d[0] for d in root.dims) != list(range(len(root.dims)))):
+        raise _Decline
+    lengths = {dimid: _nc4_dim_len(g, dimid) if unlimited else size
+               for dimid, (g, _name, size, unlimited) in alldims.items()}
+    limit = attr_json_limit()
+    rec = Records(format="netcdf4", format_version="NETCDF4_CLASSIC" if classic else "NETCDF4")
+    rec.attrs = capped_attrs(root.attrs.items(), limit)
+    groups: list[_NC4Group] = []
+
+    def walk(group: _NC4Group) -> None:
+        groups.append(group)
+        for child in group.children:
+            walk(child)
+
+    walk(root)
+    for group in groups:
+        entry: dict[str, Any] = {} if group.parent is None else {"attrs": capped_attrs(group.attrs.items(), limit)}
+        dims = sorted(group.dims)  # netCDF-C lists a group's dimensions by id
+        entry["dims"] = {name: lengths[dimid] for dimid, name, _size, _unlimited in dims}
+        entry["unlimited"] = [name for _dimid, name, _size, unlimited in dims if unlimited]
+        rec.groups[group.path] = entry
+    for group in groups:
+        for var in group.vars:
+            names = []
+            for dimid in var.dimids:
+                # netCDF4-python names a dimension by its id in this group or the nearest ancestor holding it,
+                # then sizes it by that name from the nearest group having one (the same one, or decline)
+                if dimid not in alldims or not _nc4_dim_owner(group, dimid):
+                    raise _Decline
+                name = alldims[dimid][1]
+                if _nc4_dim_by_name(group, name) != dimid:
+                    raise _Decline
+                names.append(name)
+            shape = tuple(lengths[d] for d in var.dimids)
+            rec.arrays.append(_row(_join(group.path, var.name), capped_attrs(var.attrs.items(), limit), var.filters,
+                                   shape, var.dtype, var.itemsize, names, var.chunks, False, file_size))
+    return rec
 
 
 def _read_netcdf4python(path: str) -> Records:
