@@ -436,7 +436,7 @@ _NC4_NON_COORD = "_nc4_non_coord_"
 # netCDF4-python's Variable.filters() keys, in its order (the catalog keeps the true ones, in that order)
 _NC4_FILTER_KEYS = ("zlib", "szip", "zstd", "bzip2", "blosc", "shuffle", "complevel", "fletcher32")
 # Object header messages the reader understands or may ignore (anything else: declined)
-_H5_IGNORED = frozenset({0x00, 0x04, 0x05, 0x0A, 0x0D, 0x0E, 0x12, 0x16})
+_H5_IGNORED = frozenset({0x00, 0x04, 0x0A, 0x0D, 0x0E, 0x12, 0x16})
 _IEEE = {4: (32, 23, 8, 0, 23, 127, 31), 8: (64, 52, 11, 0, 52, 1023, 63)}
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
@@ -524,7 +524,7 @@ def _h5_space(raw: bytes) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
 class _H5Object:
     """The messages of one version-2 object header netCDF needs."""
 
-    __slots__ = ("attrs", "space", "dtype", "layout", "filters", "links", "link_order", "group")
+    __slots__ = ("attrs", "space", "dtype", "layout", "filters", "fill", "links", "link_order", "group")
 
     def __init__(self) -> None:
         self.attrs: list[tuple[int, bytes, bytes, bytes, bytes]] = []  # (creation order, name, type, space, data)
@@ -532,6 +532,7 @@ class _H5Object:
         self.dtype: bytes | None = None
         self.layout: bytes | None = None
         self.filters: bytes | None = None
+        self.fill: bytes | None = None
         self.links: list[tuple[int, bytes, int]] = []  # (creation order, name, address)
         self.link_order = False
         self.group = False
@@ -544,6 +545,8 @@ class _H5File:
         self.fd, self.size, self.head = fd, size, head
         self.heaps: dict[int, dict[int, bytes]] = {}
         self.seen: set[int] = set()
+        self.scales: set[int] = set()  # object header addresses of the dimension scales read
+        self.scale_refs: list[int] = []  # the addresses the variables' DIMENSION_LIST attributes refer to
 
     def read(self, addr: int, n: int) -> bytes:
         if addr + n > self.size or addr < 0:
@@ -611,20 +614,116 @@ class _H5File:
                     obj.layout = body
                 elif mtype == 0x0B:
                     obj.filters = body
+                elif mtype == 0x05:
+                    obj.fill = body
                 elif mtype == 0x06:
                     obj.links.append(_h5_link(body))
                 elif mtype == 0x02:
                     obj.group = True
-                    obj.link_order = _h5_info(body, 8)
+                    obj.link_order, heap, names = _h5_info(body, 8)
+                    if heap != _UNDEF:  # dense link storage
+                        obj.links.extend(_h5_link(raw) for _rec, raw in self.dense(heap, names, 5))
                 elif mtype == 0x15:
-                    _h5_info(body, 2)
+                    _tracked, heap, names = _h5_info(body, 2)
+                    if heap != _UNDEF:  # dense attribute storage: the creation order is in the index
+                        if not crt:
+                            raise _Decline
+                        for rec, raw in self.dense(heap, names, 8):
+                            if rec[8] & 0x02:  # a shared attribute message
+                                raise _Decline
+                            obj.attrs.append((_I.unpack_from(rec, 9)[0], *_h5_attr(raw)))
                 elif mtype not in _H5_IGNORED:  # old-style groups, external storage, unknown messages, ...
                     raise _Decline
         obj.attrs.sort(key=lambda a: a[0])
         return obj
 
-    def vlen_string(self, element: bytes) -> bytes | None:
-        """A variable-length string from the global heap (None: the NULL string)."""
+    def dense(self, heap_addr: int, btree_addr: int, btree_type: int) -> list[tuple[bytes, bytes]]:
+        """The (index record, heap object) pairs of dense link or attribute storage: a version-2 B-tree name
+        index of depth 0 (one leaf) over a fractal heap whose root is a direct block or an indirect block of
+        direct blocks. Deeper trees and heaps, huge and tiny objects, filtered heaps: declined."""
+        hdr = self.read(heap_addr, 146)
+        if hdr[:5] != b"FRHP\x00" or _H.unpack_from(hdr, 7)[0]:  # I/O filters on the heap
+            raise _Decline
+        self.checked(hdr[:146])
+        id_len, flags, max_man = _H.unpack_from(hdr, 5)[0], hdr[9], _I.unpack_from(hdr, 10)[0]
+        width = _H.unpack_from(hdr, 110)[0]
+        start, max_direct = struct.unpack_from("<QQ", hdr, 112)
+        max_heap_bits = _H.unpack_from(hdr, 128)[0]
+        root, rows = _Q.unpack_from(hdr, 132)[0], _H.unpack_from(hdr, 140)[0]
+        if start & (start - 1) or max_direct & (max_direct - 1) or not start or not width:
+            raise _Decline
+        off_size = (max_heap_bits + 7) // 8
+        len_size = min(((max_direct.bit_length() - 1) + 7) // 8, (max_man.bit_length() - 1) // 8 + 1)
+        if not flags & 0x02:  # direct blocks without checksums: what libhdf5 makes of damage is its own
+            raise _Decline
+        checksummed = True
+        # the heap's direct blocks: (heap offset, bytes)
+        blocks: list[tuple[int, bytes]] = []
+        if rows == 0:
+            blocks.append((0, self.direct(root, start, off_size, checksummed, 0)))
+        else:
+            max_rows = (max_direct.bit_length() - start.bit_length()) + 2
+            if rows > max_rows:
+                raise _Decline
+            head = 5 + 8 + off_size
+            ind = self.read(root, head + rows * width * 8 + 4)
+            if ind[:5] != b"FHIB\x00":
+                raise _Decline
+            self.checked(ind)
+            offset = 0
+            for r in range(rows):
+                size = start if r < 2 else start << (r - 1)
+                for c in range(width):
+                    addr = _Q.unpack_from(ind, head + (r * width + c) * 8)[0]
+                    if addr != _UNDEF:
+                        blocks.append((offset, self.direct(addr, size, off_size, checksummed, offset)))
+                    offset += size
+        bt = self.read(btree_addr, 38)
+        if bt[:4] != b"BTHD" or bt[4] != 0 or bt[5] != btree_type:
+            raise _Decline
+        self.checked(bt)
+        record_size, depth = struct.unpack_from("<HH", bt, 10)
+        leaf_addr, count = _Q.unpack_from(bt, 16)[0], _H.unpack_from(bt, 24)[0]
+        if depth != 0 or _Q.unpack_from(bt, 26)[0] != count:
+            raise _Decline  # a tree of more than one node
+        if not count:
+            return []
+        leaf = self.read(leaf_addr, 6 + count * record_size + 4)
+        if leaf[:4] != b"BTLF" or leaf[4] != 0 or leaf[5] != btree_type:
+            raise _Decline
+        self.checked(leaf)
+        out = []
+        id_at = 4 if btree_type == 5 else 0  # link records: hash then ID; attribute records: ID first
+        for i in range(count):
+            rec = leaf[6 + i * record_size:6 + (i + 1) * record_size]
+            heap_id = rec[id_at:id_at + id_len]
+            if heap_id[0] & 0xF0:  # huge or tiny objects, unknown ID versions
+                raise _Decline
+            obj_off = int.from_bytes(heap_id[1:1 + off_size], "little")
+            obj_len = int.from_bytes(heap_id[1 + off_size:1 + off_size + len_size], "little")
+            for block_off, block in blocks:
+                if block_off <= obj_off and obj_off + obj_len <= block_off + len(block):
+                    out.append((rec, block[obj_off - block_off:obj_off - block_off + obj_len]))
+                    break
+            else:
+                raise _Decline
+        return out
+
+    def direct(self, addr: int, size: int, off_size: int, checksummed: bool, offset: int) -> bytes:
+        """A fractal heap direct block (its checksum verified as libhdf5 does: over the block, field zeroed)."""
+        block = self.read(addr, size)
+        head = 5 + 8 + off_size
+        if block[:5] != b"FHDB\x00" or int.from_bytes(block[13:head], "little") != offset:
+            raise _Decline
+        if checksummed:
+            stored = _I.unpack_from(block, head)[0]
+            zeroed = block[:head] + b"\x00\x00\x00\x00" + block[head + 4:]
+            if _LOOKUP3(zeroed, len(zeroed), 0) != stored:
+                raise _Decline
+        return block
+
+    def vlen_string(self, element: bytes, item_size: int = 1) -> bytes | None:
+        """A variable-length string (or sequence of `item_size` items) from the global heap (None: NULL)."""
         length, addr, index = struct.unpack_from("<IQI", element)
         if not addr:
             return None
@@ -636,18 +735,27 @@ class _H5File:
             size = _Q.unpack_from(head, 8)[0]
             data = self.read(addr, size)
             heap = {}
+            # parse the whole collection as libhdf5 does on loading it (H5HG__cache_heap_deserialize)
             pos = 16
-            while pos + 16 <= size:
-                idx, _refs, _r, osize = struct.unpack_from("<HHIQ", data, pos)
-                if idx == 0:
+            while pos < size:
+                if pos + 16 > size:  # too small for an object header: free space
                     break
-                heap[idx] = data[pos + 16:pos + 16 + osize]
-                pos += 16 + ((osize + 7) & ~7)
+                idx, _refs, _r, osize = struct.unpack_from("<HHIQ", data, pos)
+                if idx:
+                    heap[idx] = data[pos + 16:pos + 16 + osize]
+                    need = 16 + ((osize + 7) & ~7)
+                else:
+                    need = osize
+                if need <= 0:
+                    raise _Decline
+                pos += need
+            if pos > size:
+                raise _Decline
             self.heaps[addr] = heap
         value = heap.get(index)
-        if value is None or len(value) < length:
+        if value is None or len(value) < length * item_size:
             raise _Decline
-        return value[:length]
+        return value[:length * item_size]
 
 
 def _h5_attr(body: bytes) -> tuple[bytes, bytes, bytes, bytes]:
@@ -697,15 +805,15 @@ def _h5_link(body: bytes) -> tuple[int, bytes, int]:
     return order, name, _Q.unpack_from(body, pos + n)[0]
 
 
-def _h5_info(body: bytes, index_width: int) -> bool:
-    """A link or attribute info message: whether creation order is tracked; dense storage is declined."""
+def _h5_info(body: bytes, index_width: int) -> tuple[bool, int, int]:
+    """A link or attribute info message: (creation order tracked, fractal heap address, name index address);
+    the heap address is undefined where the links or attributes are in the object header (compact)."""
     if body[0] != 0:
         raise _Decline
     flags = body[1]
     pos = 2 + (index_width if flags & 1 else 0)
-    if _Q.unpack_from(body, pos)[0] != _UNDEF:  # dense (fractal heap) storage
-        raise _Decline
-    return bool(flags & 1)
+    heap, names = struct.unpack_from("<QQ", body, pos)
+    return bool(flags & 1), heap, names
 
 
 def _h5_value(f: _H5File, name: str, rtype: bytes, rspace: bytes, data: bytes) -> Any:
@@ -806,7 +914,25 @@ def _nc4_attrs(f: _H5File, obj: _H5Object) -> tuple[dict[str, Any], dict[str, tu
     return shown, hidden
 
 
-def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, obj: _H5Object,
+def _h5_dimension_list(f: _H5File, rtype: bytes, rspace: bytes, data: bytes, ndims: int) -> list[int]:
+    """The object addresses in a ``DIMENSION_LIST`` attribute (one variable-length list of object references
+    per dimension)."""
+    if len(rtype) < 16 or rtype[0] & 0x0F != 9 or rtype[1] & 0x0F != 0 or rtype[8] & 0x0F != 7:
+        raise _Decline
+    kind, dims, _max = _h5_space(rspace)
+    if kind != 1 or dims != (ndims,) or len(data) < 16 * ndims:
+        raise _Decline
+    out = []
+    for d in range(ndims):
+        count = _I.unpack_from(data, 16 * d)[0]
+        raw = f.vlen_string(data[16 * d:16 * d + 16], 8)  # libhdf5 reads the heap object even when empty
+        if raw is None and count:
+            raise _Decline
+        out.extend(struct.unpack_from(f"<{count}Q", raw or b""))
+    return out
+
+
+def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, addr: int, obj: _H5Object,
                  alldims: dict[int, tuple[_NC4Group, str, int, bool]]) -> None:
     """Add one HDF5 dataset to `group`: a dimension, a variable or both (netCDF-C's read_dataset)."""
     if obj.space is None or obj.dtype is None or obj.layout is None:
@@ -828,6 +954,7 @@ def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, obj: _H5Object,
         if len(ids) != 1 or ids[0] < 0 or ids[0] in alldims:
             raise _Decline
         dimid = ids[0]
+        f.scales.add(addr)
         unlimited = maxshape[0] == _UNDEF
         group.dims.append((dimid, name, extent[0], unlimited))
         alldims[dimid] = (group, name, extent[0], unlimited)
@@ -840,10 +967,14 @@ def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, obj: _H5Object,
         if ndims:  # dimension scale matching or phony dimensions: netCDF-C's business
             raise _Decline
         dimids = []
+    if "DIMENSION_LIST" in hidden and ndims:
+        # netCDF-C follows every reference to the scales (H5DSiterate_scales): they must be scales read here
+        f.scale_refs.extend(_h5_dimension_list(f, *hidden["DIMENSION_LIST"], ndims))
     t = _H5Type(obj.dtype)
     itemsize: int | None
     if t.kind == "V":
         dtype, itemsize = "vlen-str", None
+        _h5_vlen_fill(f, obj.fill)
     elif t.kind == "S":
         if t.size != 1:
             raise _Decline
@@ -866,6 +997,26 @@ def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, obj: _H5Object,
             raise _Decline
     group.vars.append(_NC4Var(name, dimids, extent, dtype, itemsize, {k: v for k, v in flags.items() if v},
                               _h5_chunks(obj.layout, ndims), attrs))
+
+
+def _h5_vlen_fill(f: _H5File, body: bytes | None) -> None:
+    """netCDF-C reads a string variable's fill value (H5Pget_fill_value), from the global heap: it must be
+    there."""
+    if body is None:
+        return
+    version = body[0]
+    if version == 3:
+        defined = body[1] & 0x20
+        pos = 2
+    elif version == 2:
+        defined = body[3]
+        pos = 4
+    else:
+        raise _Decline
+    if defined:
+        if _I.unpack_from(body, pos)[0] != 16 or len(body) < pos + 20:
+            raise _Decline
+        f.vlen_string(body[pos + 4:pos + 20])
 
 
 def _h5_filters(body: bytes | None) -> list[tuple[int, tuple[int, ...]]]:
@@ -923,7 +1074,7 @@ def _nc4_group(f: _H5File, obj: _H5Object, group: _NC4Group,
         if target.group:
             children.append((name, target))
         elif target.dtype is not None and target.space is not None:
-            _nc4_dataset(f, group, name, target, alldims)
+            _nc4_dataset(f, group, name, addr, target, alldims)
         else:  # a named (user-defined) type, an old-style group, ...
             raise _Decline
     for name, target in children:
@@ -979,6 +1130,8 @@ def _nc4_records(fd: int, head: bytes, file_size: int) -> Records:
     alldims: dict[int, tuple[_NC4Group, str, int, bool]] = {}
     _nc4_group(f, root_obj, root, alldims)
     if classic and (root.children or sorted(d[0] for d in root.dims) != list(range(len(root.dims)))):
+        raise _Decline
+    if any(ref not in f.scales for ref in f.scale_refs):
         raise _Decline
     lengths = {dimid: _nc4_dim_len(g, dimid) if unlimited else size
                for dimid, (g, _name, size, unlimited) in alldims.items()}
