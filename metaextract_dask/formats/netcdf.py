@@ -620,15 +620,15 @@ class _H5File:
                     obj.links.append(_h5_link(body))
                 elif mtype == 0x02:
                     obj.group = True
-                    obj.link_order, heap, names = _h5_info(body, 8)
+                    obj.link_order, heap, names, order = _h5_info(body, 8)
                     if heap != _UNDEF:  # dense link storage
-                        obj.links.extend(_h5_link(raw) for _rec, raw in self.dense(heap, names, 5))
+                        obj.links.extend(_h5_link(raw) for _rec, raw in self.dense(heap, names, order, 5))
                 elif mtype == 0x15:
-                    _tracked, heap, names = _h5_info(body, 2)
+                    _tracked, heap, names, order = _h5_info(body, 2)
                     if heap != _UNDEF:  # dense attribute storage: the creation order is in the index
                         if not crt:
                             raise _Decline
-                        for rec, raw in self.dense(heap, names, 8):
+                        for rec, raw in self.dense(heap, names, order, 8):
                             if rec[8] & 0x02:  # a shared attribute message
                                 raise _Decline
                             obj.attrs.append((_I.unpack_from(rec, 9)[0], *_h5_attr(raw)))
@@ -637,10 +637,20 @@ class _H5File:
         obj.attrs.sort(key=lambda a: a[0])
         return obj
 
-    def dense(self, heap_addr: int, btree_addr: int, btree_type: int) -> list[tuple[bytes, bytes]]:
-        """The (index record, heap object) pairs of dense link or attribute storage: a version-2 B-tree name
-        index of depth 0 (one leaf) over a fractal heap whose root is a direct block or an indirect block of
-        direct blocks. Deeper trees and heaps, huge and tiny objects, filtered heaps: declined."""
+    def dense(self, heap_addr: int, names_addr: int, order_addr: int, names_type: int) -> list[tuple[bytes, bytes]]:
+        """The (index record, heap object) pairs of dense link or attribute storage, in the creation order
+        index's order where there is one (libhdf5 iterates it), else the name index's. Both indexes are read
+        and checked (netCDF-C's lookups by name search the name index): version-2 B-trees of depth 0 (one leaf)
+        over a fractal heap whose root is a direct block or an indirect block of direct blocks. Deeper trees
+        and heaps, huge and tiny objects, filtered heaps: declined."""
+        records = self.leaf(names_addr, names_type)
+        if order_addr != _UNDEF:
+            by_order = self.leaf(order_addr, names_type + 1)
+            if len(by_order) != len(records):
+                raise _Decline
+            records, btree_type = by_order, names_type + 1
+        else:
+            btree_type = names_type
         hdr = self.read(heap_addr, 146)
         if hdr[:5] != b"FRHP\x00" or _H.unpack_from(hdr, 7)[0]:  # I/O filters on the heap
             raise _Decline
@@ -678,7 +688,27 @@ class _H5File:
                     if addr != _UNDEF:
                         blocks.append((offset, self.direct(addr, size, off_size, checksummed, offset)))
                     offset += size
-        bt = self.read(btree_addr, 38)
+        if not records:
+            return []
+        out = []
+        id_at = {5: 4, 6: 8}.get(btree_type, 0)  # link records: hash or creation order, then the heap ID
+        for rec in records:
+            heap_id = rec[id_at:id_at + id_len]
+            if heap_id[0] & 0xF0:  # huge or tiny objects, unknown ID versions
+                raise _Decline
+            obj_off = int.from_bytes(heap_id[1:1 + off_size], "little")
+            obj_len = int.from_bytes(heap_id[1 + off_size:1 + off_size + len_size], "little")
+            for block_off, block in blocks:
+                if block_off <= obj_off and obj_off + obj_len <= block_off + len(block):
+                    out.append((rec, block[obj_off - block_off:obj_off - block_off + obj_len]))
+                    break
+            else:
+                raise _Decline
+        return out
+
+    def leaf(self, addr: int, btree_type: int) -> list[bytes]:
+        """The records of a version-2 B-tree of one node (checksums verified)."""
+        bt = self.read(addr, 38)
         if bt[:4] != b"BTHD" or bt[4] != 0 or bt[5] != btree_type:
             raise _Decline
         self.checked(bt)
@@ -692,22 +722,7 @@ class _H5File:
         if leaf[:4] != b"BTLF" or leaf[4] != 0 or leaf[5] != btree_type:
             raise _Decline
         self.checked(leaf)
-        out = []
-        id_at = 4 if btree_type == 5 else 0  # link records: hash then ID; attribute records: ID first
-        for i in range(count):
-            rec = leaf[6 + i * record_size:6 + (i + 1) * record_size]
-            heap_id = rec[id_at:id_at + id_len]
-            if heap_id[0] & 0xF0:  # huge or tiny objects, unknown ID versions
-                raise _Decline
-            obj_off = int.from_bytes(heap_id[1:1 + off_size], "little")
-            obj_len = int.from_bytes(heap_id[1 + off_size:1 + off_size + len_size], "little")
-            for block_off, block in blocks:
-                if block_off <= obj_off and obj_off + obj_len <= block_off + len(block):
-                    out.append((rec, block[obj_off - block_off:obj_off - block_off + obj_len]))
-                    break
-            else:
-                raise _Decline
-        return out
+        return [leaf[6 + i * record_size:6 + (i + 1) * record_size] for i in range(count)]
 
     def direct(self, addr: int, size: int, off_size: int, checksummed: bool, offset: int) -> bytes:
         """A fractal heap direct block (its checksum verified as libhdf5 does: over the block, field zeroed)."""
@@ -805,15 +820,17 @@ def _h5_link(body: bytes) -> tuple[int, bytes, int]:
     return order, name, _Q.unpack_from(body, pos + n)[0]
 
 
-def _h5_info(body: bytes, index_width: int) -> tuple[bool, int, int]:
-    """A link or attribute info message: (creation order tracked, fractal heap address, name index address);
-    the heap address is undefined where the links or attributes are in the object header (compact)."""
+def _h5_info(body: bytes, index_width: int) -> tuple[bool, int, int, int]:
+    """A link or attribute info message: (creation order tracked, fractal heap address, name index address,
+    creation order index address); the heap address is undefined where the links or attributes are in the
+    object header (compact), the last where creation order is not indexed."""
     if body[0] != 0:
         raise _Decline
     flags = body[1]
     pos = 2 + (index_width if flags & 1 else 0)
     heap, names = struct.unpack_from("<QQ", body, pos)
-    return bool(flags & 1), heap, names
+    order = _Q.unpack_from(body, pos + 16)[0] if flags & 2 else _UNDEF
+    return bool(flags & 1), heap, names, order
 
 
 def _h5_value(f: _H5File, name: str, rtype: bytes, rspace: bytes, data: bytes) -> Any:
@@ -904,6 +921,8 @@ def _nc4_attrs(f: _H5File, obj: _H5Object) -> tuple[dict[str, Any], dict[str, tu
     shown: dict[str, Any] = {}
     hidden: dict[str, tuple[bytes, bytes, bytes]] = {}
     for _order, raw, rtype, rspace, data in obj.attrs:
+        if len(raw) > 256:  # NC_MAX_NAME
+            raise _Decline
         name = raw.decode("utf-8")
         if name in shown or name in hidden:
             raise _Decline
@@ -961,8 +980,10 @@ def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, addr: int, obj: _H5Obj
         if "NAME" in hidden and _h5_string(*hidden["NAME"]).startswith(_NC4_DIM_ONLY):
             return  # a dimension without a variable
         dimids = [dimid]  # a coordinate variable
-    elif name.startswith(_NC4_NON_COORD) and len(name) > len(_NC4_NON_COORD):
+    if name.startswith(_NC4_NON_COORD) and len(name) > len(_NC4_NON_COORD):  # netCDF-C's read_var
         name = name[len(_NC4_NON_COORD):]
+    if any(v.name == name for v in group.vars):
+        raise _Decline
     if dimids is None:
         if ndims:  # dimension scale matching or phony dimensions: netCDF-C's business
             raise _Decline
@@ -1069,6 +1090,8 @@ def _nc4_group(f: _H5File, obj: _H5Object, group: _NC4Group,
     links = sorted(obj.links) if obj.link_order else sorted(obj.links, key=lambda link: link[1])
     children = []
     for _order, raw, addr in links:
+        if len(raw) > 256:  # NC_MAX_NAME: netCDF-C cuts longer names
+            raise _Decline
         name = raw.decode("utf-8")
         target = f.object(addr)
         if target.group:
@@ -1120,7 +1143,9 @@ def _nc4_records(fd: int, head: bytes, file_size: int) -> Records:
     base, extension, eof, root_addr = struct.unpack_from("<QQQQ", head, 12)
     f = _H5File(fd, file_size, head)
     f.checked(head[:48])
-    if base != 0 or extension != _UNDEF or eof > file_size:  # a superblock extension may share messages
+    # a superblock extension may share messages; a file marked open for writing (consistency flags), or
+    # shorter than its end of allocation, libhdf5 refuses or reports its own way
+    if base != 0 or extension != _UNDEF or eof > file_size or head[11]:
         raise _Decline
     root_obj = f.object(root_addr)
     if not root_obj.group:
