@@ -547,6 +547,7 @@ class _H5File:
         self.seen: set[int] = set()
         self.scales: set[int] = set()  # object header addresses of the dimension scales read
         self.scale_refs: list[int] = []  # the addresses the variables' DIMENSION_LIST attributes refer to
+        self.node_tail = b""
 
     def read(self, addr: int, n: int) -> bytes:
         if addr + n > self.size or addr < 0:
@@ -707,22 +708,43 @@ class _H5File:
         return out
 
     def leaf(self, addr: int, btree_type: int) -> list[bytes]:
-        """The records of a version-2 B-tree of one node (checksums verified)."""
+        """The records of a version-2 B-tree of depth 0 or 1 (checksums verified), in no particular order."""
         bt = self.read(addr, 38)
         if bt[:4] != b"BTHD" or bt[4] != 0 or bt[5] != btree_type:
             raise _Decline
         self.checked(bt)
+        node_size = _I.unpack_from(bt, 6)[0]
         record_size, depth = struct.unpack_from("<HH", bt, 10)
-        leaf_addr, count = _Q.unpack_from(bt, 16)[0], _H.unpack_from(bt, 24)[0]
-        if depth != 0 or _Q.unpack_from(bt, 26)[0] != count:
-            raise _Decline  # a tree of more than one node
-        if not count:
-            return []
-        leaf = self.read(leaf_addr, 6 + count * record_size + 4)
-        if leaf[:4] != b"BTLF" or leaf[4] != 0 or leaf[5] != btree_type:
+        root, count, total = _Q.unpack_from(bt, 16)[0], _H.unpack_from(bt, 24)[0], _Q.unpack_from(bt, 26)[0]
+        if depth > 1 or not record_size:
+            raise _Decline  # trees of more than two levels
+        if depth == 0:
+            if total != count:
+                raise _Decline
+            return self.node(root, b"BTLF", btree_type, count, record_size, 0)
+        max_leaf = (node_size - 10) // record_size
+        width = (max_leaf.bit_length() - 1) // 8 + 1  # bytes of a child's record count
+        records = self.node(root, b"BTIN", btree_type, count, record_size, (count + 1) * (8 + width))
+        pointers = self.node_tail
+        for i in range(count + 1):
+            child = _Q.unpack_from(pointers, i * (8 + width))[0]
+            n = int.from_bytes(pointers[i * (8 + width) + 8:(i + 1) * (8 + width)], "little")
+            records += self.node(child, b"BTLF", btree_type, n, record_size, 0)
+        if len(records) != total:
             raise _Decline
-        self.checked(leaf)
-        return [leaf[6 + i * record_size:6 + (i + 1) * record_size] for i in range(count)]
+        return records
+
+    def node(self, addr: int, sig: bytes, btree_type: int, count: int, record_size: int, tail: int) -> list[bytes]:
+        """The records of one B-tree node (and, in node_tail, the `tail` bytes after them)."""
+        if not count and sig == b"BTLF":
+            return []
+        data = self.read(addr, 6 + count * record_size + tail + 4)
+        if data[:4] != sig or data[4] != 0 or data[5] != btree_type:
+            raise _Decline
+        self.checked(data)
+        end = 6 + count * record_size
+        self.node_tail = data[end:end + tail]
+        return [data[6 + i * record_size:6 + (i + 1) * record_size] for i in range(count)]
 
     def direct(self, addr: int, size: int, off_size: int, checksummed: bool, offset: int) -> bytes:
         """A fractal heap direct block (its checksum verified as libhdf5 does: over the block, field zeroed)."""
@@ -751,10 +773,12 @@ class _H5File:
             data = self.read(addr, size)
             heap = {}
             # parse the whole collection as libhdf5 does on loading it (H5HG__cache_heap_deserialize)
+            if size % 8 or size < 4096:  # libhdf5 writes whole, aligned collections (H5HG_MINSIZE)
+                raise _Decline
             pos = 16
             while pos < size:
-                if pos + 16 > size:  # too small for an object header: free space
-                    break
+                if pos + 16 > size:  # too small for an object header (libhdf5 calls it free space): declined
+                    raise _Decline
                 idx, _refs, _r, osize = struct.unpack_from("<HHIQ", data, pos)
                 if idx:
                     heap[idx] = data[pos + 16:pos + 16 + osize]
@@ -764,7 +788,7 @@ class _H5File:
                 if need <= 0:
                     raise _Decline
                 pos += need
-            if pos > size:
+            if pos != size:
                 raise _Decline
             self.heaps[addr] = heap
         value = heap.get(index)
