@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -177,6 +178,12 @@ def _celestial(header: Any) -> dict[str, Any]:
         return {}
 
 
+def _count(naxis: list[int]) -> int:
+    """``int(np.prod(naxis, dtype=np.int64))`` (wrapping past 64 bits as it does) without numpy's overhead."""
+    count = math.prod(naxis)
+    return count if -(1 << 63) <= count < (1 << 63) else int(np.prod(naxis, dtype=np.int64))
+
+
 class _HDUView:
     """What the row builders need of one HDU: its kind, card count and (lazily) its astropy objects. Built from
     an astropy HDU (:meth:`of_hdu`) or from the fast header reader, so both paths share one row builder."""
@@ -265,7 +272,8 @@ def _array_row(index: int, view: _HDUView, file_size: int, header: dict[str, Any
         attrs = {k: to_jsonable(card(k)) for k in ("BSCALE", "BZERO", "BLANK", "BUNIT") if k in header}
         tiles = view.tiles()
         dtype = _BITPIX[int(card("BITPIX"))]
-        problem = None if tiles else truncation(int(np.prod(naxis, dtype=np.int64)) * dtype.itemsize, file_size,
+        count = _count(naxis)
+        problem = None if tiles else truncation(count * dtype.itemsize, file_size,
                                                 f"the header ({'x'.join(map(str, naxis))} BITPIX {card('BITPIX')})")
         array = {
             "name": f"HDU{index}",
@@ -277,7 +285,7 @@ def _array_row(index: int, view: _HDUView, file_size: int, header: dict[str, Any
             "compression": str(view.compression()).lower() if tiles and view.compression else None,
             "fill_value": dumps(card("BLANK")) if "BLANK" in header else None,
             "units": _value(header, "BUNIT", str),
-            "nbytes": int(np.prod(naxis, dtype=np.int64)) * dtype.itemsize,
+            "nbytes": count * dtype.itemsize,
             "attrs": dumps(attrs),
             "error": problem,
         }
@@ -336,7 +344,6 @@ class _Syntax:
     def __init__(self) -> None:
         from astropy.io.fits.card import FIX_FP_TABLE2, UNDEFINED, Card, Undefined
         from astropy.io.fits.header import HEADER_END_RE
-        from astropy.io.fits.util import _str_to_num
 
         self.value_re = Card._value_NFSC_RE
         self.number_re = Card._number_NFSC_RE
@@ -346,7 +353,6 @@ class _Syntax:
         self.undefined = UNDEFINED
         self.undefined_type = Undefined
         self.end_re = HEADER_END_RE
-        self.str_to_num = _str_to_num
         self.card = Card
 
 
@@ -360,14 +366,33 @@ def _syntax() -> _Syntax:
     return _SYNTAX
 
 
+class _Strip:
+    """``conf.strip_header_whitespace``, looked up once per file and only for a string value that ends in spaces
+    (a config lookup costs as much as parsing a dozen cards)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: bool | None = None
+
+    def __call__(self) -> bool:
+        if self.value is None:
+            from astropy.io.fits import conf
+
+            self.value = bool(conf.strip_header_whitespace)
+        return self.value
+
+
 def _number(syn: _Syntax, text: str) -> Any:
     """A number as astropy's ``Card._parse_value`` converts it."""
     m = syn.number_re.match(text)
-    sign = m.group("sign") or ""
-    return syn.str_to_num(sign + m.group("digt").translate(syn.fp_table))
+    digits = (m.group("sign") or "") + m.group("digt").translate(syn.fp_table)
+    # astropy's _str_to_num: int() where it parses, else float(); digits, sign, '.' and an exponent are all the
+    # regular expression lets through, so int() fails exactly where there is a '.' or an exponent.
+    return float(digits) if "." in digits or "e" in digits or "E" in digits else int(digits)
 
 
-def _parse_value(syn: _Syntax, valuecomment: str, strip: bool) -> Any:
+def _parse_value(syn: _Syntax, valuecomment: str, strip: _Strip) -> Any:
     """The value of a standard card from its (stripped) value/comment field, as ``Card.value`` gives it."""
     m = syn.value_re.match(valuecomment)
     if m is None:  # unparsable: header_to_dict's warning, astropy's path
@@ -375,7 +400,7 @@ def _parse_value(syn: _Syntax, valuecomment: str, strip: bool) -> Any:
     group = m.group
     if (strg := group("strg")) is not None:
         value = strg.replace("''", "'")
-        return value.rstrip() if strip else value
+        return value.rstrip() if value[-1:] == " " and strip() else value
     if (flag := group("bool")) is not None:
         return flag == "T"
     if (numr := group("numr")) is not None:
@@ -400,7 +425,7 @@ def _astropy_card(syn: _Syntax, image: str) -> tuple[str, Any]:
     return key, value
 
 
-def _parse_cards(syn: _Syntax, text: str, strip: bool) -> tuple[list[str], list[Any]]:
+def _parse_cards(syn: _Syntax, text: str, strip: _Strip) -> tuple[list[str], list[Any]]:
     """Keywords and values (as ``Card.keyword``/``Card.value``) of a header's cards before END."""
     images = [text[i:i + _CARD] for i in range(0, len(text), _CARD)]
     keys: list[str] = []
@@ -530,21 +555,24 @@ def _read_header(read: Callable[[int, int], bytes], offset: int, syn: _Syntax) -
         offset += _BLOCK
         if len(block) != _BLOCK or block.translate(None, _VALID_BYTES):
             raise _Fallback  # cut short, or bytes astropy warns about (or replaces)
-        for m in syn.end_re.finditer(block):
-            if m.start() % _CARD == 0:
+        # astropy takes the first match of HEADER_END_RE that starts a card; a match starting inside a card
+        # can never cover the 'E' of one that starts a card, so trying the regex where a card starts with END
+        # finds the same one.
+        pos = block.find(b"END")
+        while pos >= 0:
+            if pos % _CARD == 0 and (m := syn.end_re.match(block, pos)) is not None:
                 if m.group("invalid"):
                     raise _Fallback
-                blocks.append(block[:m.start()])
+                blocks.append(block[:pos])
                 return b"".join(blocks).decode("ascii"), offset
+            pos = block.find(b"END", pos + 1)
         blocks.append(block)
 
 
 def _fast_hdus(path: str, size: int) -> list[_FastHDU]:
     """Every HDU of a standard-conforming file; :class:`_Fallback` for anything else."""
-    from astropy.io.fits import conf
-
     syn = _syntax()
-    strip = bool(conf.strip_header_whitespace)  # one lookup per file, not one per card
+    strip = _Strip()
     with open(path, "rb", buffering=0) as f:
         if size <= _WHOLE_FILE:
             whole = f.read()
