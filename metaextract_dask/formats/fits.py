@@ -411,18 +411,14 @@ def _parse_value(syn: _Syntax, valuecomment: str, strip: _Strip) -> Any:
 
 
 def _astropy_card(syn: _Syntax, image: str) -> tuple[str, Any]:
-    """Keyword and value of a card the fast parser leaves to astropy (CONTINUE, record-valued); any warning or
-    error makes the whole file astropy's."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        card = syn.card.fromstring(image)
-        try:
-            key, value = card.keyword, card.value
-        except Exception:
-            raise _Fallback from None
-    if caught:
-        raise _Fallback
-    return key, value
+    """Keyword and value of a card the fast parser leaves to astropy (CONTINUE, record-valued). Only cards whose
+    first 80 columns begin with a standard or commentary keyword come here: astropy parses those without a
+    warning (so no ``catch_warnings``, which is process-wide, is needed); an error makes the file astropy's."""
+    card = syn.card.fromstring(image)
+    try:
+        return card.keyword, card.value
+    except Exception:
+        raise _Fallback from None
 
 
 def _parse_cards(syn: _Syntax, text: str, strip: _Strip) -> tuple[list[str], list[Any]]:
@@ -438,6 +434,9 @@ def _parse_cards(syn: _Syntax, text: str, strip: _Strip) -> tuple[list[str], lis
         while j < n and images[j][:8] == "CONTINUE":  # Header.fromstring joins these to the card before
             j += 1
         if j > i + 1:
+            head = image[:8]
+            if head not in _SPECIAL_HEADS and not (image[8:10] == "= " and _FSC_HEAD.match(head)):
+                raise _Fallback
             key, value = _astropy_card(syn, "".join(images[i:j]))
         else:
             head = image[:8]
