@@ -1,5 +1,9 @@
 """FITS backend (astropy): every HDU's header, image/table array descriptions, celestial WCS footprints
-(the ``hdus`` table), and lazy image HDUs (tile-compressed ones read tile by tile)."""
+(the ``hdus`` table), and lazy image HDUs (tile-compressed ones read tile by tile).
+
+Cataloguing reads standard-conforming files with a fast header reader of its own (astropy's value syntax, none
+of its per-card objects); a file it is not sure to read exactly as astropy does goes through ``fits.open``.
+"""
 
 from __future__ import annotations
 
