@@ -15,6 +15,7 @@ import functools
 import math
 import os
 import re
+import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -107,6 +108,8 @@ def _data_element() -> type:
 def _value(ds: Any, keyword: str) -> Any:
     """``ds.get(keyword)`` through the element's tag: pydicom's keyword lookup (``__getattr__``, the data
     dictionary, ``Tag()``) costs more than the element itself, 30 times a file."""
+    if type(ds) is _Fast:
+        return ds.value(keyword)
     tag = _TAGS.get(keyword)
     if tag is None:
         from pydicom.datadict import tag_for_keyword
@@ -120,6 +123,11 @@ def _value(ds: Any, keyword: str) -> Any:
         return ds[tag].value  # not converted yet (or a pydicom without _dict): pydicom's own path
     except KeyError:
         return None
+
+
+def _meta(ds: Any) -> Any:
+    """The file meta of a dataset or of a fast view."""
+    return ds.meta if type(ds) is _Fast else ds.file_meta
 
 
 def _get(ds: Any, keyword: str, problems: list[str] | None = None) -> Any:
@@ -235,7 +243,7 @@ def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
     elif ts is not None and ts.is_deflated:  # the whole dataset is zlib-compressed: no bound from the size
         problem = None
     else:
-        packed = -(-math.prod(shape) * int(ds.BitsAllocated) // 8)
+        packed = -(-math.prod(shape) * int(_value(ds, "BitsAllocated")) // 8)
         problem = truncation(packed, file_size, f"the pixel module ({'x'.join(map(str, shape))})")
     if problem:
         return {"name": "PixelData", "kind": "dicom-pixels", "shape": list(shape), "dtype": dtype.str,
@@ -335,14 +343,18 @@ def _dataset_json(ds: Any, threshold: int, bulk: Any, sets: Any) -> dict[str, An
     return {f"{tag:08X}": _element_json(ds[tag], threshold, bulk, sets) for tag in ds.keys()}
 
 
+def _bulk(elem: Any) -> str:
+    # Large binary values (icons, overlays, private blobs) are referenced, not inlined.
+    return f"omitted:{elem.tag:08X}"
+
+
 def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]:
     """The DICOM JSON model of `ds` (file meta included), element by element: an element whose value does
     not parse keeps its VR without a value, and is reported."""
 
-    def bulk(elem: Any) -> str:
-        # Large binary values (icons, overlays, private blobs) are referenced, not inlined.
-        return f"omitted:{elem.tag:08X}"
-
+    if type(ds) is _Fast:
+        return _fast_json_header(ds, threshold, problems)
+    bulk = _bulk
     sets = _vr_sets()
     out: dict[str, Any] = {}
     for part in (ds.file_meta, ds) if ds.file_meta else (ds,):
@@ -360,6 +372,347 @@ def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]
             except Exception as exc:  # the element's value (or its VR) does not parse
                 out[key] = {"vr": vr if vr in _JSON_VRS else "UN"}
                 problems.append(f"invalid value of {key} ({vr}): {type(exc).__name__}: {exc}")
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# fast path: raw elements straight from their bytes
+# --------------------------------------------------------------------------- #
+#: Convert raw elements from their bytes where the outcome provably equals pydicom's (tests force it off).
+FAST_PATH = True
+
+# Marker: the element's column value is pydicom's own object (read through ``ds[tag]``).
+_SLOW = object()
+_ISO8859 = "iso8859"  # pydicom's default_encoding, for the DEFAULT_CHARSET_VRs and UI/UR/AE
+# Single-byte or UTF-8 codecs without code extensions: with no ESC in a value, pydicom's decode_bytes is
+# ``value.decode(codec)`` and a PN re-encodes to the same bytes (its encode/decode round trip is exact).
+_SIMPLE_CODECS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8"})
+_UI_VALUE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # pydicom's UI regex, anchored both ends
+_IS_VALUE = re.compile(r" *[+\-]?[0-9]+ *")  # pydicom's IS regex with ASCII digits (stricter)
+# Text VRs decoded with the dataset's character set, with pydicom's maximum value length (0: none).
+_TEXT_MAX = {"LO": 64, "SH": 16, "UC": 0}
+_SINGLE_TEXT_MAX = {"LT": 10240, "ST": 1024, "UT": 0}
+_NUMBERS = {"US": (2, "H", int), "SS": (2, "h", int), "UL": (4, "L", int), "SL": (4, "l", int),
+            "UV": (8, "Q", int), "SV": (8, "q", int), "FL": (4, "f", float), "FD": (8, "d", float)}
+_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+_LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
+# keyword -> (tag, VR of the data dictionary); columns read a fast value only where the VR is this one.
+_KEYWORDS: dict[str, tuple[int, str]] = {}
+
+
+@functools.cache
+def _pydicom_defaults() -> tuple[Any, ...]:
+    import pydicom.hooks
+    from pydicom import config
+    from pydicom.dataelem import empty_value_for_VR
+    from pydicom.multival import MultiValue
+
+    return (config, pydicom.hooks.hooks, pydicom.hooks.raw_element_vr, pydicom.hooks.raw_element_value,
+            empty_value_for_VR, MultiValue)
+
+
+def _fast_enabled() -> bool:
+    """Whether pydicom is configured as the fast path assumes: its default hooks and value types, no element
+    callback, and WARN validation (the mode whose silence the fast path's checks prove)."""
+    if not FAST_PATH:
+        return False
+    config, hooks, vr_hook, value_hook, _, _ = _pydicom_defaults()
+    return (config.data_element_callback is None and not hooks.raw_element_kwargs
+            and hooks.raw_element_vr is vr_hook and hooks.raw_element_value is value_hook
+            and config.settings.reading_validation_mode == config.WARN
+            and not config.datetime_conversion and not config.use_DS_numpy and not config.use_IS_numpy
+            and not config.use_DS_decimal and not config.use_none_as_empty_text_VR_value)
+
+
+def _keyword(keyword: str) -> tuple[int, str]:
+    info = _KEYWORDS.get(keyword)
+    if info is None:
+        from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise KeyError(keyword)
+        info = _KEYWORDS.setdefault(keyword, (tag, dictionary_VR(tag)))
+    return info
+
+
+class _Fast:
+    """A read dataset seen through the fast path: each raw element is converted once, on first use (in the
+    order pydicom would convert it, so that its warnings keep their order), from its bytes when the result
+    provably equals pydicom's, else by pydicom (``ds[tag]``).
+
+    A record is ``(vr, json, value)``: `json` the DICOM JSON model's ``Value`` list (the bytes for binary
+    VRs; None: no value), `value` what the columns read (pydicom's value, or an equivalent for the keyword's
+    dictionary VR: ``str`` for UI and PN, ``float`` / list of float for DS, ``int`` for IS; ``_SLOW`` where
+    only pydicom's object will do).
+    """
+
+    __slots__ = ("ds", "raw", "text", "done", "fallbacks", "meta")
+
+    def __init__(self, ds: Any, meta: _Fast | None = None) -> None:
+        self.ds = ds
+        self.meta = meta
+        d = ds._dict
+        self.raw: dict[int, Any] = dict(zip(map(int, d), d.values()))
+        self.done: dict[int, tuple[str, Any, Any] | None] = {}
+        self.fallbacks: list[int] = []  # tags of raw elements pydicom converted (for tests and profiling)
+        # The codec of the text VRs (LO, SH, UC, LT, ST, UT, PN), as Dataset.__getitem__ picks it, when it
+        # is one simple codec; else None (text VRs go through pydicom).
+        enc = ds.original_character_set
+        enc = [enc] if isinstance(enc, str) else enc
+        self.text = enc[0] if enc and len(enc) == 1 and enc[0] in _SIMPLE_CODECS else None
+
+    def record(self, tag: int) -> tuple[str, Any, Any] | None:
+        """The fast record of `tag` (converting it now if it is new), or None: pydicom's element it is."""
+        try:
+            return self.done[tag]
+        except KeyError:
+            pass
+        raw = self.raw.get(tag)
+        rec = _convert(raw, self.text, tag) if type(raw) is _raw_data_element() else None
+        if rec is None and raw is not None:
+            if type(raw) is _raw_data_element():
+                self.fallbacks.append(tag)
+            self.ds[tag]  # noqa: B018 - pydicom converts (and warns) now, where it would have without us
+        self.done[tag] = rec
+        return rec
+
+    def value(self, keyword: str) -> Any:
+        """``ds.get(keyword)``: the fast value where the element's VR is the keyword's, else pydicom's."""
+        tag, vr = _keyword(keyword)
+        rec = self.record(tag)
+        if rec is not None and rec[0] == vr and rec[2] is not _SLOW:
+            return rec[2]
+        try:
+            return self.ds[tag].value
+        except KeyError:
+            return None
+
+    def __contains__(self, keyword: str) -> bool:
+        return _keyword(keyword)[0] in self.raw
+
+
+@functools.cache
+def _raw_data_element() -> type:
+    from pydicom.dataelem import RawDataElement
+
+    return RawDataElement
+
+
+def _convert(raw: Any, text: str | None, tag: int) -> tuple[str, Any, Any] | None:
+    """pydicom's conversion of `raw` (``convert_raw_data_element`` with the default hooks, then
+    ``Dataset.__getitem__``'s fix-ups) as a fast record, or None where it cannot be shown equal and silent."""
+    vr = raw.VR
+    if vr is None:  # implicit VR: the raw_element_vr hook's dictionary lookup (private tags go to pydicom)
+        if tag & 0x10000:
+            return None
+        from pydicom.datadict import dictionary_VR
+
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return None
+    if tag & 0x10000 or tag in _LUT_DESCRIPTORS:
+        return None  # private: __setitem__ converts the creator too; LUT descriptors: the hook edits values
+    value = raw.value
+    if value is None or raw.is_buffered or raw.length != len(value):
+        return None  # deferred, buffered or undefined length
+    if not value:
+        conv = _CONVERTERS.get(vr)
+        if conv is None:
+            return None
+        empty = _pydicom_defaults()[4](vr)
+        return vr, None, "" if vr == "PN" else empty
+    conv = _CONVERTERS.get(vr)
+    return None if conv is None else conv(vr, value, raw, text)
+
+
+def _c_string(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    # AS CS DA DT TM (datetime_conversion off): convert_string -> multi_string
+    items = b.decode(_ISO8859).rstrip(" \x00").split("\\")
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _pydicom_defaults()[5](str, items)
+
+
+def _c_ae(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    items = [s.strip() for s in b.decode(_ISO8859).split("\\")]
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _pydicom_defaults()[5](str, items)
+
+
+def _c_ur(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    v = b.decode(_ISO8859).rstrip()
+    return vr, [v] if v else None, v
+
+
+def _c_ui(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    items = b.decode(_ISO8859).rstrip("\0 ").split("\\")
+    for v in items:  # UID() warns about a value over 64 characters or not of digits and dots
+        if v and (len(v) > 64 or not _UI_VALUE.fullmatch(v)):
+            return None
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _SLOW
+
+
+def _c_ds(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    items = b.decode(_ISO8859).strip().rstrip(" \x00").split("\\")
+    if len(items) == 1 and not items[0]:
+        return vr, None, ""  # DSfloat('') is ''
+    try:  # DSfloat(v) is float(v) (no check in WARN mode); a blank item fails the JSON: pydicom's path
+        numbers = [float(v) for v in items]
+    except ValueError:
+        return None
+    return vr, numbers, numbers[0] if len(numbers) == 1 else numbers
+
+
+def _c_is(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    items = b.decode(_ISO8859).rstrip(" \x00").split("\\")
+    if len(items) == 1 and not items[0]:
+        return vr, None, ""  # IS('') is ''
+    for v in items:  # IS() warns about more than 12 characters or not an integer ("3.0", "1A")
+        if len(v) > 12 or not _IS_VALUE.fullmatch(v):
+            return None
+    numbers = [int(v) for v in items]
+    return vr, numbers, numbers[0] if len(numbers) == 1 else _SLOW
+
+
+def _c_number(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    size, code, _ = _NUMBERS[vr]
+    count, extra = divmod(len(b), size)
+    if extra:
+        return None  # pydicom raises (or, configured so, warns and makes it UN)
+    values = struct.unpack(f"{'<' if raw.is_little_endian else '>'}{count}{code}", b)
+    return vr, list(values), values[0] if count == 1 else list(values)
+
+
+def _c_binary(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    return vr, b, b
+
+
+def _c_text(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    # LO SH UC: convert_text (decode, split, length check of each unstripped value, rstrip)
+    if text is None or b"\x1b" in b:
+        return None
+    try:
+        items = b.decode(text).split("\\")
+    except UnicodeDecodeError:
+        return None  # pydicom warns and decodes with replacement characters
+    limit = _TEXT_MAX[vr]
+    if limit and any(len(v) > limit for v in items):
+        return None
+    items = [v.rstrip("\0 ") for v in items]
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _pydicom_defaults()[5](str, items)
+
+
+def _c_single_text(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    # LT ST UT: convert_single_string (no split)
+    if text is None or b"\x1b" in b:
+        return None
+    try:
+        v = b.decode(text)
+    except UnicodeDecodeError:
+        return None
+    limit = _SINGLE_TEXT_MAX[vr]
+    if limit and len(v) > limit:
+        return None
+    v = v.rstrip("\0 ")
+    return vr, [v] if v else None, v
+
+
+def _c_pn(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    # convert_PN: strip, decode, split; PersonName(str) checks (<= 3 groups of <= 64 characters) and drops
+    # trailing empty groups; its str() is the groups joined by '='.
+    b = b.rstrip(b"\x00 ")
+    if text is None or b"\x1b" in b:
+        return None
+    try:
+        items = b.decode(text).split("\\")
+    except UnicodeDecodeError:
+        return None
+    names = []
+    for v in items:
+        groups = v.split("=")
+        if len(groups) > 3 or any(len(g) > 64 for g in groups):
+            return None
+        while groups and not groups[-1]:
+            groups.pop()
+        names.append(groups)
+    if len(names) == 1:
+        groups = names[0]
+        return vr, [_pn_json(groups)] if groups else None, "=".join(groups)
+    if not all(names):
+        return None  # a multi-valued PN with an empty name: the JSON model fails in pydicom's path
+    return vr, [_pn_json(g) for g in names], _SLOW
+
+
+def _pn_json(groups: list[str]) -> dict[str, str]:
+    out = {"Alphabetic": groups[0]}
+    if len(groups) > 1:
+        out["Ideographic"] = groups[1]
+    if len(groups) > 2:
+        out["Phonetic"] = groups[2]
+    return out
+
+
+_CONVERTERS: dict[str, Any] = {
+    "AS": _c_string, "CS": _c_string, "DA": _c_string, "DT": _c_string, "TM": _c_string, "AE": _c_ae,
+    "UR": _c_ur, "UI": _c_ui, "DS": _c_ds, "IS": _c_is, "LO": _c_text, "SH": _c_text, "UC": _c_text,
+    "LT": _c_single_text, "ST": _c_single_text, "UT": _c_single_text, "PN": _c_pn,
+    **{vr: _c_number for vr in _NUMBERS}, **{vr: _c_binary for vr in _BINARY},
+}
+
+
+def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[str, Any]:
+    """:func:`_json_header` of a fast view: fast records directly, every other element exactly as there
+    (including which VR a failing element is reported with, and the retry of the first failure)."""
+    limit = (threshold // 4) * 3
+    sets = _vr_sets()
+    out: dict[str, Any] = {}
+    parts = (view.meta, view) if view.meta is not None and view.ds.file_meta else (view,)
+    for part in parts:
+        ds = part.ds
+        # _json_header walks a part whole and, at its first failure, once more element by element, taking
+        # each element's VR before converting it: the first failure is retried, later ones are not.
+        failed = False
+        for tag in ds.keys():
+            key = f"{tag:08X}"
+            raw = ds.get_item(tag) if failed else None
+            try:
+                rec = part.record(int(tag))
+                if rec is None:
+                    out[key] = _element_json(ds[tag], threshold, _bulk, sets)
+                    continue
+            except Exception as exc:
+                error = exc
+                if not failed:
+                    failed = True
+                    raw = ds.get_item(tag)
+                    try:
+                        out[key] = _element_json(ds[tag], threshold, _bulk, sets)
+                        continue
+                    except Exception as again:
+                        error = again
+                vr = getattr(raw, "VR", None) or "UN"
+                out[key] = {"vr": vr if vr in _JSON_VRS else "UN"}
+                problems.append(f"invalid value of {key} ({vr}): {type(error).__name__}: {error}")
+                continue
+            vr, values, _ = rec
+            if values is None:
+                out[key] = {"vr": vr}
+            elif vr in _BINARY:
+                out[key] = ({"vr": vr, "BulkDataURI": f"omitted:{key}"} if len(values) > limit else
+                            {"vr": vr, "InlineBinary": base64.b64encode(values).decode("utf-8")})
+            else:
+                out[key] = {"vr": vr, "Value": values}
     return out
 
 
@@ -395,20 +748,28 @@ class DICOMBackend(FormatBackend):
                           "raised before de-identification)", stacklevel=1)
         return rec
 
-    def _read(self, path: str, profile: Any, outcome: list[Any] | None = None) -> Records:
+    def _read(self, path: str, profile: Any, outcome: list[Any] | None = None, fast: bool | None = None
+              ) -> Records:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         if profile is not None and outcome is not None:
             outcome.append(profile.apply(ds, collect=True))
+        if profile is None and (_fast_enabled() if fast is None else fast):
+            # the same reads below, each element converted from its bytes where that provably equals pydicom
+            ds = _Fast(ds, _Fast(ds.file_meta) if ds.file_meta is not None else None)
         problems: list[str] = []
-        ts = _get(ds.file_meta, "TransferSyntaxUID", problems)
+        ts = _get(_meta(ds), "TransferSyntaxUID", problems)
+        if isinstance(ts, str) and type(ts) is str:
+            from pydicom.uid import UID
+
+            ts = UID(ts)  # a fast value (a valid UID): pydicom's type, for .name and .is_compressed
         # pydicom is lenient: garbage after the magic can still "parse"; with a transfer syntax that is not a
         # UID, nothing after the file meta was decoded meaningfully.
         if ts is not None and not _UID.fullmatch(str(ts)):
             raise InvalidDicomError(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
-        meta = ds.file_meta
+        meta = _meta(ds)
         if not (_get(ds, "SOPClassUID") or _get(meta, "MediaStorageSOPClassUID")) or not (
                 _get(ds, "SOPInstanceUID") or _get(meta, "MediaStorageSOPInstanceUID")):
             problems.append("no SOP Class UID / SOP Instance UID (not a complete DICOM object)")
