@@ -392,12 +392,16 @@ _IS_VALUE = re.compile(r" *[+\-]?[0-9]+ *")  # pydicom's IS regex with ASCII dig
 # Text VRs decoded with the dataset's character set, with pydicom's maximum value length (0: none).
 _TEXT_MAX = {"LO": 64, "SH": 16, "UC": 0}
 _SINGLE_TEXT_MAX = {"LT": 10240, "ST": 1024, "UT": 0}
-_NUMBERS = {"US": (2, "H", int), "SS": (2, "h", int), "UL": (4, "L", int), "SL": (4, "l", int),
-            "UV": (8, "Q", int), "SV": (8, "q", int), "FL": (4, "f", float), "FD": (8, "d", float)}
+_NUMBERS = {"US": (2, "H"), "SS": (2, "h"), "UL": (4, "L"), "SL": (4, "l"), "UV": (8, "Q"), "SV": (8, "q"),
+            "FL": (4, "f"), "FD": (8, "d")}
+_FLOAT_VRS = frozenset({"DS", "FL", "FD"})
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 # keyword -> (tag, VR of the data dictionary); columns read a fast value only where the VR is this one.
 _KEYWORDS: dict[str, tuple[int, str]] = {}
+_UNPACK: dict[tuple[str, int, bool], Any] = {}  # (struct code, count, little endian) -> unpack
+_KEYS: dict[int, str] = {}  # tag -> its header key ("0010 0010" as 8 hex digits), for the usual tags
+_RAW: list[type] = []  # pydicom's RawDataElement, imported on first use
 
 
 @functools.cache
@@ -447,7 +451,7 @@ class _Fast:
     only pydicom's object will do).
     """
 
-    __slots__ = ("ds", "raw", "text", "done", "fallbacks", "meta")
+    __slots__ = ("ds", "raw", "text", "done", "fallbacks", "meta", "plain")
 
     def __init__(self, ds: Any, meta: _Fast | None = None) -> None:
         self.ds = ds
@@ -456,6 +460,11 @@ class _Fast:
         self.raw: dict[int, Any] = dict(zip(map(int, d), d.values()))
         self.done: dict[int, tuple[str, Any, Any] | None] = {}
         self.fallbacks: list[int] = []  # tags of raw elements pydicom converted (for tests and profiling)
+        self.plain = True  # the header JSON holds only str, int, finite float, list and dict (so far)
+        if not _RAW:
+            from pydicom.dataelem import RawDataElement
+
+            _RAW.append(RawDataElement)
         # The codec of the text VRs (LO, SH, UC, LT, ST, UT, PN), as Dataset.__getitem__ picks it, when it
         # is one simple codec; else None (text VRs go through pydicom).
         enc = ds.original_character_set
@@ -464,39 +473,36 @@ class _Fast:
 
     def record(self, tag: int) -> tuple[str, Any, Any] | None:
         """The fast record of `tag` (converting it now if it is new), or None: pydicom's element it is."""
-        try:
-            return self.done[tag]
-        except KeyError:
-            pass
-        raw = self.raw.get(tag)
-        rec = _convert(raw, self.text, tag) if type(raw) is _raw_data_element() else None
-        if rec is None and raw is not None:
-            if type(raw) is _raw_data_element():
+        rec = self.done.get(tag, _SLOW)
+        if rec is not _SLOW:
+            return rec
+        raw, rec = self.raw.get(tag), None
+        if type(raw) is _RAW[0]:
+            rec = _convert(raw, self.text, tag)
+            if rec is None:
                 self.fallbacks.append(tag)
+        if rec is None and raw is not None:
             self.ds[tag]  # noqa: B018 - pydicom converts (and warns) now, where it would have without us
         self.done[tag] = rec
         return rec
 
     def value(self, keyword: str) -> Any:
         """``ds.get(keyword)``: the fast value where the element's VR is the keyword's, else pydicom's."""
-        tag, vr = _keyword(keyword)
-        rec = self.record(tag)
-        if rec is not None and rec[0] == vr and rec[2] is not _SLOW:
-            return rec[2]
+        tag, vr = _KEYWORDS.get(keyword) or _keyword(keyword)
+        if tag not in self.raw:
+            return None
         try:
+            rec = self.record(tag)
+            if rec is not None and rec[0] == vr and rec[2] is not _SLOW:
+                return rec[2]
             return self.ds[tag].value
-        except KeyError:
+        except KeyError:  # as _value: pydicom's KeyError (a VR lookup failing in RAISE mode) reads as absent
             return None
 
     def __contains__(self, keyword: str) -> bool:
         return _keyword(keyword)[0] in self.raw
 
 
-@functools.cache
-def _raw_data_element() -> type:
-    from pydicom.dataelem import RawDataElement
-
-    return RawDataElement
 
 
 def _convert(raw: Any, text: str | None, tag: int) -> tuple[str, Any, Any] | None:
@@ -583,12 +589,18 @@ def _c_is(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]
 
 
 def _c_number(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
-    size, code, _ = _NUMBERS[vr]
+    size, code = _NUMBERS[vr]
     count, extra = divmod(len(b), size)
     if extra:
         return None  # pydicom raises (or, configured so, warns and makes it UN)
-    values = struct.unpack(f"{'<' if raw.is_little_endian else '>'}{count}{code}", b)
-    return vr, list(values), values[0] if count == 1 else list(values)
+    key = (code, count, raw.is_little_endian)
+    unpack = _UNPACK.get(key)
+    if unpack is None:
+        unpack = struct.Struct(f"{'<' if key[2] else '>'}{count}{code}").unpack
+        if count <= 16:  # the usual VMs; long arrays are unpacked without keeping their format
+            _UNPACK[key] = unpack
+    values = list(unpack(b))
+    return vr, values, values[0] if count == 1 else values
 
 
 def _c_binary(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
@@ -604,7 +616,7 @@ def _c_text(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, An
     except UnicodeDecodeError:
         return None  # pydicom warns and decodes with replacement characters
     limit = _TEXT_MAX[vr]
-    if limit and any(len(v) > limit for v in items):
+    if limit and len(b) > limit and max(map(len, items)) > limit:  # a character is at least one byte
         return None
     items = [v.rstrip("\0 ") for v in items]
     if len(items) == 1:
@@ -641,7 +653,7 @@ def _c_pn(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]
     names = []
     for v in items:
         groups = v.split("=")
-        if len(groups) > 3 or any(len(g) > 64 for g in groups):
+        if len(groups) > 3 or (len(v) > 64 and max(map(len, groups)) > 64):
             return None
         while groups and not groups[-1]:
             groups.pop()
@@ -677,6 +689,7 @@ def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[
     limit = (threshold // 4) * 3
     sets = _vr_sets()
     out: dict[str, Any] = {}
+    plain = True
     parts = (view.meta, view) if view.meta is not None and view.ds.file_meta else (view,)
     for part in parts:
         ds = part.ds
@@ -684,11 +697,17 @@ def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[
         # each element's VR before converting it: the first failure is retried, later ones are not.
         failed = False
         for tag in ds.keys():
-            key = f"{tag:08X}"
+            itag = int(tag)
+            key = _KEYS.get(itag)
+            if key is None:
+                key = f"{itag:08X}"
+                if len(_KEYS) < 4096:
+                    _KEYS[itag] = key
             raw = ds.get_item(tag) if failed else None
             try:
-                rec = part.record(int(tag))
+                rec = part.record(itag)
                 if rec is None:
+                    plain = False
                     out[key] = _element_json(ds[tag], threshold, _bulk, sets)
                     continue
             except Exception as exc:
@@ -713,7 +732,23 @@ def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[
                             {"vr": vr, "InlineBinary": base64.b64encode(values).decode("utf-8")})
             else:
                 out[key] = {"vr": vr, "Value": values}
+                if vr in _FLOAT_VRS and plain and not all(map(math.isfinite, values)):
+                    plain = False  # NaN / Infinity: strings in strict JSON, by to_jsonable
+    view.plain = plain
     return out
+
+
+def _header_text(header: dict[str, Any], plain: bool) -> str:
+    """``dumps(header)``; a header of plain JSON values (as the fast path builds) skips ``to_jsonable``,
+    which returns such a value unchanged."""
+    from metaextract_dask import jsonutil
+
+    if plain and jsonutil.orjson is not None:
+        try:
+            return jsonutil.orjson.dumps(header).decode()  # type: ignore[no-any-return]
+        except (TypeError, jsonutil.orjson.JSONEncodeError):  # as dumps: json does what orjson cannot
+            pass
+    return dumps(header)
 
 
 class DICOMBackend(FormatBackend):
@@ -779,7 +814,7 @@ class DICOMBackend(FormatBackend):
         if row["NumberOfFrames"] is None and row["Rows"] and "NumberOfFrames" not in ds:
             row["NumberOfFrames"] = 1  # single-frame images omit the tag; 1 keeps sums over frames right
         row["TransferSyntaxUID"] = str(_get(meta, "TransferSyntaxUID") or "") or None
-        row["header"] = dumps(header)
+        row["header"] = _header_text(header, type(ds) is _Fast and ds.plain)
         if outcome:
             problems = [profile.scrub(p, outcome[0]) for p in problems]
         rec = Records(format="dicom", format_version=ts.name if ts else None, tables={"dicom": [row]},
