@@ -707,8 +707,8 @@ def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[
             try:
                 rec = part.record(itag)
                 if rec is None:
-                    plain = False
-                    out[key] = _element_json(ds[tag], threshold, _bulk, sets)
+                    entry = out[key] = _element_json(ds[tag], threshold, _bulk, sets)
+                    plain = plain and _plain_entry(entry)
                     continue
             except Exception as exc:
                 error = exc
@@ -736,6 +736,24 @@ def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[
                     plain = False  # NaN / Infinity: strings in strict JSON, by to_jsonable
     view.plain = plain
     return out
+
+
+def _plain_entry(entry: dict[str, Any]) -> bool:
+    """Whether ``to_jsonable`` leaves this JSON-model entry as it is (so orjson writes the same text): values
+    of str (subclasses too: UID), exact int and finite float, PN dicts of str; no sequences."""
+    values = entry.get("Value")
+    if values is None:
+        return True
+    if entry["vr"] == "SQ":
+        return False
+    for v in values:
+        t = type(v)
+        if t is int or (t is float and math.isfinite(v)) or isinstance(v, str):
+            continue
+        if t is dict and all(type(c) is str for c in v.values()):
+            continue
+        return False
+    return True
 
 
 def _header_text(header: dict[str, Any], plain: bool) -> str:
