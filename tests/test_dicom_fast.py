@@ -82,13 +82,16 @@ def _encode(elements: list[tuple[int, str, Any]], implicit: bool, little: bool) 
     return out
 
 
-def write(path: Path, elements: list[tuple[int, str, Any]], ts: str = _EXPLICIT_LE) -> str:
-    """A Part 10 file of `elements` (sorted by tag) in transfer syntax `ts`, with a complete file meta."""
+def write(path: Path, elements: list[tuple[int, str, Any]], ts: str = _EXPLICIT_LE, *, ordered: bool = True
+          ) -> str:
+    """A Part 10 file of `elements` (sorted by tag unless not `ordered`) in transfer syntax `ts`, with a
+    complete file meta."""
     meta = _encode([(0x00020001, "OB", b"\0\1"), (0x00020002, "UI", _CT + "\0"),
                     (0x00020003, "UI", "1.2.3.4.5.6.7\0"), (0x00020010, "UI", ts + ("\0" if len(ts) % 2 else "")),
                     (0x00020012, "UI", "1.2.3.4\0\0")], False, True)
     meta = _encode([(0x00020000, "UL", num("L", len(meta)))], False, True) + meta
-    body = _encode(sorted(elements, key=lambda e: e[0]), ts == _IMPLICIT_LE, ts != _EXPLICIT_BE)
+    body = _encode(sorted(elements, key=lambda e: e[0]) if ordered else elements, ts == _IMPLICIT_LE,
+                   ts != _EXPLICIT_BE)
     path.write_bytes(b"\0" * 128 + b"DICM" + meta + body)
     return str(path)
 
@@ -214,7 +217,7 @@ def test_sequences_and_private_tags_read_the_same(tmp_path: Path) -> None:
     inner = [[(0x00080100, "SH", "T-D1100"), (0x00080102, "SH", "SRT"), (0x00080104, "LO", "Brain")]]
     items = [[(0x00081150, "UI", _CT + "\0"), (0x00081155, "UI", "1.2.3.9\0"), (0x00082218, "SQ", inner)],
              [(0x00081150, "UI", _CT + "\0"), (0x00180050, "DS", "1A")]]
-    elements = _image() + [(0x00081140, "SQ", items), (0x00091010, "LO", "ACME"), (0x00091001, "SQ", inner),
+    elements = _image() + [(0x00081140, "SQ", items), (0x00090010, "LO", "ACME"), (0x00091001, "SQ", inner),
                            (0x00091002, "DS", "1\\2"), (0x00280106, "SS", num("h", -3))]
     for ts in (_EXPLICIT_LE, _IMPLICIT_LE, _EXPLICIT_BE):
         _assert_same(write(tmp_path / f"sq_{ts[-1]}.dcm", elements, ts))
@@ -264,11 +267,31 @@ def test_fast_path_is_taken_for_a_plain_image(tmp_path: Path) -> None:
 
 
 def test_fallbacks_are_the_unprovable_elements(tmp_path: Path) -> None:
-    """Values pydicom warns about, and VRs the fast path leaves alone, are converted by pydicom."""
-    path = write(tmp_path / "mixed.dcm", _image() + [(0x00200013, "IS", "3.0"), (0x00100020, "LO", "x" * 65),
-                                                      (0x00091001, "LO", "private"), (0x00209165, "AT", num("H", 1, 2))])
+    """Values pydicom warns about, and VRs the fast path leaves alone, are converted by pydicom; private
+    blocks (creator first) and AT are not."""
+    inner = [[(0x00080100, "SH", "T-D1100")]]
+    path = write(tmp_path / "mixed.dcm", _image() + [
+        (0x00200013, "IS", "3.0"), (0x00100020, "LO", "x" * 65), (0x00081140, "SQ", inner),
+        (0x00181030, "UN", b"ab"), (0x00090010, "LO", "ACME"), (0x00091001, "LO", "private"),
+        (0x00209165, "AT", num("H", 0x0020, 0x0032))])
     view = _fast_view(path)
-    assert sorted(view.fallbacks) == [0x00091001, 0x00100020, 0x00200013, 0x00209165]
+    assert sorted(view.fallbacks) == [0x00081140, 0x00100020, 0x00181030, 0x00200013]
+
+
+def test_private_element_before_its_creator_goes_through_pydicom(tmp_path: Path) -> None:
+    """pydicom converts a private block's creator when it converts one of its elements: an element met
+    while its creator is still raw is pydicom's, so that any warning about the creator comes when it did."""
+    import pydicom
+
+    path = write(tmp_path / "private.dcm", _image() + [(0x00090010, "LO", "C" * 65), (0x00091001, "LO", "v")])
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    view = D._Fast(ds, D._Fast(ds.file_meta))
+    assert view.record(0x00091001) is None and view.fallbacks == [0x00091001]
+    _assert_same(path)
+    # out of order: the element, another warning, then its (warning) creator
+    path = write(tmp_path / "unordered.dcm", _image() + [(0x00091001, "LO", "v"), (0x00181030, "LO", "L" * 65),
+                                                         (0x00090010, "LO", "C" * 65)], ordered=False)
+    assert len(_assert_same(path)[1]) == 2
 
 
 def test_pydicom_configuration_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -478,13 +478,22 @@ class _Fast:
             return rec
         raw, rec = self.raw.get(tag), None
         if type(raw) is _RAW[0]:
-            rec = _convert(raw, self.text, tag)
-            if rec is None:
+            if tag & 0x10000 and not self._creator_done(tag):
                 self.fallbacks.append(tag)
+            else:
+                rec = _convert(raw, self.text, tag)
+                if rec is None:
+                    self.fallbacks.append(tag)
         if rec is None and raw is not None:
             self.ds[tag]  # noqa: B018 - pydicom converts (and warns) now, where it would have without us
         self.done[tag] = rec
         return rec
+
+    def _creator_done(self, tag: int) -> bool:
+        """Whether pydicom, converting private `tag`, would convert nothing else: Dataset.__setitem__
+        converts the block's private creator first, where it is present and still raw."""
+        creator = (tag & 0xFFFF0000) | ((tag & 0xFFFF) >> 8)
+        return creator == tag or creator in self.done or type(self.raw.get(creator)) is not _RAW[0]
 
     def value(self, keyword: str) -> Any:
         """``ds.get(keyword)``: the fast value where the element's VR is the keyword's, else pydicom's."""
@@ -518,8 +527,8 @@ def _convert(raw: Any, text: str | None, tag: int) -> tuple[str, Any, Any] | Non
             vr = dictionary_VR(tag)
         except KeyError:
             return None
-    if tag & 0x10000 or tag in _LUT_DESCRIPTORS:
-        return None  # private: __setitem__ converts the creator too; LUT descriptors: the hook edits values
+    if tag in _LUT_DESCRIPTORS:
+        return None  # the raw_element_value hook edits their first value
     value = raw.value
     if value is None or raw.is_buffered or raw.length != len(value):
         return None  # deferred, buffered or undefined length
@@ -603,6 +612,20 @@ def _c_number(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, 
     return vr, values, values[0] if count == 1 else values
 
 
+def _c_at(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    count, extra = divmod(len(b), 4)
+    if extra:
+        return None  # pydicom logs and drops the tail
+    key = ("H", 2 * count, raw.is_little_endian)
+    unpack = _UNPACK.get(key)
+    if unpack is None:
+        unpack = struct.Struct(f"{'<' if key[2] else '>'}{2 * count}H").unpack
+        if count <= 16:
+            _UNPACK[key] = unpack
+    half = unpack(b)
+    return vr, [f"{half[i] << 16 | half[i + 1]:08X}" for i in range(0, 2 * count, 2)], _SLOW
+
+
 def _c_binary(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
     return vr, b, b
 
@@ -679,7 +702,7 @@ _CONVERTERS: dict[str, Any] = {
     "AS": _c_string, "CS": _c_string, "DA": _c_string, "DT": _c_string, "TM": _c_string, "AE": _c_ae,
     "UR": _c_ur, "UI": _c_ui, "DS": _c_ds, "IS": _c_is, "LO": _c_text, "SH": _c_text, "UC": _c_text,
     "LT": _c_single_text, "ST": _c_single_text, "UT": _c_single_text, "PN": _c_pn,
-    **{vr: _c_number for vr in _NUMBERS}, **{vr: _c_binary for vr in _BINARY},
+    "AT": _c_at, **{vr: _c_number for vr in _NUMBERS}, **{vr: _c_binary for vr in _BINARY},
 }
 
 
