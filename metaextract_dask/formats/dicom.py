@@ -730,8 +730,9 @@ def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[
             try:
                 rec = part.record(itag)
                 if rec is None:
-                    entry = out[key] = _element_json(ds[tag], threshold, _bulk, sets)
-                    plain = plain and _plain_entry(entry)
+                    entry, flat = _converted_json(ds[tag], threshold, sets)
+                    out[key] = entry
+                    plain = plain and flat
                     continue
             except Exception as exc:
                 error = exc
@@ -747,28 +748,60 @@ def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[
                 out[key] = {"vr": vr if vr in _JSON_VRS else "UN"}
                 problems.append(f"invalid value of {key} ({vr}): {type(error).__name__}: {error}")
                 continue
-            vr, values, _ = rec
-            if values is None:
-                out[key] = {"vr": vr}
-            elif vr in _BINARY:
-                out[key] = ({"vr": vr, "BulkDataURI": f"omitted:{key}"} if len(values) > limit else
-                            {"vr": vr, "InlineBinary": base64.b64encode(values).decode("utf-8")})
-            else:
-                out[key] = {"vr": vr, "Value": values}
-                if vr in _FLOAT_VRS and plain and not all(map(math.isfinite, values)):
-                    plain = False  # NaN / Infinity: strings in strict JSON, by to_jsonable
+            out[key] = _record_json(rec, key, limit)
+            if plain and rec[0] in _FLOAT_VRS and rec[1] is not None and not all(map(math.isfinite, rec[1])):
+                plain = False  # NaN / Infinity: strings in strict JSON, by to_jsonable
     view.plain = plain
     return out
 
 
+def _record_json(rec: tuple[str, Any, Any], key: str, limit: int) -> dict[str, Any]:
+    """The JSON-model entry of a fast record (`limit`: the most bytes inlined)."""
+    vr, values, _ = rec
+    if values is None:
+        return {"vr": vr}
+    if vr in _BINARY:
+        return ({"vr": vr, "BulkDataURI": f"omitted:{key}"} if len(values) > limit else
+                {"vr": vr, "InlineBinary": base64.b64encode(values).decode("utf-8")})
+    return {"vr": vr, "Value": values}
+
+
+def _converted_json(elem: Any, threshold: int, sets: Any) -> tuple[dict[str, Any], bool]:
+    """:func:`_element_json` of an element pydicom converted, its sequence items' elements through the fast
+    path (pydicom parsed the items; their elements are still raw); and whether the entry is plain JSON.
+    Raises where :func:`_element_json` would (the first failing element of the first failing item)."""
+    if elem.VR != "SQ":
+        entry = _element_json(elem, threshold, _bulk, sets)
+        return entry, _plain_entry(entry)
+    items = []
+    plain = True
+    limit = (threshold // 4) * 3
+    for item in elem.value:
+        view = _Fast(item)
+        out: dict[str, Any] = {}
+        for tag in item.keys():  # as _dataset_json: in order, no recovery (a failure fails the sequence)
+            itag = int(tag)
+            key = _KEYS.get(itag) or f"{itag:08X}"
+            rec = view.record(itag)
+            if rec is None:
+                entry, flat = _converted_json(item[tag], threshold, sets)
+                out[key] = entry
+                plain = plain and flat
+                continue
+            out[key] = _record_json(rec, key, limit)
+            if plain and rec[0] in _FLOAT_VRS and rec[1] is not None and not all(map(math.isfinite, rec[1])):
+                plain = False
+        items.append(out)
+    return {"vr": elem.VR, "Value": items}, plain
+
+
 def _plain_entry(entry: dict[str, Any]) -> bool:
     """Whether ``to_jsonable`` leaves this JSON-model entry as it is (so orjson writes the same text): values
-    of str (subclasses too: UID), exact int and finite float, PN dicts of str; no sequences."""
+    of str (subclasses too: UID), exact int and finite float, PN dicts of str (a sequence's items are dicts
+    of entries: not plain here)."""
     values = entry.get("Value")
     if values is None:
         return True
-    if entry["vr"] == "SQ":
-        return False
     for v in values:
         t = type(v)
         if t is int or (t is float and math.isfinite(v)) or isinstance(v, str):
