@@ -306,5 +306,16 @@ def test_pydicom_configuration_turns_the_fast_path_off(monkeypatch: pytest.Monke
     monkeypatch.setattr(config.settings, "reading_validation_mode", config.RAISE)
     assert not D._fast_enabled()
     monkeypatch.setattr(config.settings, "reading_validation_mode", config.WARN)
+    assert D._fast_enabled()
+    from pydicom import values
+
+    monkeypatch.setitem(values.converters, "DS", values.convert_string)
+    assert not D._fast_enabled()
+    monkeypatch.setitem(values.converters, "DS", values.convert_DS_string)
+    assert D._fast_enabled()
     monkeypatch.setattr(D, "FAST_PATH", False)
     assert not D._fast_enabled()
+    path = write(tmp_path / "plain.dcm", _image())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert D.DICOMBackend().read(path).tables["dicom"][0]["InstanceNumber"] == 3

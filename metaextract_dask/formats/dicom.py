@@ -3,6 +3,11 @@
 
 Pixel data is never read while cataloguing (``stop_before_pixels``); its shape and type come from the image
 pixel module, by the same rules that open it (:func:`pixel_layout`).
+
+Cataloguing converts each raw element straight from its bytes (the fast path, :class:`_Fast`) wherever the
+result provably equals pydicom's own conversion, value and warnings alike (none: a value pydicom would warn
+about, or one whose conversion the fast path does not replicate, is converted by pydicom, element by
+element). pydicom's per-element machinery cost more than reading the file. ``FAST_PATH = False`` turns it off.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextvars
 import datetime as dt
 import functools
 import math
+import operator
 import os
 import re
 import struct
@@ -30,7 +36,7 @@ from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, 
 from metaextract_dask.jsonutil import dumps
 
 __all__ = ["DICOMBackend", "DeidentifiedReadError", "deidentifying", "DICOMFile", "DICOMSeries", "DICOM", "DICOM_COLUMNS", "parse_da", "pixel_layout",
-           "series_spec", "series_files"]
+           "series_spec", "series_files", "FAST_PATH"]
 
 #: Typed columns of the ``dicom`` table: keyword -> kind (str, int, float, date, floats).
 DICOM_COLUMNS: dict[str, str] = {
@@ -421,11 +427,36 @@ def _fast_enabled() -> bool:
     if not FAST_PATH:
         return False
     config, hooks, vr_hook, value_hook, _, _ = _pydicom_defaults()
-    return (config.data_element_callback is None and not hooks.raw_element_kwargs
+    converters, pick, defaults = _pydicom_converters()
+    try:
+        same_converters = pick(converters) == defaults
+    except KeyError:
+        return False
+    return (same_converters and config.data_element_callback is None and not hooks.raw_element_kwargs
             and hooks.raw_element_vr is vr_hook and hooks.raw_element_value is value_hook
             and config.settings.reading_validation_mode == config.WARN
             and not config.datetime_conversion and not config.use_DS_numpy and not config.use_IS_numpy
             and not config.use_DS_decimal and not config.use_none_as_empty_text_VR_value)
+
+
+@functools.cache
+def _pydicom_converters() -> tuple[dict[str, Any], Any, tuple[Any, ...]]:
+    """pydicom's value converters, a getter of those of the VRs the fast path converts, and what it gets in
+    pydicom 3.0 (a converter replaced by the user turns the fast path off)."""
+    from pydicom import values as v
+
+    strings = dict.fromkeys(("AS", "CS"), v.convert_string)
+    numbers = {vr: (v.convert_numbers, code) for vr, (_, code) in _NUMBERS.items()}
+    defaults = {
+        **strings, "DA": v.convert_DA_string, "DT": v.convert_DT_string, "TM": v.convert_TM_string,
+        "AE": v.convert_AE_string, "UR": v.convert_UR_string, "UI": v.convert_UI, "DS": v.convert_DS_string,
+        "IS": v.convert_IS_string, "LO": v.convert_text, "SH": v.convert_text, "UC": v.convert_text,
+        "LT": v.convert_single_string, "ST": v.convert_single_string, "UT": v.convert_single_string,
+        "PN": v.convert_PN, "AT": v.convert_ATvalue, **numbers, "OB": v.convert_OBvalue, "OD": v.convert_OBvalue,
+        "OF": v.convert_OWvalue, "OL": v.convert_OBvalue, "OV": v.convert_OVvalue, "OW": v.convert_OWvalue,
+        "SQ": v.convert_SQ,
+    }
+    return v.converters, operator.itemgetter(*defaults), tuple(defaults.values())
 
 
 def _keyword(keyword: str) -> tuple[int, str]:
@@ -870,7 +901,7 @@ class DICOMBackend(FormatBackend):
             ds = _Fast(ds, _Fast(ds.file_meta) if ds.file_meta is not None else None)
         problems: list[str] = []
         ts = _get(_meta(ds), "TransferSyntaxUID", problems)
-        if isinstance(ts, str) and type(ts) is str:
+        if type(ts) is str:
             from pydicom.uid import UID
 
             ts = UID(ts)  # a fast value (a valid UID): pydicom's type, for .name and .is_compressed
