@@ -515,8 +515,9 @@ class _Fast:
                 rec = _convert(raw, self.text, tag)
                 if rec is None:
                     self.fallbacks.append(tag)
-        if rec is None and raw is not None:
-            self.ds[tag]  # noqa: B018 - pydicom converts (and warns) now, where it would have without us
+        if rec is None and type(raw) is not _data_element():  # (a DataElement: converted while reading)
+            if raw is not None:
+                self.ds[tag]  # noqa: B018 - pydicom converts (and warns) now, where it would have without us
         self.done[tag] = rec
         return rec
 
@@ -535,6 +536,9 @@ class _Fast:
             rec = self.record(tag)
             if rec is not None and rec[0] == vr and rec[2] is not _SLOW:
                 return rec[2]
+            elem = self.raw[tag]
+            if rec is None and type(elem) is _data_element():  # converted while reading (the transfer syntax)
+                return elem.value
             return self.ds[tag].value
         except KeyError:  # as _value: pydicom's KeyError (a VR lookup failing in RAISE mode) reads as absent
             return None
