@@ -406,12 +406,13 @@ _LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 # keyword -> (tag, VR of the data dictionary); columns read a fast value only where the VR is this one.
 _KEYWORDS: dict[str, tuple[int, str]] = {}
 _UNPACK: dict[tuple[str, int, bool], Any] = {}  # (struct code, count, little endian) -> unpack
-_KEYS: dict[int, str] = {}  # tag -> its header key ("0010 0010" as 8 hex digits), for the usual tags
+_KEYS: dict[int, str] = {}  # tag -> its header key ("00100010"), for the first 4096 tags met
 _RAW: list[type] = []  # pydicom's RawDataElement, imported on first use
 
 
 @functools.cache
 def _pydicom_defaults() -> tuple[Any, ...]:
+    """pydicom's config, hooks, default VR and value hooks, ``empty_value_for_VR`` and ``MultiValue``."""
     import pydicom.hooks
     from pydicom import config
     from pydicom.dataelem import empty_value_for_VR
@@ -460,6 +461,7 @@ def _pydicom_converters() -> tuple[dict[str, Any], Any, tuple[Any, ...]]:
 
 
 def _keyword(keyword: str) -> tuple[int, str]:
+    """(tag, data-dictionary VR) of a keyword."""
     info = _KEYWORDS.get(keyword)
     if info is None:
         from pydicom.datadict import dictionary_VR, tag_for_keyword
