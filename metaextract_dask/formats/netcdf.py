@@ -2,6 +2,15 @@
 
 One backend, two catalog formats: ``netcdf3`` and ``netcdf4``. A netCDF-4 variable is also an HDF5 dataset,
 so its plain stored bytes take the HDF5 backend's memory-map path when profiled.
+
+Cataloguing (:meth:`NetCDFBackend.read`) first tries this module's own readers, which build the records
+netCDF4-python would from the file's bytes without netCDF-C: the netCDF-3 header (CDF-1, CDF-2, CDF-5), and
+for netCDF-4 the HDF5 structures netCDF-C writes (superblock 2/3, version-2 object headers, compact and dense
+links and attributes), read the way netCDF-C's libhdf5 layer reads them. Opening a file through netCDF-C (or
+any libhdf5 open) costs more than that whole parse. Anything a reader cannot prove netCDF-C reads the same way
+(unusual structures and types, damaged or truncated files, ...) it declines, and netCDF4-python reads the file
+as before, so that values, errors and their messages stay netCDF4-python's. ``FAST_READ = False`` turns the
+readers off.
 """
 
 from __future__ import annotations
@@ -1095,12 +1104,10 @@ def _h5_chunks(body: bytes, ndims: int) -> tuple[int, ...] | None:
         raise _Decline
     if cls != 2:
         return None
-    if version == 3:
-        rank = body[2]
-        dims = struct.unpack_from(f"<{rank}I", body, 11)
-    else:
-        rank, width = body[3], body[4]
-        dims = tuple(int.from_bytes(body[5 + i * width:5 + (i + 1) * width], "little") for i in range(rank))
+    if version != 3:  # the chunk indexes of version 4 (arrays, B-tree 2) libhdf5 may load on opening
+        raise _Decline
+    rank = body[2]
+    dims = struct.unpack_from(f"<{rank}I", body, 11)
     if rank != ndims + 1:
         raise _Decline
     return dims[:-1]
