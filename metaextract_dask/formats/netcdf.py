@@ -559,8 +559,8 @@ class _H5File:
         self.node_tail = b""
 
     def read(self, addr: int, n: int) -> bytes:
-        if addr + n > self.size or addr < 0:
-            raise _Decline  # libhdf5 reports it its own way
+        if addr + n > self.size or addr < 0 or n > _NC3_HEAD_MAX:
+            raise _Decline  # past the end (libhdf5 reports it its own way), or a hostile size
         if addr + n <= len(self.head):
             return self.head[addr:addr + n]
         data = os.pread(self.fd, n, addr)
@@ -607,6 +607,9 @@ class _H5File:
                     raise _Decline
                 if mtype == 0x10:  # continuation
                     caddr, clen = struct.unpack_from("<QQ", body)
+                    if caddr in self.seen:  # a loop (a hostile file)
+                        raise _Decline
+                    self.seen.add(caddr)
                     cont = self.read(caddr, clen)
                     if cont[:4] != b"OCHK" or clen < 8:
                         raise _Decline
