@@ -508,6 +508,19 @@ class _H5Type:
         return np.dtype(f"{'>' if self.big else '<'}{self.kind}{self.size}")
 
 
+_TYPES: dict[bytes, _H5Type] = {}
+
+
+def _h5_type(raw: bytes) -> _H5Type:
+    """:class:`_H5Type` of a datatype message, remembered (files repeat a handful of types)."""
+    t = _TYPES.get(raw)
+    if t is None:
+        t = _H5Type(raw)
+        if len(_TYPES) < 4096:
+            _TYPES[raw] = t
+    return t
+
+
 def _h5_space(raw: bytes) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """A dataspace message: (kind 0 scalar / 1 simple / 2 null, current dims, max dims)."""
     if len(raw) < 4:
@@ -871,7 +884,7 @@ def _h5_info(body: bytes, index_width: int) -> tuple[bool, int, int, int]:
 
 def _h5_value(f: _H5File, name: str, rtype: bytes, rspace: bytes, data: bytes) -> Any:
     """An attribute value as netCDF-C reads it (read_hdf5_att) and netCDF4-python returns it (_get_att)."""
-    t = _H5Type(rtype)
+    t = _h5_type(rtype)
     kind, dims, _max = _h5_space(rspace)
     if len(dims) > 1:
         raise _Decline
@@ -903,7 +916,7 @@ def _h5_value(f: _H5File, name: str, rtype: bytes, rspace: bytes, data: bytes) -
 def _h5_ints(rtype: bytes, rspace: bytes, data: bytes, native_int: bool) -> list[int]:
     """A hidden integer attribute: read as a C int (``_Netcdf4Dimid``) or as its own type into C ints
     (``_Netcdf4Coordinates``: netCDF-C reads its bytes as they are, so only little-endian int32 is taken)."""
-    t = _H5Type(rtype)
+    t = _h5_type(rtype)
     kind, dims, _max = _h5_space(rspace)
     if kind == 2 or len(dims) > 1 or t.kind not in "iu":
         raise _Decline
@@ -920,7 +933,7 @@ def _h5_ints(rtype: bytes, rspace: bytes, data: bytes, native_int: bool) -> list
 
 def _h5_string(rtype: bytes, rspace: bytes, data: bytes) -> bytes:
     """``CLASS`` or ``NAME``: a scalar fixed-length null-terminated string, up to its first NUL."""
-    t = _H5Type(rtype)
+    t = _h5_type(rtype)
     kind, _dims, _max = _h5_space(rspace)
     if t.kind != "S" or t.pad != 0 or kind != 0 or len(data) < t.size:
         raise _Decline
@@ -1027,7 +1040,7 @@ def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, addr: int, obj: _H5Obj
     if "DIMENSION_LIST" in hidden and ndims:
         # netCDF-C follows every reference to the scales (H5DSiterate_scales): they must be scales read here
         f.scale_refs.extend(_h5_dimension_list(f, *hidden["DIMENSION_LIST"], ndims))
-    t = _H5Type(obj.dtype)
+    t = _h5_type(obj.dtype)
     itemsize: int | None
     if t.kind == "V":
         dtype, itemsize = "vlen-str", None
