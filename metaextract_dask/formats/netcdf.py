@@ -661,6 +661,8 @@ class _H5File:
                 elif mtype not in _H5_IGNORED:  # old-style groups, external storage, unknown messages, ...
                     raise _Decline
         obj.attrs.sort(key=lambda a: a[0])
+        if len({a[0] for a in obj.attrs}) != len(obj.attrs):  # an order libhdf5's sort leaves open
+            raise _Decline
         return obj
 
     def dense(self, heap_addr: int, names_addr: int, order_addr: int, names_type: int) -> list[tuple[bytes, bytes]]:
@@ -1134,7 +1136,12 @@ def _nc4_group(f: _H5File, obj: _H5Object, group: _NC4Group,
     """Read a group and, after its own links, its child groups (netCDF-C's rec_read_metadata)."""
     group.attrs, _hidden = _nc4_attrs(f, obj)
     # links in creation order where tracked, else by name (as libhdf5 sorts them: bytewise)
-    links = sorted(obj.links) if obj.link_order else sorted(obj.links, key=lambda link: link[1])
+    if obj.link_order:
+        links = sorted(obj.links)
+        if len({link[0] for link in links}) != len(links) or (links and links[0][0] < 0):
+            raise _Decline  # creation order tracked, but missing or repeated
+    else:
+        links = sorted(obj.links, key=lambda link: link[1])
     children = []
     for _order, raw, addr in links:
         if len(raw) > 256:  # NC_MAX_NAME: netCDF-C cuts longer names
