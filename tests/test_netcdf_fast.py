@@ -428,3 +428,25 @@ def test_switch_reads_everything_with_netcdf4python(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(N, "FAST_READ", False)
     monkeypatch.setattr(N, "_read_fast", lambda path: pytest.fail("fast reader used"))
     assert get_backend("netcdf").read(str(path)).format == "netcdf4"
+
+
+def test_nc4_fallback_keeps_errors(tmp_path: Path) -> None:
+    """A netCDF-4 file cut short (as tests/test_errors.py's cut4.nc) or with a damaged object header is
+    declined, and its error is netCDF4-python's, word for word."""
+    from metaextract_dask.formats import get_backend
+
+    good = tmp_path / "good.nc"
+    _write_nc4(good)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.nc"
+    cut.write_bytes(data[:len(data) // 3])
+    damaged = tmp_path / "damaged.nc"
+    root = int.from_bytes(data[36:44], "little")  # the superblock's root object header address
+    damaged.write_bytes(data[:root + 12] + bytes([data[root + 12] ^ 0xFF]) + data[root + 13:])
+    for path in (cut, damaged):
+        assert N._read_fast(str(path)) is None
+        with pytest.raises(Exception) as reference:
+            N._read_netcdf4python(str(path))
+        with pytest.raises(type(reference.value)) as ours:
+            get_backend("netcdf").read(str(path))
+        assert str(ours.value) == str(reference.value)
