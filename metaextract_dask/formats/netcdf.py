@@ -804,8 +804,9 @@ class _H5File:
                 raise _Decline
             pos = 16
             while pos < size:
-                if pos + 16 > size:  # too small for an object header (libhdf5 calls it free space): declined
-                    raise _Decline
+                if pos + 16 > size:  # too small for an object header: libhdf5 calls it free space
+                    pos = size
+                    break
                 idx, _refs, _r, osize = struct.unpack_from("<HHIQ", data, pos)
                 if idx:
                     heap[idx] = data[pos + 16:pos + 16 + osize]
@@ -1018,7 +1019,7 @@ def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, addr: int, obj: _H5Obj
         if len(dimids) != ndims:  # netCDF-C refuses the file
             raise _Decline
     if "CLASS" in hidden:
-        if _h5_string(*hidden["CLASS"]) != b"DIMENSION_SCALE" or ndims != 1 or "_Netcdf4Dimid" not in hidden:
+        if _h5_string(*hidden["CLASS"]) != b"DIMENSION_SCALE" or not ndims or "_Netcdf4Dimid" not in hidden:
             raise _Decline
         ids = _h5_ints(*hidden["_Netcdf4Dimid"], native_int=True)
         if len(ids) != 1 or ids[0] < 0 or ids[0] in alldims:
@@ -1030,7 +1031,10 @@ def _nc4_dataset(f: _H5File, group: _NC4Group, name: str, addr: int, obj: _H5Obj
         alldims[dimid] = (group, name, extent[0], unlimited)
         if "NAME" in hidden and _h5_string(*hidden["NAME"]).startswith(_NC4_DIM_ONLY):
             return  # a dimension without a variable
-        dimids = [dimid]  # a coordinate variable
+        if ndims == 1:
+            dimids = [dimid]  # a coordinate variable
+        elif dimids is None:  # a multi-dimensional one names its dimensions in _Netcdf4Coordinates
+            raise _Decline
     if name.startswith(_NC4_NON_COORD) and len(name) > len(_NC4_NON_COORD):  # netCDF-C's read_var
         name = name[len(_NC4_NON_COORD):]
     if any(v.name == name for v in group.vars):
