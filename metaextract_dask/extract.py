@@ -183,14 +183,14 @@ def _read(entry: FileEntry, sniff_bytes: int, seen: dict[str, Any] | None = None
                             mtime=_EPOCH + dt.timedelta(microseconds=src.info.mtime_ns // 1000))
             head = src.head
             fmt = "binary"
-            with netcdf4_check_in_read():  # plain HDF5 vs netCDF-4 decided inside the reader's one open
-                reader = sniff(src.path, head, is_dir=entry.is_dir)
+            # (inside netcdf4_check_in_read, entered by the callers: plain HDF5 vs netCDF-4 is decided inside
+            # the reader's one open)
+            reader = sniff(src.path, head, is_dir=entry.is_dir)
             if reader is None:
                 return fmt, Records(format="binary", attrs=classify_unknown(head, entry.path))
             fmt = reader.error_format(head)  # what an error row says, should the read fail
             reader.require()  # a missing library: an error row naming the package to install
-            with netcdf4_check_in_read():
-                return fmt, src.read(reader)
+            return fmt, src.read(reader)
     except (Exception, FileAbort) as exc:
         if getattr(exc, "compression", None):  # the decompression failed: say what it held, if it got that far
             seen["compression"] = exc.compression  # type: ignore[attr-defined]
@@ -286,23 +286,66 @@ def _capture_logs(prefixes: tuple[str, ...]) -> Iterator[list[str]]:
         _ROUTER.active.pop(tid, None)
 
 
-def _read_recorded(entry: FileEntry, sniff_bytes: int, caught: list[warnings.WarningMessage],
-                   logs: list[str], seen: dict[str, Any] | None = None) -> tuple[str, Records]:
-    shown = warnings.showwarning
+class _Recorder:
+    """Warnings and warning log records, captured for a whole batch and handed out file by file.
+
+    One ``catch_warnings`` per batch, not per file (entering one copies the filter list and resets the
+    warnings machinery: a measurable share of a small file's cost). What a library changes while a file is
+    read is undone before the next one, as a per-file ``catch_warnings`` would: a filter it added, or
+    ``warnings.showwarning`` taken over (see :meth:`took_over`).
+    """
+
+    def __init__(self, loggers: tuple[str, ...]) -> None:
+        self.loggers = loggers
+        self.caught: list[warnings.WarningMessage] = []
+        self.logs: list[str] = []
+        self._stack: Any = None
+
+    def __enter__(self) -> _Recorder:
+        from contextlib import ExitStack
+
+        with ExitStack() as stack:
+            self.caught = stack.enter_context(warnings.catch_warnings(record=True))
+            self.logs = stack.enter_context(_capture_logs(self.loggers))
+            warnings.simplefilter("always")
+            self._stack = stack.pop_all()
+        self.shown = warnings.showwarning
+        self.filters = list(warnings.filters)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.__exit__(*exc)
+
+    def clear(self) -> None:
+        """Forget what the previous file left (called before each file)."""
+        del self.caught[:]
+        del self.logs[:]
+        if warnings.filters != self.filters:  # a library changed the filters while reading the previous file
+            warnings.filters[:] = self.filters
+            warnings.simplefilter("always", append=True)  # (present already: only tells the machinery)
+
+    def took_over(self) -> bool:
+        """True (and the recorder put back) when a library imported during the read replaced
+        ``warnings.showwarning`` (astropy sends its warnings to its logger, printed to stderr)."""
+        if warnings.showwarning is self.shown:
+            return False
+        warnings.showwarning = self.shown
+        return True
+
+
+def _read_recorded(entry: FileEntry, sniff_bytes: int, recorder: _Recorder, seen: dict[str, Any] | None = None
+                   ) -> tuple[str, Records]:
     failure: _Failure | None = None
     try:
         result = _read(entry, sniff_bytes, seen)
     except _Failure as exc:
         failure = exc
-    if warnings.showwarning is not shown:
-        # A library imported during this read took over warnings.showwarning (astropy sends its own warnings
-        # to its logger, printed to stderr): put the recorder back and read again, so that the first file of
-        # a process gets the same warnings as every other. Not after a limit: the watch has fired already.
-        warnings.showwarning = shown
+    if recorder.took_over():
+        # Read again, so that the first file of a process gets the same warnings as every other. Not after
+        # a limit: the watch has fired already.
         if failure is not None and isinstance(failure.exc, FileAbort):
             raise failure
-        caught.clear()
-        logs.clear()
+        recorder.clear()
         return _read(entry, sniff_bytes, seen)
     if failure is not None:
         raise failure
@@ -325,68 +368,81 @@ def extract_file(entry: FileEntry, *, sniff_bytes: int = 8192, retries: int = 0,
 
     Special entries (``entry.kind``) are never opened: their row says what they are.
     """
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS if name != "stats"}
     if entry.special:
-        return {**{name: [] for name in SCHEMAS if name != "stats"}, "files": [special_row(entry)]}
+        out["files"].append(special_row(entry))
+        return out
+    with netcdf4_check_in_read(), _Recorder(tuple(warning_loggers)) as recorder:
+        _extract(entry, out, recorder, get_watchdog(), sniff_bytes, retries, backoff, hash_content)
+    return out
+
+
+def _extract(entry: FileEntry, out: dict[str, list[dict[str, Any]]], recorder: _Recorder, watchdog: Any,
+             sniff_bytes: int, retries: int, backoff: float, hash_content: bool) -> None:
+    """Append the rows of one (not special) file to `out`'s lists, warnings from `recorder`.
+
+    Callers hold :func:`netcdf4_check_in_read` and the recorder (once per batch in a scan)."""
     t0 = time.perf_counter()
+    recorder.clear()
     row = file_row(entry)
     first_warnings = row.pop("warnings", None) or []
-    out: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS if name != "stats"}
-    out["files"] = [row]
     problems: list[str] = []
-    watchdog = get_watchdog()
     watch_path = row["path"]  # abort events travel as msgpack: catalog text, not surrogate escapes
     attempts = 0
     seen: dict[str, Any] = {}  # compression and decompressed size, as the source found them
     # Warnings are data about the file. (catch_warnings is process-global: fine for the default
     # one-thread workers; with more threads a warning may land on a neighbouring file's row. Log records
     # are matched by thread.)
-    with warnings.catch_warnings(record=True) as caught, _capture_logs(tuple(warning_loggers)) as logs:
-        warnings.simplefilter("always")
-        while True:
-            attempts += 1
-            failure: _Failure | None = None
-            try:
-                with watchdog.watch(watch_path):
-                    fmt, rec = _read_recorded(entry, sniff_bytes, caught, logs, seen)
-            except _Failure as exc:
-                failure = exc
-            except FileAbort as exc:  # delivered in the instant after the reader returned
-                failure = _Failure("unknown", exc)
-            if failure is not None:
-                if attempts <= retries and _transient(failure.exc):
-                    # Exponential backoff with jitter, so a struggling file server is not hammered in step.
-                    time.sleep(backoff * 2 ** (attempts - 1) * (0.5 + random.random()))
-                    continue
-                row.update(format=failure.fmt, status="error", error_type=_error_type(failure.exc),
-                           error_message=remote.redact_text(str(failure.exc) or repr(failure.exc)))
-                break
-            row.update(format=rec.format, format_version=rec.format_version, status="ok",
-                       n_arrays=len(rec.arrays), attrs=dumps(rec.attrs),
-                       groups=dumps(rec.groups) if rec.groups else None)
-            tag = {"path": row["path"]}
-            out["arrays"] = [{**tag, **r} for r in rec.arrays]
-            problems = list(rec.warnings)
-            for table, rows in rec.tables.items():
-                if table in out and table not in ("files", "arrays"):
-                    out[table] = [{**tag, **r} for r in rows]
-                else:  # a plugin's own table: the catalog has no place for it (yet)
-                    problems.append(f"{len(rows)} rows for table {table!r} left out: not a catalog table")
+    rows: dict[str, list[dict[str, Any]]] = {}
+    while True:
+        attempts += 1
+        failure: _Failure | None = None
+        try:
+            with watchdog.watch(watch_path):
+                fmt, rec = _read_recorded(entry, sniff_bytes, recorder, seen)
+        except _Failure as exc:
+            failure = exc
+        except FileAbort as exc:  # delivered in the instant after the reader returned
+            failure = _Failure("unknown", exc)
+        if failure is not None:
+            if attempts <= retries and _transient(failure.exc):
+                # Exponential backoff with jitter, so a struggling file server is not hammered in step.
+                time.sleep(backoff * 2 ** (attempts - 1) * (0.5 + random.random()))
+                continue
+            row.update(format=failure.fmt, status="error", error_type=_error_type(failure.exc),
+                       error_message=remote.redact_text(str(failure.exc) or repr(failure.exc)))
             break
-        # Error rows are hashed too, so an unchanged bad file is not re-read on every --hash run; not a file
-        # that already hit a limit (hashing would hit it again).
-        if hash_content and row.get("error_type") not in ("timeout", "too_large"):
-            try:
-                row["content_hash"] = _hash_limited(entry, watchdog, watch_path)
-            except FileAbort as exc:  # the hash hit the limits: the file is a timeout / too_large row
-                row.update(status="error", error_type=exc.reason, error_message=f"hashing the content: {exc}",
-                           format_version=None, n_arrays=None, attrs=None, groups=None)
-                out.update({name: [] for name in out if name != "files"})
-    row.update({k: v for k, v in seen.items() if v is not None})
-    texts = _warning_texts(caught, logs, [*first_warnings, *problems])
+        row.update(format=rec.format, format_version=rec.format_version, status="ok",
+                   n_arrays=len(rec.arrays), attrs=dumps(rec.attrs),
+                   groups=dumps(rec.groups) if rec.groups else None)
+        path = row["path"]
+        rows["arrays"] = [dict(r, path=path) for r in rec.arrays]
+        problems = list(rec.warnings)
+        for table, trows in rec.tables.items():
+            if table in out and table not in ("files", "arrays"):
+                rows[table] = [dict(r, path=path) for r in trows]
+            else:  # a plugin's own table: the catalog has no place for it (yet)
+                problems.append(f"{len(trows)} rows for table {table!r} left out: not a catalog table")
+        break
+    # Error rows are hashed too, so an unchanged bad file is not re-read on every --hash run; not a file
+    # that already hit a limit (hashing would hit it again).
+    if hash_content and row.get("error_type") not in ("timeout", "too_large"):
+        try:
+            row["content_hash"] = _hash_limited(entry, watchdog, watch_path)
+        except FileAbort as exc:  # the hash hit the limits: the file is a timeout / too_large row
+            row.update(status="error", error_type=exc.reason, error_message=f"hashing the content: {exc}",
+                       format_version=None, n_arrays=None, attrs=None, groups=None)
+            rows = {}
+    for key, value in seen.items():
+        if value is not None:
+            row[key] = value
+    texts = _warning_texts(recorder.caught, recorder.logs, [*first_warnings, *problems])
     if texts and "://" in entry.path:  # library messages may quote the URL: never its credentials
         texts = [remote.redact_text(t) for t in texts]
     row.update(warnings=texts, attempts=attempts, read_seconds=time.perf_counter() - t0)
-    return out
+    out["files"].append(row)
+    for table, trows in rows.items():
+        out[table].extend(trows)
 
 
 def _clean(value: Any) -> Any:
@@ -451,14 +507,19 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
         overrides["metaextract.remote"] = remote_settings
     with dask.config.set(overrides), deidentifying(deidentify), \
             config.pinned():  # the batch's settings are read once, not per file
-        kwargs = _task_settings()
-        get_watchdog().configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
+        kw = _task_settings()
+        watchdog = get_watchdog()
+        watchdog.configure(config.get("scan.file-timeout"), config.get("scan.file-memory-limit"))
         ticker = WorkerTicker(progress_interval)  # the client's progress moves per file, not per batch
         # Remote files are fetched by a thread pool while the batch is read in order: many requests in flight.
-        with sources.prefetching(entries, kwargs["sniff_bytes"]):
+        with sources.prefetching(entries, kw["sniff_bytes"]), netcdf4_check_in_read(), \
+                _Recorder(kw["warning_loggers"]) as recorder:
             for i, entry in enumerate(entries, 1):
-                for name, part in extract_file(entry, **kwargs).items():
-                    rows[name].extend(part)
+                if entry.special:
+                    rows["files"].append(special_row(entry))
+                else:
+                    _extract(entry, rows, recorder, watchdog, kw["sniff_bytes"], kw["retries"], kw["backoff"],
+                             kw["hash_content"])
                 ticker.tick(i)
     return {name: _table(name, rows[name]) for name in SCHEMAS}
 

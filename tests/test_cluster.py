@@ -47,7 +47,8 @@ def test_catalog_parts_committed_per_batch(catalog: Any) -> None:
     manifest = catalog.manifest
     assert manifest["complete"] and manifest["schema_version"] == 1
     ids = [b["id"] for b in manifest["batches"] if "files" in b["parts"]]
-    assert sorted(ids) == list(range(manifest["summary"]["batches"]))  # one committed batch per task
+    # one committed batch per task, or fewer: results that arrive together are committed together
+    assert sorted(ids) == list(range(len(ids))) and 1 <= len(ids) <= manifest["summary"]["batches"]
     extra = [b for b in manifest["batches"] if "files" not in b["parts"]]
     assert all(set(b["rows"].values()) == {0} for b in extra)  # only the empty parts of row-less tables
     n_files = sum(b["rows"].get("files", 0) for b in manifest["batches"])

@@ -94,3 +94,36 @@ def test_library_warnings_are_recorded(sample_tree: Any, tmp_path: Path) -> None
     assert any("OBJECT" in w and "Warning" in w for w in files["warnings"]), files["warnings"]
     clean = extract_batch(discover([root / "fits" / "field_image.fits"]))["files"].to_pylist()[0]
     assert clean["warnings"] is None
+
+
+def test_warnings_stay_with_their_file_within_a_batch(sample_tree: Any, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch records warnings under one ``catch_warnings``: each row still holds its own file's warnings
+    only, a filter a reader adds while reading one file (a library's import-time filter) does not silence the
+    next file, and the caller's filters are as they were afterwards."""
+    import warnings
+
+    from metaextract_dask.formats.fits import FITSBackend
+
+    root, _ = sample_tree
+    for name in ("a", "b", "c"):
+        shutil.copy(root / "fits" / "field_image.fits", tmp_path / f"{name}.fits")
+    original = FITSBackend.read
+
+    def read(self: Any, path: str) -> Any:
+        name = os.path.basename(path)
+        warnings.warn(f"about {name}", UserWarning)
+        if name == "a.fits":
+            warnings.filterwarnings("ignore", category=UserWarning)
+        if name == "b.fits":
+            warnings.warn(f"twice about {name}", UserWarning)
+        return original(self, path)
+
+    monkeypatch.setattr(FITSBackend, "read", read)
+    before = list(warnings.filters)
+    files = extract_batch(discover([tmp_path]))["files"].to_pylist()
+    got = {os.path.basename(r["path"]): r["warnings"] for r in files}
+    assert got == {"a.fits": ["UserWarning: about a.fits"],
+                   "b.fits": ["UserWarning: about b.fits", "UserWarning: twice about b.fits"],
+                   "c.fits": ["UserWarning: about c.fits"]}
+    assert warnings.filters == before
