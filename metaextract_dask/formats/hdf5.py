@@ -56,11 +56,15 @@ _CHECK_IN_READ: contextvars.ContextVar[bool] = contextvars.ContextVar("metaextra
                                                                       default=False)
 
 
-def netcdf4_marked(f: Any) -> bool:
-    """Whether an open h5py File is a netCDF-4 file: netCDF-C marks the root group or the root objects."""
+def netcdf4_marked(f: Any, opened: dict[bytes, Any] | None = None) -> bool:
+    """Whether an open h5py File is a netCDF-4 file: netCDF-C marks the root group or the root objects.
+
+    `opened` (fast path only) collects the low-level objects opened on the way, by name (``b"/"`` the root
+    group), for :func:`_records_fast` to use rather than open again.
+    """
     if _FAST:
         try:
-            return _netcdf4_marked_fast(f.id)
+            return _netcdf4_marked_fast(f.id, {} if opened is None else opened)
         except Exception:  # whatever went wrong, the high-level check decides (and raises what it raises)
             pass
     return _netcdf4_marked_slow(f)
@@ -79,16 +83,18 @@ def _netcdf4_marked_slow(f: Any) -> bool:
     return False
 
 
-def _netcdf4_marked_fast(fid: Any) -> bool:
+def _netcdf4_marked_fast(fid: Any, opened: dict[bytes, Any]) -> bool:
     """:func:`_netcdf4_marked_slow` in low-level calls: the same libhdf5 calls in the same order (the root
     group's attribute, then each root link's object opened through the link and asked for the two names)."""
-    from h5py import h5a, h5o
+    import h5py
 
-    if h5a.exists(h5o.open(fid, b"/"), _MARKER_BYTES[0]):
+    h5a, h5o = h5py.h5a, h5py.h5o
+    root = opened[b"/"] = h5o.open(fid, b"/")
+    if h5a.exists(root, _MARKER_BYTES[0]):
         return True
     for raw in fid:  # what iterating the File does: every link of the root group, soft and external ones too
         try:
-            oid = h5o.open(fid, raw)
+            oid = opened[raw] = h5o.open(fid, raw)
             if h5a.exists(oid, _MARKER_BYTES[1]) or h5a.exists(oid, _MARKER_BYTES[2]):
                 return True
         except Exception:  # an object libhdf5 cannot open says nothing either way
@@ -318,8 +324,9 @@ _MTYPES: dict[Any, Any] = {}
 def _mtype(dt: np.dtype) -> Any:
     """``h5t.py_create(dt)``, cached for dtypes without fields or subarrays (numpy's dtype equality ignores
     the metadata h5py keeps string, vlen, enum and reference details in: it is part of the key)."""
-    from h5py import h5t
+    import h5py
 
+    h5t = h5py.h5t
     if dt.names is not None or dt.subdtype is not None:
         return h5t.py_create(dt)
     meta = dt.metadata
@@ -338,12 +345,12 @@ def _mtype(dt: np.dtype) -> Any:
 
 def _read_attr(oid: Any, raw: bytes) -> Any:
     """The value h5py's ``AttributeManager.__getitem__`` returns for attribute `raw` of object `oid`."""
-    from h5py import Empty, h5a, h5t
+    import h5py
 
-    attr = h5a.open(oid, raw)
+    attr = h5py.h5a.open(oid, raw)
     shape = attr.shape
     if shape is None:  # null dataspace
-        return Empty(attr.dtype)
+        return h5py.Empty(attr.dtype)
     dtype = attr.dtype
     htype = _mtype(dtype)  # before the subarray split below: the memory type keeps the array type
     if dtype.subdtype is not None:  # numpy has no top-level array type: '(3,)f4' of shape (5,) is (5, 3) f4
@@ -353,7 +360,7 @@ def _read_attr(oid: Any, raw: bytes) -> Any:
     arr = np.zeros(shape, dtype=dtype, order="C")
     attr.read(arr, mtype=htype)
     if dtype.kind == "O":
-        info = h5t.check_string_dtype(dtype)
+        info = h5py.h5t.check_string_dtype(dtype)
         if info and info.length is None:  # vlen strings come back as bytes: h5py makes them str
             arr = np.array([b.decode("utf-8", "surrogateescape") for b in arr.flat], dtype=dtype).reshape(arr.shape)
     return arr[()] if arr.ndim == 0 else arr
@@ -369,16 +376,17 @@ def _decode(raw: bytes) -> str | bytes:
 
 def _attrs_fast(oid: Any, hidden: set[str] | None = None, cpl: Any = None) -> dict[str, Any]:
     """:func:`_raw_attrs` of the object `oid` (`cpl`: its creation property list, when at hand)."""
-    from h5py import h5, h5a, h5p
+    import h5py
 
     out: dict[str, Any] = {}
+    h5a = h5py.h5a
     if not h5a.get_num_attrs(oid):
         return out
     if cpl is None:
         cpl = oid.get_create_plist()
-    tracked = cpl.get_attr_creation_order() & h5p.CRT_ORDER_TRACKED
+    tracked = cpl.get_attr_creation_order() & h5py.h5p.CRT_ORDER_TRACKED
     names: list[bytes] = []
-    h5a.iterate(oid, names.append, index_type=h5.INDEX_CRT_ORDER if tracked else h5.INDEX_NAME)
+    h5a.iterate(oid, names.append, index_type=h5py.h5.INDEX_CRT_ORDER if tracked else h5py.h5.INDEX_NAME)
     for raw in names:
         key = _decode(raw)
         if key in _HIDDEN_ATTRS:
@@ -395,8 +403,8 @@ def _attrs_fast(oid: Any, hidden: set[str] | None = None, cpl: Any = None) -> di
 def _dataset_row_fast(name: str, did: Any, limit: int | None) -> dict[str, Any]:
     """:func:`dataset_row` of the low-level dataset `did`."""
     import h5py
-    from h5py import h5d
 
+    h5d = h5py.h5d
     hidden: set[str] = set()
     plist = did.get_create_plist()  # one for attributes, filters, fill value and layout
     raw = _attrs_fast(did, hidden, plist)
@@ -440,31 +448,38 @@ class _Fallback(Exception):
     """The low-level walk met something only the high-level path reproduces exactly."""
 
 
-def _records_fast(f: Any, limit: int | None) -> Records | None:
+def _records_fast(f: Any, limit: int | None, opened: dict[bytes, Any] | None = None) -> Records | None:
     """:func:`_records_slow` of an open h5py File through the low-level API, or None when the file needs the
     high-level path: an object libhdf5 cannot open, a name that is not UTF-8, a group whose attributes
-    cannot be listed (the high-level path then makes the error rows, or raises, exactly as before)."""
+    cannot be listed (the high-level path then makes the error rows, or raises, exactly as before).
+    `opened`: objects :func:`netcdf4_marked` opened already, by name."""
     import h5py
-    from h5py import h5d, h5g, h5o
 
+    h5o, DatasetID, GroupID = h5py.h5o, h5py.h5d.DatasetID, h5py.h5g.GroupID
+    opened = opened or {}
     fid = f.id
     try:
         rec = Records(format="hdf5")
-        rec.attrs = capped_attrs(_attrs_fast(h5o.open(fid, b"/")).items(), limit)
+        root = opened.get(b"/")
+        if root is None:
+            root = h5o.open(fid, b"/")
+        rec.attrs = capped_attrs(_attrs_fast(root).items(), limit)
         rec.groups["/"] = {}
         rec.format_version = f"superblock {fid.get_create_plist().get_version()[0]}"
         names: list[bytes] = []
         h5o.visit(fid, names.append)  # what visititems walks: every object once, by its first name
         for raw in names:
             full = "/" + raw.decode("utf8")
-            oid = h5o.open(fid, raw)
-            if isinstance(oid, h5d.DatasetID):
+            oid = opened.get(raw)  # the marker check opened the root's members: the same name, the same object
+            if oid is None:
+                oid = h5o.open(fid, raw)
+            if isinstance(oid, DatasetID):
                 try:
                     row = _dataset_row_fast(full, oid, limit)
                 except Exception:  # the high-level row: the same values, or the same error row
                     row = _dataset_row_slow(full, h5py.Dataset(oid, readonly=True), limit)
                 rec.arrays.append(row)
-            elif isinstance(oid, h5g.GroupID):
+            elif isinstance(oid, GroupID):
                 rec.groups[full] = {"attrs": capped_attrs(_attrs_fast(oid).items(), limit)}
             # a committed datatype: not catalogued
         return rec
@@ -678,8 +693,12 @@ class HDF5Backend(FormatBackend):
 
         limit = attr_json_limit()
         with HDF5_LOCK, h5py.File(path, "r") as f:
-            if not (_CHECK_IN_READ.get() and netcdf4_marked(f)):
-                return self._records(f, limit)
+            opened: dict[bytes, Any] = {}  # the marker check's open objects, for the walk
+            try:
+                if not (_CHECK_IN_READ.get() and netcdf4_marked(f, opened)):
+                    return self._records(f, limit, opened)
+            finally:
+                opened.clear()  # released before the file closes (File.close closes what is still open)
         # netCDF-4 without a marker in its head bytes: h5py's handle is closed first, netCDF-C opens it now.
         from metaextract_dask.formats import get_backend
 
@@ -692,9 +711,9 @@ class HDF5Backend(FormatBackend):
         return netcdf.read(path)
 
     @staticmethod
-    def _records(f: Any, limit: int | None) -> Records:
+    def _records(f: Any, limit: int | None, opened: dict[bytes, Any] | None = None) -> Records:
         if _FAST:
-            rec = _records_fast(f, limit)
+            rec = _records_fast(f, limit, opened)
             if rec is not None:
                 return rec
         return _records_slow(f, limit)
