@@ -453,3 +453,27 @@ def test_damaged_dataset_header_bytes(tmp_path: Path, monkeypatch: pytest.Monkey
         assert fast == slow, offset
         outcomes.add(str(fast))
     assert len(outcomes) > 1
+
+
+def _dtype_string_before(dt: Any) -> str:
+    """dtype_string as it was before its shortcut for plain dtypes."""
+    if h5py.check_string_dtype(dt) is not None and dt.kind == "O":
+        return "vlen-str"
+    base = h5py.check_vlen_dtype(dt)
+    if base is not None:
+        return f"vlen-{_dtype_string_before(base)}"
+    if dt.names and dt.fields is not None:
+        return H.dumps([[name, _dtype_string_before(dt.fields[name][0])] for name in dt.names])
+    if dt.kind == "O" or dt.subdtype is not None:
+        return str(dt)
+    return dt.str
+
+
+def test_dtype_string_shortcut_changes_nothing() -> None:
+    dtypes = [np.dtype(x) for x in ["<f4", ">f8", "i1", "u8", "c8", "?", "S5", "U3", "V8", "M8[s]", "m8",
+                                    "(2,3)i4", "O", "f2"]]
+    dtypes += [h5py.string_dtype(), h5py.string_dtype("ascii", 4), h5py.vlen_dtype(np.dtype("i4")),
+               h5py.enum_dtype({"a": 1}, "i1"), h5py.ref_dtype, h5py.regionref_dtype,
+               np.dtype([("a", "i4"), ("b", h5py.string_dtype())])]
+    for dt in dtypes:
+        assert H.dtype_string(dt) == _dtype_string_before(dt), dt

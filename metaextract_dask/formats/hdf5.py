@@ -131,6 +131,9 @@ def has_hdf5_magic(head: bytes) -> bool:
 
 def dtype_string(dt: np.dtype) -> str:
     """Catalog spelling of a dtype: ``<f4``; compound as JSON of its fields; ``vlen-str`` for strings."""
+    if isinstance(dt, np.dtype) and dt.metadata is None and dt.kind != "O" and dt.names is None \
+            and dt.subdtype is None:
+        return dt.str  # plain numbers, bytes, bool: what the checks below come to, without them
     import h5py
 
     if h5py.check_string_dtype(dt) is not None and dt.kind == "O":
