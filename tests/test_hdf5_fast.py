@@ -22,13 +22,21 @@ h5py = pytest.importorskip("h5py")
 LIMIT = 4096  # small enough that the large attributes below are capped
 
 
+def _no_row_fallback(full: str, *args: Any) -> Any:
+    raise AssertionError(f"the fast row of {full} fell back to the high-level one")
+
+
 def _records(path: str | Path, fast: bool, limit: int | None = LIMIT) -> Any:
     with h5py.File(path, "r") as f:
-        if fast:
+        if not fast:
+            return H._records_slow(f, limit)
+        slow_row, H._dataset_row_slow = H._dataset_row_slow, _no_row_fallback
+        try:
             rec = H._records_fast(f, limit)
-            assert rec is not None, "the fast path fell back to the high-level one"
-            return rec
-        return H._records_slow(f, limit)
+        finally:
+            H._dataset_row_slow = slow_row
+        assert rec is not None, "the fast path fell back to the high-level one"
+        return rec
 
 
 def _assert_same(path: str | Path, *, fallback: bool = False) -> Any:
