@@ -3,6 +3,11 @@
 
 Pixel data is never read while cataloguing (``stop_before_pixels``); its shape and type come from the image
 pixel module, by the same rules that open it (:func:`pixel_layout`).
+
+Cataloguing converts each raw element straight from its bytes (the fast path, :class:`_Fast`) wherever the
+result provably equals pydicom's own conversion, value and warnings alike (none: a value pydicom would warn
+about, or one whose conversion the fast path does not replicate, is converted by pydicom, element by
+element). pydicom's per-element machinery cost more than reading the file. ``FAST_PATH = False`` turns it off.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import contextvars
 import datetime as dt
 import functools
 import math
+import operator
 import os
 import re
+import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,7 +36,7 @@ from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, 
 from metaextract_dask.jsonutil import dumps
 
 __all__ = ["DICOMBackend", "DeidentifiedReadError", "deidentifying", "DICOMFile", "DICOMSeries", "DICOM", "DICOM_COLUMNS", "parse_da", "pixel_layout",
-           "series_spec", "series_files"]
+           "series_spec", "series_files", "FAST_PATH"]
 
 #: Typed columns of the ``dicom`` table: keyword -> kind (str, int, float, date, floats).
 DICOM_COLUMNS: dict[str, str] = {
@@ -107,6 +114,8 @@ def _data_element() -> type:
 def _value(ds: Any, keyword: str) -> Any:
     """``ds.get(keyword)`` through the element's tag: pydicom's keyword lookup (``__getattr__``, the data
     dictionary, ``Tag()``) costs more than the element itself, 30 times a file."""
+    if type(ds) is _Fast:
+        return ds.value(keyword)
     tag = _TAGS.get(keyword)
     if tag is None:
         from pydicom.datadict import tag_for_keyword
@@ -120,6 +129,11 @@ def _value(ds: Any, keyword: str) -> Any:
         return ds[tag].value  # not converted yet (or a pydicom without _dict): pydicom's own path
     except KeyError:
         return None
+
+
+def _meta(ds: Any) -> Any:
+    """The file meta of a dataset or of a fast view."""
+    return ds.meta if type(ds) is _Fast else ds.file_meta
 
 
 def _get(ds: Any, keyword: str, problems: list[str] | None = None) -> Any:
@@ -235,7 +249,7 @@ def _pixel_row(ds: Any, ts: Any, file_size: int) -> dict[str, Any] | None:
     elif ts is not None and ts.is_deflated:  # the whole dataset is zlib-compressed: no bound from the size
         problem = None
     else:
-        packed = -(-math.prod(shape) * int(ds.BitsAllocated) // 8)
+        packed = -(-math.prod(shape) * int(_value(ds, "BitsAllocated")) // 8)
         problem = truncation(packed, file_size, f"the pixel module ({'x'.join(map(str, shape))})")
     if problem:
         return {"name": "PixelData", "kind": "dicom-pixels", "shape": list(shape), "dtype": dtype.str,
@@ -335,14 +349,18 @@ def _dataset_json(ds: Any, threshold: int, bulk: Any, sets: Any) -> dict[str, An
     return {f"{tag:08X}": _element_json(ds[tag], threshold, bulk, sets) for tag in ds.keys()}
 
 
+def _bulk(elem: Any) -> str:
+    # Large binary values (icons, overlays, private blobs) are referenced, not inlined.
+    return f"omitted:{elem.tag:08X}"
+
+
 def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]:
     """The DICOM JSON model of `ds` (file meta included), element by element: an element whose value does
     not parse keeps its VR without a value, and is reported."""
 
-    def bulk(elem: Any) -> str:
-        # Large binary values (icons, overlays, private blobs) are referenced, not inlined.
-        return f"omitted:{elem.tag:08X}"
-
+    if type(ds) is _Fast:
+        return _fast_json_header(ds, threshold, problems)
+    bulk = _bulk
     sets = _vr_sets()
     out: dict[str, Any] = {}
     for part in (ds.file_meta, ds) if ds.file_meta else (ds,):
@@ -361,6 +379,487 @@ def _json_header(ds: Any, threshold: int, problems: list[str]) -> dict[str, Any]
                 out[key] = {"vr": vr if vr in _JSON_VRS else "UN"}
                 problems.append(f"invalid value of {key} ({vr}): {type(exc).__name__}: {exc}")
     return out
+
+
+# --------------------------------------------------------------------------- #
+# fast path: raw elements straight from their bytes
+# --------------------------------------------------------------------------- #
+#: Convert raw elements from their bytes where the outcome provably equals pydicom's (tests force it off).
+FAST_PATH = True
+
+# Marker: the element's column value is pydicom's own object (read through ``ds[tag]``).
+_SLOW = object()
+_ISO8859 = "iso8859"  # pydicom's default_encoding, for the DEFAULT_CHARSET_VRs and UI/UR/AE
+# Single-byte or UTF-8 codecs without code extensions: with no ESC in a value, pydicom's decode_bytes is
+# ``value.decode(codec)`` and a PN re-encodes to the same bytes (its encode/decode round trip is exact).
+_SIMPLE_CODECS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8"})
+_UI_VALUE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # pydicom's UI regex, anchored both ends
+_IS_VALUE = re.compile(r" *[+\-]?[0-9]+ *")  # pydicom's IS regex with ASCII digits (stricter)
+# Text VRs decoded with the dataset's character set, with pydicom's maximum value length (0: none).
+_TEXT_MAX = {"LO": 64, "SH": 16, "UC": 0}
+_SINGLE_TEXT_MAX = {"LT": 10240, "ST": 1024, "UT": 0}
+_NUMBERS = {"US": (2, "H"), "SS": (2, "h"), "UL": (4, "L"), "SL": (4, "l"), "UV": (8, "Q"), "SV": (8, "q"),
+            "FL": (4, "f"), "FD": (8, "d")}
+_FLOAT_VRS = frozenset({"DS", "FL", "FD"})
+_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+_LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
+# keyword -> (tag, VR of the data dictionary); columns read a fast value only where the VR is this one.
+_KEYWORDS: dict[str, tuple[int, str]] = {}
+_UNPACK: dict[tuple[str, int, bool], Any] = {}  # (struct code, count, little endian) -> unpack
+_KEYS: dict[int, str] = {}  # tag -> its header key ("00100010"), for the first 4096 tags met
+_RAW: list[type] = []  # pydicom's RawDataElement, imported on first use
+
+
+@functools.cache
+def _pydicom_defaults() -> tuple[Any, ...]:
+    """pydicom's config, hooks, default VR and value hooks, ``empty_value_for_VR`` and ``MultiValue``."""
+    import pydicom.hooks
+    from pydicom import config
+    from pydicom.dataelem import empty_value_for_VR
+    from pydicom.multival import MultiValue
+
+    return (config, pydicom.hooks.hooks, pydicom.hooks.raw_element_vr, pydicom.hooks.raw_element_value,
+            empty_value_for_VR, MultiValue)
+
+
+def _fast_enabled() -> bool:
+    """Whether pydicom is configured as the fast path assumes: its default hooks and value types, no element
+    callback, and WARN validation (the mode whose silence the fast path's checks prove)."""
+    if not FAST_PATH:
+        return False
+    config, hooks, vr_hook, value_hook, _, _ = _pydicom_defaults()
+    converters, pick, defaults = _pydicom_converters()
+    try:
+        same_converters = pick(converters) == defaults
+    except KeyError:
+        return False
+    return (same_converters and config.data_element_callback is None and not hooks.raw_element_kwargs
+            and hooks.raw_element_vr is vr_hook and hooks.raw_element_value is value_hook
+            and config.settings.reading_validation_mode == config.WARN
+            and not config.datetime_conversion and not config.use_DS_numpy and not config.use_IS_numpy
+            and not config.use_DS_decimal and not config.use_none_as_empty_text_VR_value)
+
+
+@functools.cache
+def _pydicom_converters() -> tuple[dict[str, Any], Any, tuple[Any, ...]]:
+    """pydicom's value converters, a getter of those of the VRs the fast path converts, and what it gets in
+    pydicom 3.0 (a converter replaced by the user turns the fast path off)."""
+    from pydicom import values as v
+
+    strings = dict.fromkeys(("AS", "CS"), v.convert_string)
+    numbers = {vr: (v.convert_numbers, code) for vr, (_, code) in _NUMBERS.items()}
+    defaults = {
+        **strings, "DA": v.convert_DA_string, "DT": v.convert_DT_string, "TM": v.convert_TM_string,
+        "AE": v.convert_AE_string, "UR": v.convert_UR_string, "UI": v.convert_UI, "DS": v.convert_DS_string,
+        "IS": v.convert_IS_string, "LO": v.convert_text, "SH": v.convert_text, "UC": v.convert_text,
+        "LT": v.convert_single_string, "ST": v.convert_single_string, "UT": v.convert_single_string,
+        "PN": v.convert_PN, "AT": v.convert_ATvalue, **numbers, "OB": v.convert_OBvalue, "OD": v.convert_OBvalue,
+        "OF": v.convert_OWvalue, "OL": v.convert_OBvalue, "OV": v.convert_OVvalue, "OW": v.convert_OWvalue,
+        "SQ": v.convert_SQ,
+    }
+    return v.converters, operator.itemgetter(*defaults), tuple(defaults.values())
+
+
+def _keyword(keyword: str) -> tuple[int, str]:
+    """(tag, data-dictionary VR) of a keyword."""
+    info = _KEYWORDS.get(keyword)
+    if info is None:
+        from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise KeyError(keyword)
+        info = _KEYWORDS.setdefault(keyword, (tag, dictionary_VR(tag)))
+    return info
+
+
+class _Fast:
+    """A read dataset seen through the fast path: each raw element is converted once, on first use (in the
+    order pydicom would convert it, so that its warnings keep their order), from its bytes when the result
+    provably equals pydicom's, else by pydicom (``ds[tag]``).
+
+    A record is ``(vr, json, value)``: `json` the DICOM JSON model's ``Value`` list (the bytes for binary
+    VRs; None: no value), `value` what the columns read (pydicom's value, or an equivalent for the keyword's
+    dictionary VR: ``str`` for UI and PN, ``float`` / list of float for DS, ``int`` for IS; ``_SLOW`` where
+    only pydicom's object will do).
+    """
+
+    __slots__ = ("ds", "raw", "text", "done", "fallbacks", "meta", "plain")
+
+    def __init__(self, ds: Any, meta: _Fast | None = None) -> None:
+        self.ds = ds
+        self.meta = meta
+        d = ds._dict
+        self.raw: dict[int, Any] = dict(zip(map(int, d), d.values()))
+        self.done: dict[int, tuple[str, Any, Any] | None] = {}
+        self.fallbacks: list[int] = []  # tags of raw elements pydicom converted (for tests and profiling)
+        self.plain = True  # the header JSON holds only str, int, finite float, list and dict (so far)
+        if not _RAW:
+            from pydicom.dataelem import RawDataElement
+
+            _RAW.append(RawDataElement)
+        # The codec of the text VRs (LO, SH, UC, LT, ST, UT, PN), as Dataset.__getitem__ picks it, when it
+        # is one simple codec; else None (text VRs go through pydicom).
+        enc = ds.original_character_set
+        enc = [enc] if isinstance(enc, str) else enc
+        self.text = enc[0] if enc and len(enc) == 1 and enc[0] in _SIMPLE_CODECS else None
+
+    def record(self, tag: int) -> tuple[str, Any, Any] | None:
+        """The fast record of `tag` (converting it now if it is new), or None: pydicom's element it is."""
+        rec = self.done.get(tag, _SLOW)
+        if rec is not _SLOW:
+            return rec
+        raw, rec = self.raw.get(tag), None
+        if type(raw) is _RAW[0]:
+            if tag & 0x10000 and not self._creator_done(tag):
+                self.fallbacks.append(tag)
+            else:
+                rec = _convert(raw, self.text, tag)
+                if rec is None:
+                    self.fallbacks.append(tag)
+        if rec is None and type(raw) is not _data_element():  # (a DataElement: converted while reading)
+            if raw is not None:
+                self.ds[tag]  # noqa: B018 - pydicom converts (and warns) now, where it would have without us
+        self.done[tag] = rec
+        return rec
+
+    def _creator_done(self, tag: int) -> bool:
+        """Whether pydicom, converting private `tag`, would convert nothing else: Dataset.__setitem__
+        converts the block's private creator first, where it is present and still raw."""
+        creator = (tag & 0xFFFF0000) | ((tag & 0xFFFF) >> 8)
+        return creator == tag or creator in self.done or type(self.raw.get(creator)) is not _RAW[0]
+
+    def value(self, keyword: str) -> Any:
+        """``ds.get(keyword)``: the fast value where the element's VR is the keyword's, else pydicom's."""
+        tag, vr = _KEYWORDS.get(keyword) or _keyword(keyword)
+        if tag not in self.raw:
+            return None
+        try:
+            rec = self.record(tag)
+            if rec is not None and rec[0] == vr and rec[2] is not _SLOW:
+                return rec[2]
+            elem = self.raw[tag]
+            if rec is None and type(elem) is _data_element():  # converted while reading (the transfer syntax)
+                return elem.value
+            return self.ds[tag].value
+        except KeyError:  # as _value: pydicom's KeyError (a VR lookup failing in RAISE mode) reads as absent
+            return None
+
+    def __contains__(self, keyword: str) -> bool:
+        return _keyword(keyword)[0] in self.raw
+
+
+
+
+def _convert(raw: Any, text: str | None, tag: int) -> tuple[str, Any, Any] | None:
+    """pydicom's conversion of `raw` (``convert_raw_data_element`` with the default hooks, then
+    ``Dataset.__getitem__``'s fix-ups) as a fast record, or None where it cannot be shown equal and silent."""
+    vr = raw.VR
+    if vr is None:  # implicit VR: the raw_element_vr hook's dictionary lookup (private tags go to pydicom)
+        if tag & 0x10000:
+            return None
+        from pydicom.datadict import dictionary_VR
+
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return None
+    if tag in _LUT_DESCRIPTORS:
+        return None  # the raw_element_value hook edits their first value
+    value = raw.value
+    if value is None or raw.is_buffered or raw.length != len(value):
+        return None  # deferred, buffered or undefined length
+    if not value:
+        conv = _CONVERTERS.get(vr)
+        if conv is None:
+            return None
+        empty = _pydicom_defaults()[4](vr)
+        return vr, None, "" if vr == "PN" else empty
+    conv = _CONVERTERS.get(vr)
+    return None if conv is None else conv(vr, value, raw, text)
+
+
+def _c_string(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    # AS CS DA DT TM (datetime_conversion off): convert_string -> multi_string
+    items = b.decode(_ISO8859).rstrip(" \x00").split("\\")
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _pydicom_defaults()[5](str, items)
+
+
+def _c_ae(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    items = [s.strip() for s in b.decode(_ISO8859).split("\\")]
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _pydicom_defaults()[5](str, items)
+
+
+def _c_ur(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    v = b.decode(_ISO8859).rstrip()
+    return vr, [v] if v else None, v
+
+
+def _c_ui(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    items = b.decode(_ISO8859).rstrip("\0 ").split("\\")
+    for v in items:  # UID() warns about a value over 64 characters or not of digits and dots
+        if v and (len(v) > 64 or not _UI_VALUE.fullmatch(v)):
+            return None
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _SLOW
+
+
+def _c_ds(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    items = b.decode(_ISO8859).strip().rstrip(" \x00").split("\\")
+    if len(items) == 1 and not items[0]:
+        return vr, None, ""  # DSfloat('') is ''
+    try:  # DSfloat(v) is float(v) (no check in WARN mode); a blank item fails the JSON: pydicom's path
+        numbers = [float(v) for v in items]
+    except ValueError:
+        return None
+    return vr, numbers, numbers[0] if len(numbers) == 1 else numbers
+
+
+def _c_is(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    items = b.decode(_ISO8859).rstrip(" \x00").split("\\")
+    if len(items) == 1 and not items[0]:
+        return vr, None, ""  # IS('') is ''
+    for v in items:  # IS() warns about more than 12 characters or not an integer ("3.0", "1A")
+        if len(v) > 12 or not _IS_VALUE.fullmatch(v):
+            return None
+    numbers = [int(v) for v in items]
+    return vr, numbers, numbers[0] if len(numbers) == 1 else _SLOW
+
+
+def _c_number(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    size, code = _NUMBERS[vr]
+    count, extra = divmod(len(b), size)
+    if extra:
+        return None  # pydicom raises (or, configured so, warns and makes it UN)
+    key = (code, count, raw.is_little_endian)
+    unpack = _UNPACK.get(key)
+    if unpack is None:
+        unpack = struct.Struct(f"{'<' if key[2] else '>'}{count}{code}").unpack
+        if count <= 16:  # the usual VMs; long arrays are unpacked without keeping their format
+            _UNPACK[key] = unpack
+    values = list(unpack(b))
+    return vr, values, values[0] if count == 1 else values
+
+
+def _c_at(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    count, extra = divmod(len(b), 4)
+    if extra:
+        return None  # pydicom logs and drops the tail
+    key = ("H", 2 * count, raw.is_little_endian)
+    unpack = _UNPACK.get(key)
+    if unpack is None:
+        unpack = struct.Struct(f"{'<' if key[2] else '>'}{2 * count}H").unpack
+        if count <= 16:
+            _UNPACK[key] = unpack
+    half = unpack(b)
+    return vr, [f"{half[i] << 16 | half[i + 1]:08X}" for i in range(0, 2 * count, 2)], _SLOW
+
+
+def _c_binary(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any]:
+    return vr, b, b
+
+
+def _c_text(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    # LO SH UC: convert_text (decode, split, length check of each unstripped value, rstrip)
+    if text is None or b"\x1b" in b:
+        return None
+    try:
+        items = b.decode(text).split("\\")
+    except UnicodeDecodeError:
+        return None  # pydicom warns and decodes with replacement characters
+    limit = _TEXT_MAX[vr]
+    if limit and len(b) > limit and max(map(len, items)) > limit:  # a character is at least one byte
+        return None
+    items = [v.rstrip("\0 ") for v in items]
+    if len(items) == 1:
+        v = items[0]
+        return vr, [v] if v else None, v
+    return vr, items, _pydicom_defaults()[5](str, items)
+
+
+def _c_single_text(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    # LT ST UT: convert_single_string (no split)
+    if text is None or b"\x1b" in b:
+        return None
+    try:
+        v = b.decode(text)
+    except UnicodeDecodeError:
+        return None
+    limit = _SINGLE_TEXT_MAX[vr]
+    if limit and len(v) > limit:
+        return None
+    v = v.rstrip("\0 ")
+    return vr, [v] if v else None, v
+
+
+def _c_pn(vr: str, b: bytes, raw: Any, text: str | None) -> tuple[str, Any, Any] | None:
+    # convert_PN: strip, decode, split; PersonName(str) checks (<= 3 groups of <= 64 characters) and drops
+    # trailing empty groups; its str() is the groups joined by '='.
+    b = b.rstrip(b"\x00 ")
+    if text is None or b"\x1b" in b:
+        return None
+    try:
+        items = b.decode(text).split("\\")
+    except UnicodeDecodeError:
+        return None
+    names = []
+    for v in items:
+        groups = v.split("=")
+        if len(groups) > 3 or (len(v) > 64 and max(map(len, groups)) > 64):
+            return None
+        while groups and not groups[-1]:
+            groups.pop()
+        names.append(groups)
+    if len(names) == 1:
+        groups = names[0]
+        return vr, [_pn_json(groups)] if groups else None, "=".join(groups)
+    if not all(names):
+        return None  # a multi-valued PN with an empty name: the JSON model fails in pydicom's path
+    return vr, [_pn_json(g) for g in names], _SLOW
+
+
+def _pn_json(groups: list[str]) -> dict[str, str]:
+    out = {"Alphabetic": groups[0]}
+    if len(groups) > 1:
+        out["Ideographic"] = groups[1]
+    if len(groups) > 2:
+        out["Phonetic"] = groups[2]
+    return out
+
+
+_CONVERTERS: dict[str, Any] = {
+    "AS": _c_string, "CS": _c_string, "DA": _c_string, "DT": _c_string, "TM": _c_string, "AE": _c_ae,
+    "UR": _c_ur, "UI": _c_ui, "DS": _c_ds, "IS": _c_is, "LO": _c_text, "SH": _c_text, "UC": _c_text,
+    "LT": _c_single_text, "ST": _c_single_text, "UT": _c_single_text, "PN": _c_pn,
+    "AT": _c_at, **{vr: _c_number for vr in _NUMBERS}, **{vr: _c_binary for vr in _BINARY},
+}
+
+
+def _fast_json_header(view: _Fast, threshold: int, problems: list[str]) -> dict[str, Any]:
+    """:func:`_json_header` of a fast view: fast records directly, every other element exactly as there
+    (including which VR a failing element is reported with, and the retry of the first failure)."""
+    limit = (threshold // 4) * 3
+    sets = _vr_sets()
+    out: dict[str, Any] = {}
+    plain = True
+    parts = (view.meta, view) if view.meta is not None and view.ds.file_meta else (view,)
+    for part in parts:
+        ds = part.ds
+        # _json_header walks a part whole and, at its first failure, once more element by element, taking
+        # each element's VR before converting it: the first failure is retried, later ones are not.
+        failed = False
+        for tag in ds.keys():
+            itag = int(tag)
+            key = _KEYS.get(itag)
+            if key is None:
+                key = f"{itag:08X}"
+                if len(_KEYS) < 4096:
+                    _KEYS[itag] = key
+            raw = ds.get_item(tag) if failed else None
+            try:
+                rec = part.record(itag)
+                if rec is None:
+                    entry, flat = _converted_json(ds[tag], threshold, sets)
+                    out[key] = entry
+                    plain = plain and flat
+                    continue
+            except Exception as exc:
+                error = exc
+                if not failed:
+                    failed = True
+                    raw = ds.get_item(tag)
+                    try:
+                        out[key] = _element_json(ds[tag], threshold, _bulk, sets)
+                        continue
+                    except Exception as again:
+                        error = again
+                vr = getattr(raw, "VR", None) or "UN"
+                out[key] = {"vr": vr if vr in _JSON_VRS else "UN"}
+                problems.append(f"invalid value of {key} ({vr}): {type(error).__name__}: {error}")
+                continue
+            out[key] = _record_json(rec, key, limit)
+            if plain and rec[0] in _FLOAT_VRS and rec[1] is not None and not all(map(math.isfinite, rec[1])):
+                plain = False  # NaN / Infinity: strings in strict JSON, by to_jsonable
+    view.plain = plain
+    return out
+
+
+def _record_json(rec: tuple[str, Any, Any], key: str, limit: int) -> dict[str, Any]:
+    """The JSON-model entry of a fast record (`limit`: the most bytes inlined)."""
+    vr, values, _ = rec
+    if values is None:
+        return {"vr": vr}
+    if vr in _BINARY:
+        return ({"vr": vr, "BulkDataURI": f"omitted:{key}"} if len(values) > limit else
+                {"vr": vr, "InlineBinary": base64.b64encode(values).decode("utf-8")})
+    return {"vr": vr, "Value": values}
+
+
+def _converted_json(elem: Any, threshold: int, sets: Any) -> tuple[dict[str, Any], bool]:
+    """:func:`_element_json` of an element pydicom converted, its sequence items' elements through the fast
+    path (pydicom parsed the items; their elements are still raw); and whether the entry is plain JSON.
+    Raises where :func:`_element_json` would (the first failing element of the first failing item)."""
+    if elem.VR != "SQ":
+        entry = _element_json(elem, threshold, _bulk, sets)
+        return entry, _plain_entry(entry)
+    items = []
+    plain = True
+    limit = (threshold // 4) * 3
+    for item in elem.value:
+        view = _Fast(item)
+        out: dict[str, Any] = {}
+        for tag in item.keys():  # as _dataset_json: in order, no recovery (a failure fails the sequence)
+            itag = int(tag)
+            key = _KEYS.get(itag) or f"{itag:08X}"
+            rec = view.record(itag)
+            if rec is None:
+                entry, flat = _converted_json(item[tag], threshold, sets)
+                out[key] = entry
+                plain = plain and flat
+                continue
+            out[key] = _record_json(rec, key, limit)
+            if plain and rec[0] in _FLOAT_VRS and rec[1] is not None and not all(map(math.isfinite, rec[1])):
+                plain = False
+        items.append(out)
+    return {"vr": elem.VR, "Value": items}, plain
+
+
+def _plain_entry(entry: dict[str, Any]) -> bool:
+    """Whether ``to_jsonable`` leaves this JSON-model entry as it is (so orjson writes the same text): values
+    of str (subclasses too: UID), exact int and finite float, PN dicts of str (a sequence's items are dicts
+    of entries: not plain here)."""
+    values = entry.get("Value")
+    if values is None:
+        return True
+    for v in values:
+        t = type(v)
+        if t is int or (t is float and math.isfinite(v)) or isinstance(v, str):
+            continue
+        if t is dict and all(type(c) is str for c in v.values()):
+            continue
+        return False
+    return True
+
+
+def _header_text(header: dict[str, Any], plain: bool) -> str:
+    """``dumps(header)``; a header of plain JSON values (as the fast path builds) skips ``to_jsonable``,
+    which returns such a value unchanged."""
+    from metaextract_dask import jsonutil
+
+    if plain and jsonutil.orjson is not None:
+        try:
+            return jsonutil.orjson.dumps(header).decode()  # type: ignore[no-any-return]
+        except (TypeError, jsonutil.orjson.JSONEncodeError):  # as dumps: json does what orjson cannot
+            pass
+    return dumps(header)
 
 
 class DICOMBackend(FormatBackend):
@@ -395,20 +894,28 @@ class DICOMBackend(FormatBackend):
                           "raised before de-identification)", stacklevel=1)
         return rec
 
-    def _read(self, path: str, profile: Any, outcome: list[Any] | None = None) -> Records:
+    def _read(self, path: str, profile: Any, outcome: list[Any] | None = None, fast: bool | None = None
+              ) -> Records:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         if profile is not None and outcome is not None:
             outcome.append(profile.apply(ds, collect=True))
+        if profile is None and (_fast_enabled() if fast is None else fast):
+            # the same reads below, each element converted from its bytes where that provably equals pydicom
+            ds = _Fast(ds, _Fast(ds.file_meta) if ds.file_meta is not None else None)
         problems: list[str] = []
-        ts = _get(ds.file_meta, "TransferSyntaxUID", problems)
+        ts = _get(_meta(ds), "TransferSyntaxUID", problems)
+        if type(ts) is str:
+            from pydicom.uid import UID
+
+            ts = UID(ts)  # a fast value (a valid UID): pydicom's type, for .name and .is_compressed
         # pydicom is lenient: garbage after the magic can still "parse"; with a transfer syntax that is not a
         # UID, nothing after the file meta was decoded meaningfully.
         if ts is not None and not _UID.fullmatch(str(ts)):
             raise InvalidDicomError(f"invalid TransferSyntaxUID {str(ts)[:64]!r}")
-        meta = ds.file_meta
+        meta = _meta(ds)
         if not (_get(ds, "SOPClassUID") or _get(meta, "MediaStorageSOPClassUID")) or not (
                 _get(ds, "SOPInstanceUID") or _get(meta, "MediaStorageSOPInstanceUID")):
             problems.append("no SOP Class UID / SOP Instance UID (not a complete DICOM object)")
@@ -418,7 +925,7 @@ class DICOMBackend(FormatBackend):
         if row["NumberOfFrames"] is None and row["Rows"] and "NumberOfFrames" not in ds:
             row["NumberOfFrames"] = 1  # single-frame images omit the tag; 1 keeps sums over frames right
         row["TransferSyntaxUID"] = str(_get(meta, "TransferSyntaxUID") or "") or None
-        row["header"] = dumps(header)
+        row["header"] = _header_text(header, type(ds) is _Fast and ds.plain)
         if outcome:
             problems = [profile.scrub(p, outcome[0]) for p in problems]
         rec = Records(format="dicom", format_version=ts.name if ts else None, tables={"dicom": [row]},
