@@ -447,10 +447,6 @@ def _dataset_row_fast(name: str, did: Any, limit: int | None) -> dict[str, Any]:
     }
 
 
-class _Fallback(Exception):
-    """The low-level walk met something only the high-level path reproduces exactly."""
-
-
 def _records_fast(f: Any, limit: int | None, opened: dict[bytes, Any] | None = None) -> Records | None:
     """:func:`_records_slow` of an open h5py File through the low-level API, or None when the file needs the
     high-level path: an object libhdf5 cannot open, a name that is not UTF-8, a group whose attributes
