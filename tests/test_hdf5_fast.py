@@ -279,7 +279,7 @@ def test_netcdf4_files_through_the_hdf5_backend(tmp_path: Path, monkeypatch: pyt
     fast, slow = _read_both(path, monkeypatch, in_read=False)
     assert fast == slow
     with h5py.File(path, "r") as f:  # the in-read netCDF-4 check, both ways
-        assert H._netcdf4_marked_fast(f.id, {}) is True and H._netcdf4_marked_slow(f) is True
+        assert H._netcdf4_marked_fast(f.id, H._Opened()) is True and H._netcdf4_marked_slow(f) is True
 
 
 def test_netcdf4_marked_matches(tmp_path: Path, zoo_dir: Path) -> None:
@@ -298,7 +298,7 @@ def test_netcdf4_marked_matches(tmp_path: Path, zoo_dir: Path) -> None:
     paths = [*tmp_path.glob("*.h5"), *zoo_dir.glob("zoo_*.h5"), *map(Path, reference_files("hdf5", "netcdf4"))]
     for path in paths:
         with h5py.File(path, "r") as f:
-            assert H._netcdf4_marked_fast(f.id, {}) == H._netcdf4_marked_slow(f), path
+            assert H._netcdf4_marked_fast(f.id, H._Opened()) == H._netcdf4_marked_slow(f), path
     expect = {"plain": False, "root": True, "dimid": True, "coords": True}
     for name, marked in expect.items():
         with h5py.File(tmp_path / f"{name}.h5", "r") as f:

@@ -56,15 +56,31 @@ _CHECK_IN_READ: contextvars.ContextVar[bool] = contextvars.ContextVar("metaextra
                                                                       default=False)
 
 
-def netcdf4_marked(f: Any, opened: dict[bytes, Any] | None = None) -> bool:
+class _Opened:
+    """Low-level objects of one open file that the netCDF-4 check opened, for the catalog walk to use rather
+    than open again: the root group, the file creation property list, root members by link name."""
+
+    __slots__ = ("root", "fcpl", "members")
+
+    def __init__(self) -> None:
+        self.root: Any = None
+        self.fcpl: Any = None
+        self.members: dict[bytes, Any] = {}
+
+    def clear(self) -> None:
+        """Let go of them (before the file closes: File.close closes whatever is still open, one by one)."""
+        self.root = self.fcpl = None
+        self.members.clear()
+
+
+def netcdf4_marked(f: Any, opened: _Opened | None = None) -> bool:
     """Whether an open h5py File is a netCDF-4 file: netCDF-C marks the root group or the root objects.
 
-    `opened` (fast path only) collects the low-level objects opened on the way, by name (``b"/"`` the root
-    group), for :func:`_records_fast` to use rather than open again.
+    `opened` (fast path only) collects the low-level objects opened on the way, for :func:`_records_fast`.
     """
     if _FAST:
         try:
-            return _netcdf4_marked_fast(f.id, {} if opened is None else opened)
+            return _netcdf4_marked_fast(f.id, _Opened() if opened is None else opened)
         except Exception:  # whatever went wrong, the high-level check decides (and raises what it raises)
             pass
     return _netcdf4_marked_slow(f)
@@ -83,23 +99,40 @@ def _netcdf4_marked_slow(f: Any) -> bool:
     return False
 
 
-def _netcdf4_marked_fast(fid: Any, opened: dict[bytes, Any]) -> bool:
+def _netcdf4_marked_fast(fid: Any, opened: _Opened) -> bool:
     """:func:`_netcdf4_marked_slow` in low-level calls: the same libhdf5 calls in the same order (the root
     group's attribute, then each root link's object opened through the link and asked for the two names)."""
     import h5py
 
     h5a, h5o = h5py.h5a, h5py.h5o
-    root = opened[b"/"] = h5o.open(fid, b"/")
+    root = opened.root = h5o.open(fid, b"/")
     if h5a.exists(root, _MARKER_BYTES[0]):
         return True
-    for raw in fid:  # what iterating the File does: every link of the root group, soft and external ones too
+    for raw in _root_links(fid, opened):  # every link of the root group, soft and external ones too
         try:
-            oid = opened[raw] = h5o.open(fid, raw)
+            oid = opened.members[raw] = h5o.open(fid, raw)
             if h5a.exists(oid, _MARKER_BYTES[1]) or h5a.exists(oid, _MARKER_BYTES[2]):
                 return True
         except Exception:  # an object libhdf5 cannot open says nothing either way
             continue
     return False
+
+
+def _root_links(fid: Any, opened: _Opened) -> list[bytes]:
+    """The names iterating the File gives (h5py's GroupIter: the member count, then the links in name or
+    creation order as the file creation property list says), the property list kept for the walk."""
+    import h5py
+
+    count = fid.get_num_objs()
+    if not count:
+        return []
+    opened.fcpl = fcpl = fid.get_create_plist()
+    names: list[bytes] = []
+    by_creation = fcpl.get_link_creation_order() & h5py.h5p.CRT_ORDER_TRACKED
+    fid.links.iterate(names.append, idx_type=h5py.h5.INDEX_CRT_ORDER if by_creation else h5py.h5.INDEX_NAME)
+    if len(names) != count:  # GroupIter would stop short or fail: the high-level check decides
+        raise RuntimeError("root group member count and links disagree")
+    return names
 
 
 @contextmanager
@@ -447,29 +480,29 @@ def _dataset_row_fast(name: str, did: Any, limit: int | None) -> dict[str, Any]:
     }
 
 
-def _records_fast(f: Any, limit: int | None, opened: dict[bytes, Any] | None = None) -> Records | None:
+def _records_fast(f: Any, limit: int | None, opened: _Opened | None = None) -> Records | None:
     """:func:`_records_slow` of an open h5py File through the low-level API, or None when the file needs the
     high-level path: an object libhdf5 cannot open, a name that is not UTF-8, a group whose attributes
     cannot be listed (the high-level path then makes the error rows, or raises, exactly as before).
-    `opened`: objects :func:`netcdf4_marked` opened already, by name."""
+    `opened`: what :func:`netcdf4_marked` opened already."""
     import h5py
 
     h5o, DatasetID, GroupID = h5py.h5o, h5py.h5d.DatasetID, h5py.h5g.GroupID
-    opened = opened or {}
+    opened = _Opened() if opened is None else opened
+    members = opened.members
     fid = f.id
     try:
         rec = Records(format="hdf5")
-        root = opened.get(b"/")
-        if root is None:
-            root = h5o.open(fid, b"/")
+        root = opened.root if opened.root is not None else h5o.open(fid, b"/")
         rec.attrs = capped_attrs(_attrs_fast(root).items(), limit)
         rec.groups["/"] = {}
-        rec.format_version = f"superblock {fid.get_create_plist().get_version()[0]}"
+        fcpl = opened.fcpl if opened.fcpl is not None else fid.get_create_plist()
+        rec.format_version = f"superblock {fcpl.get_version()[0]}"
         names: list[bytes] = []
         h5o.visit(fid, names.append)  # what visititems walks: every object once, by its first name
         for raw in names:
             full = "/" + raw.decode("utf8")
-            oid = opened.get(raw)  # the marker check opened the root's members: the same name, the same object
+            oid = members.get(raw)  # the marker check opened the root's members: the same name, the same object
             if oid is None:
                 oid = h5o.open(fid, raw)
             if isinstance(oid, DatasetID):
@@ -692,7 +725,7 @@ class HDF5Backend(FormatBackend):
 
         limit = attr_json_limit()
         with HDF5_LOCK, h5py.File(path, "r") as f:
-            opened: dict[bytes, Any] = {}  # the marker check's open objects, for the walk
+            opened = _Opened()  # the marker check's open objects, for the walk
             try:
                 if not (_CHECK_IN_READ.get() and netcdf4_marked(f, opened)):
                     return self._records(f, limit, opened)
@@ -710,7 +743,7 @@ class HDF5Backend(FormatBackend):
         return netcdf.read(path)
 
     @staticmethod
-    def _records(f: Any, limit: int | None, opened: dict[bytes, Any] | None = None) -> Records:
+    def _records(f: Any, limit: int | None, opened: _Opened | None = None) -> Records:
         if _FAST:
             rec = _records_fast(f, limit, opened)
             if rec is not None:
