@@ -295,11 +295,18 @@ def test_netcdf4_marked_matches(tmp_path: Path, zoo_dir: Path) -> None:
         f["c"] = h5py.SoftLink("/nowhere")
     with h5py.File(tmp_path / "coords.h5", "w") as f:
         f.create_group("g").attrs["_Netcdf4Coordinates"] = [0, 1]
+    with h5py.File(tmp_path / "ordered.h5", "w", track_order=True) as f:  # creation order is not name order
+        f["z"] = np.arange(2)
+        f["a"] = np.arange(2)
+        f["a"].attrs["_Netcdf4Dimid"] = 1
+    with h5py.File(tmp_path / "empty.h5", "w"):
+        pass
     paths = [*tmp_path.glob("*.h5"), *zoo_dir.glob("zoo_*.h5"), *map(Path, reference_files("hdf5", "netcdf4"))]
     for path in paths:
         with h5py.File(path, "r") as f:
             assert H._netcdf4_marked_fast(f.id, H._Opened()) == H._netcdf4_marked_slow(f), path
-    expect = {"plain": False, "root": True, "dimid": True, "coords": True}
+            assert H._root_links(h5py.h5o.open(f.id, b"/"), H._Opened()) == list(f.id), path  # GroupIter
+    expect = {"plain": False, "root": True, "dimid": True, "coords": True, "ordered": True, "empty": False}
     for name, marked in expect.items():
         with h5py.File(tmp_path / f"{name}.h5", "r") as f:
             assert H.netcdf4_marked(f) is marked

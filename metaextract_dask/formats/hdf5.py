@@ -58,18 +58,18 @@ _CHECK_IN_READ: contextvars.ContextVar[bool] = contextvars.ContextVar("metaextra
 
 class _Opened:
     """Low-level objects of one open file that the netCDF-4 check opened, for the catalog walk to use rather
-    than open again: the root group, the file creation property list, root members by link name."""
+    than open again: the root group, its creation property list, root members by link name."""
 
-    __slots__ = ("root", "fcpl", "members")
+    __slots__ = ("root", "root_cpl", "members")
 
     def __init__(self) -> None:
         self.root: Any = None
-        self.fcpl: Any = None
+        self.root_cpl: Any = None
         self.members: dict[bytes, Any] = {}
 
     def clear(self) -> None:
         """Let go of them (before the file closes: File.close closes whatever is still open, one by one)."""
-        self.root = self.fcpl = None
+        self.root = self.root_cpl = None
         self.members.clear()
 
 
@@ -108,7 +108,7 @@ def _netcdf4_marked_fast(fid: Any, opened: _Opened) -> bool:
     root = opened.root = h5o.open(fid, b"/")
     if h5a.exists(root, _MARKER_BYTES[0]):
         return True
-    for raw in _root_links(fid, opened):  # every link of the root group, soft and external ones too
+    for raw in _root_links(root, opened):  # every link of the root group, soft and external ones too
         try:
             oid = opened.members[raw] = h5o.open(fid, raw)
             if h5a.exists(oid, _MARKER_BYTES[1]) or h5a.exists(oid, _MARKER_BYTES[2]):
@@ -118,18 +118,19 @@ def _netcdf4_marked_fast(fid: Any, opened: _Opened) -> bool:
     return False
 
 
-def _root_links(fid: Any, opened: _Opened) -> list[bytes]:
-    """The names iterating the File gives (h5py's GroupIter: the member count, then the links in name or
-    creation order as the file creation property list says), the property list kept for the walk."""
+def _root_links(root: Any, opened: _Opened) -> list[bytes]:
+    """The names iterating the File gives: h5py's FileID iterates the root group (`root`) with a GroupIter,
+    the member count, then the links in name or creation order as the group's creation property list says
+    (kept for the walk, which reads the root's attribute order from it)."""
     import h5py
 
-    count = fid.get_num_objs()
+    count = root.get_num_objs()
     if not count:
         return []
-    opened.fcpl = fcpl = fid.get_create_plist()
+    opened.root_cpl = cpl = root.get_create_plist()
     names: list[bytes] = []
-    by_creation = fcpl.get_link_creation_order() & h5py.h5p.CRT_ORDER_TRACKED
-    fid.links.iterate(names.append, idx_type=h5py.h5.INDEX_CRT_ORDER if by_creation else h5py.h5.INDEX_NAME)
+    by_creation = cpl.get_link_creation_order() & h5py.h5p.CRT_ORDER_TRACKED
+    root.links.iterate(names.append, idx_type=h5py.h5.INDEX_CRT_ORDER if by_creation else h5py.h5.INDEX_NAME)
     if len(names) != count:  # GroupIter would stop short or fail: the high-level check decides
         raise RuntimeError("root group member count and links disagree")
     return names
@@ -494,10 +495,9 @@ def _records_fast(f: Any, limit: int | None, opened: _Opened | None = None) -> R
     try:
         rec = Records(format="hdf5")
         root = opened.root if opened.root is not None else h5o.open(fid, b"/")
-        rec.attrs = capped_attrs(_attrs_fast(root).items(), limit)
+        rec.attrs = capped_attrs(_attrs_fast(root, cpl=opened.root_cpl).items(), limit)
         rec.groups["/"] = {}
-        fcpl = opened.fcpl if opened.fcpl is not None else fid.get_create_plist()
-        rec.format_version = f"superblock {fcpl.get_version()[0]}"
+        rec.format_version = f"superblock {fid.get_create_plist().get_version()[0]}"
         names: list[bytes] = []
         h5o.visit(fid, names.append)  # what visititems walks: every object once, by its first name
         for raw in names:
