@@ -2,6 +2,10 @@
 fast path for plain stored bytes.
 
 netCDF-4 files are HDF5 files too; the netCDF backend (tried first) claims them.
+
+A file's catalog records are read through h5py's low-level API (:func:`_records_fast`: the same libhdf5 calls
+as h5py's high-level objects, without their per-object Python); what it cannot reproduce exactly goes through
+the high-level path (:func:`_records_slow`), per file or per dataset.
 """
 
 from __future__ import annotations
