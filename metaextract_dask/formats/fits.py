@@ -11,7 +11,8 @@ import math
 import os
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -639,9 +640,14 @@ def _read_fast(path: str) -> Records | None:
         hdus = _fast_hdus(path, size)
     except Exception:  # _Fallback, or anything unforeseen: astropy's path says what it makes of the file
         return None
+    return _records(_view_rows(index, _fast_view(hdu), hdu.as_dict, hdu.first, size)
+                    for index, hdu in enumerate(hdus))
+
+
+def _records(rows: Iterable[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]]) -> Records:
+    """The file's Records from each HDU's (``hdus`` row, ``arrays`` row or None, header dict), in order."""
     rec = Records(format="fits", tables={"hdus": []})
-    for index, hdu in enumerate(hdus):
-        row, array, as_dict = _view_rows(index, _fast_view(hdu), hdu.as_dict, hdu.first, size)
+    for index, (row, array, as_dict) in enumerate(rows):
         rec.tables["hdus"].append(row)
         if array is not None:
             rec.arrays.append(array)
@@ -654,19 +660,11 @@ def _read_astropy(path: str) -> Records:
     """:meth:`FITSBackend.read` through ``fits.open``: every file the fast reader does not take."""
     from astropy.io import fits
 
-    rec = Records(format="fits", tables={"hdus": []})
     # Non-standard cards are reported as they are, not fixed; astropy's warnings about them end up in
     # the files.warnings column.
     with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
         size = os.path.getsize(path)
-        for index, hdu in enumerate(hdul):
-            row, array, as_dict = _hdu_row(index, hdu, size)
-            rec.tables["hdus"].append(row)
-            if array is not None:
-                rec.arrays.append(array)
-            if index == 0:
-                rec.attrs = as_dict
-    return rec
+        return _records(_hdu_row(index, hdu, size) for index, hdu in enumerate(hdul))
 
 
 def _open_fits(path: str) -> Any:
