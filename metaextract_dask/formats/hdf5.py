@@ -2,6 +2,10 @@
 fast path for plain stored bytes.
 
 netCDF-4 files are HDF5 files too; the netCDF backend (tried first) claims them.
+
+A file's catalog records are read through h5py's low-level API (:func:`_records_fast`: the same libhdf5 calls
+as h5py's high-level objects, without their per-object Python); what it cannot reproduce exactly goes through
+the high-level path (:func:`_records_slow`), per file or per dataset.
 """
 
 from __future__ import annotations
@@ -46,12 +50,47 @@ _SCALE_ATTRS = frozenset({"CLASS", "NAME"})
 #: dimension bookkeeping on root objects (older writers). In a netCDF-4 file's first KiBs as plain bytes.
 NETCDF4_MARKERS = ("_NCProperties", "_Netcdf4Dimid", "_Netcdf4Coordinates")
 
+_MARKER_BYTES = tuple(m.encode() for m in NETCDF4_MARKERS)
+
+#: Read a file's metadata with h5py's low-level API (see :func:`_records_fast`). False: the high-level path
+#: only (:func:`_records_slow`), the reference the fast path is tested against.
+_FAST = True
+
 _CHECK_IN_READ: contextvars.ContextVar[bool] = contextvars.ContextVar("metaextract_netcdf4_check_in_read",
                                                                       default=False)
 
 
-def netcdf4_marked(f: Any) -> bool:
-    """Whether an open h5py File is a netCDF-4 file: netCDF-C marks the root group or the root objects."""
+class _Opened:
+    """Low-level objects of one open file that the netCDF-4 check opened, for the catalog walk to use rather
+    than open again: the root group, its creation property list, root members by link name."""
+
+    __slots__ = ("root", "root_cpl", "members")
+
+    def __init__(self) -> None:
+        self.root: Any = None
+        self.root_cpl: Any = None
+        self.members: dict[bytes, Any] = {}
+
+    def clear(self) -> None:
+        """Let go of them (before the file closes: File.close closes whatever is still open, one by one)."""
+        self.root = self.root_cpl = None
+        self.members.clear()
+
+
+def netcdf4_marked(f: Any, opened: _Opened | None = None) -> bool:
+    """Whether an open h5py File is a netCDF-4 file: netCDF-C marks the root group or the root objects.
+
+    `opened` (fast path only) collects the low-level objects opened on the way, for :func:`_records_fast`.
+    """
+    if _FAST:
+        try:
+            return _netcdf4_marked_fast(f.id, _Opened() if opened is None else opened)
+        except Exception:  # whatever went wrong, the high-level check decides (and raises what it raises)
+            pass
+    return _netcdf4_marked_slow(f)
+
+
+def _netcdf4_marked_slow(f: Any) -> bool:
     if NETCDF4_MARKERS[0] in f.attrs:
         return True
     for name in f:
@@ -62,6 +101,43 @@ def netcdf4_marked(f: Any) -> bool:
         except Exception:  # an object libhdf5 cannot open says nothing either way
             continue
     return False
+
+
+def _netcdf4_marked_fast(fid: Any, opened: _Opened) -> bool:
+    """:func:`_netcdf4_marked_slow` in low-level calls: the same libhdf5 calls in the same order (the root
+    group's attribute, then each root link's object opened through the link and asked for the two names)."""
+    import h5py
+
+    h5a, h5o = h5py.h5a, h5py.h5o
+    root = opened.root = h5o.open(fid, b"/")
+    if h5a.exists(root, _MARKER_BYTES[0]):
+        return True
+    for raw in _root_links(root, opened):  # every link of the root group, soft and external ones too
+        try:
+            oid = opened.members[raw] = h5o.open(fid, raw)
+            if h5a.exists(oid, _MARKER_BYTES[1]) or h5a.exists(oid, _MARKER_BYTES[2]):
+                return True
+        except Exception:  # an object libhdf5 cannot open says nothing either way
+            continue
+    return False
+
+
+def _root_links(root: Any, opened: _Opened) -> list[bytes]:
+    """The names iterating the File gives: h5py's FileID iterates the root group (`root`) with a GroupIter,
+    the member count, then the links in name or creation order as the group's creation property list says
+    (kept for the walk, which reads the root's attribute order from it)."""
+    import h5py
+
+    count = root.get_num_objs()
+    if not count:
+        return []
+    opened.root_cpl = cpl = root.get_create_plist()
+    names: list[bytes] = []
+    by_creation = cpl.get_link_creation_order() & h5py.h5p.CRT_ORDER_TRACKED
+    root.links.iterate(names.append, idx_type=h5py.h5.INDEX_CRT_ORDER if by_creation else h5py.h5.INDEX_NAME)
+    if len(names) != count:  # GroupIter would stop short or fail: the high-level check decides
+        raise RuntimeError("root group member count and links disagree")
+    return names
 
 
 @contextmanager
@@ -93,6 +169,9 @@ def has_hdf5_magic(head: bytes) -> bool:
 
 def dtype_string(dt: np.dtype) -> str:
     """Catalog spelling of a dtype: ``<f4``; compound as JSON of its fields; ``vlen-str`` for strings."""
+    if isinstance(dt, np.dtype) and dt.metadata is None and dt.kind != "O" and dt.names is None \
+            and dt.subdtype is None:
+        return dt.str  # plain numbers, bytes, bool: what the checks below come to, without them
     import h5py
 
     if h5py.check_string_dtype(dt) is not None and dt.kind == "O":
@@ -245,6 +324,210 @@ def dataset_row(name: str, dset: Any, limit: int | None = None) -> dict[str, Any
         "nbytes": nbytes,
         "attrs": dumps(attrs),
     }
+
+
+def _records_slow(f: Any, limit: int | None) -> Records:
+    """The catalog records of an open h5py File through h5py's high-level objects (the reference
+    :func:`_records_fast` matches, and its fallback)."""
+    import h5py
+
+    rec = Records(format="hdf5")
+    rec.attrs = _json_attrs(f, limit)
+    rec.groups["/"] = {}  # its attributes are the file's (files.attrs): stored once
+    rec.format_version = f"superblock {f.id.get_create_plist().get_version()[0]}"
+    for full, obj in _walk(f):
+        if isinstance(obj, h5py.Dataset):
+            try:
+                rec.arrays.append(dataset_row(full, obj, limit))
+            except Exception as exc:  # one odd dataset must not hide the others
+                rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(exc).__name__}: {exc}"})
+        elif isinstance(obj, Exception):
+            rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(obj).__name__}: {obj}"})
+        elif isinstance(obj, h5py.Group):
+            rec.groups[full] = {"attrs": _json_attrs(obj, limit)}
+    return rec
+
+
+# --------------------------------------------------------------------------- #
+# the same records through h5py's low-level API
+# --------------------------------------------------------------------------- #
+# h5py's high-level objects cost more Python per object and attribute (locks, wrappers, per-call property
+# lists) than libhdf5 spends reading a small file's metadata. The functions below make the same libhdf5 calls
+# in the same order as the high-level path (h5py 3.x AttributeManager.__getitem__, Group.visititems,
+# Dataset properties), so values and error messages are the same; anything out of the ordinary goes back to
+# the high-level code: the whole file when the walk or a group's attributes fail, one dataset when its row
+# fails, the dimension names of a dataset with dimension-scale attributes.
+
+#: numpy dtype (with its h5py metadata) -> h5py.h5t.py_create of it: a pure translation, the same every time.
+_MTYPES: dict[Any, Any] = {}
+
+
+def _mtype(dt: np.dtype) -> Any:
+    """``h5t.py_create(dt)``, cached for dtypes without fields or subarrays (numpy's dtype equality ignores
+    the metadata h5py keeps string, vlen, enum and reference details in: it is part of the key)."""
+    import h5py
+
+    h5t = h5py.h5t
+    if dt.names is not None or dt.subdtype is not None:
+        return h5t.py_create(dt)
+    meta = dt.metadata
+    try:
+        key = (dt, None if meta is None else frozenset(meta.items()))
+        found = _MTYPES.get(key)
+    except TypeError:  # unhashable metadata (an enum's mapping)
+        return h5t.py_create(dt)
+    if found is None:
+        found = h5t.py_create(dt)
+        if len(_MTYPES) >= 256:
+            _MTYPES.clear()
+        _MTYPES[key] = found
+    return found
+
+
+def _read_attr(oid: Any, raw: bytes) -> Any:
+    """The value h5py's ``AttributeManager.__getitem__`` returns for attribute `raw` of object `oid`."""
+    import h5py
+
+    attr = h5py.h5a.open(oid, raw)
+    shape = attr.shape
+    if shape is None:  # null dataspace
+        return h5py.Empty(attr.dtype)
+    dtype = attr.dtype
+    htype = _mtype(dtype)  # before the subarray split below: the memory type keeps the array type
+    if dtype.subdtype is not None:  # numpy has no top-level array type: '(3,)f4' of shape (5,) is (5, 3) f4
+        subdtype, subshape = dtype.subdtype
+        shape = shape + subshape
+        dtype = subdtype
+    arr = np.zeros(shape, dtype=dtype, order="C")
+    attr.read(arr, mtype=htype)
+    if dtype.kind == "O":
+        info = h5py.h5t.check_string_dtype(dtype)
+        if info and info.length is None:  # vlen strings come back as bytes: h5py makes them str
+            arr = np.array([b.decode("utf-8", "surrogateescape") for b in arr.flat], dtype=dtype).reshape(arr.shape)
+    return arr[()] if arr.ndim == 0 else arr
+
+
+def _decode(raw: bytes) -> str | bytes:
+    """h5py's name decoding: UTF-8, else the bytes as they are."""
+    try:
+        return raw.decode("utf8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def _attrs_fast(oid: Any, hidden: set[str] | None = None, cpl: Any = None) -> dict[str, Any]:
+    """:func:`_raw_attrs` of the object `oid` (`cpl`: its creation property list, when at hand)."""
+    import h5py
+
+    out: dict[str, Any] = {}
+    h5a = h5py.h5a
+    if not h5a.get_num_attrs(oid):
+        return out
+    if cpl is None:
+        cpl = oid.get_create_plist()
+    tracked = cpl.get_attr_creation_order() & h5py.h5p.CRT_ORDER_TRACKED
+    names: list[bytes] = []
+    h5a.iterate(oid, names.append, index_type=h5py.h5.INDEX_CRT_ORDER if tracked else h5py.h5.INDEX_NAME)
+    for raw in names:
+        key = _decode(raw)
+        if key in _HIDDEN_ATTRS:
+            if hidden is not None:
+                hidden.add(key)  # type: ignore[arg-type]  # a member of _HIDDEN_ATTRS is a str
+            continue
+        try:
+            out[key] = _read_attr(oid, raw)  # type: ignore[index]  # bytes keys as h5py gives them
+        except Exception as exc:
+            out[key] = exc  # type: ignore[index]
+    return out
+
+
+def _dataset_row_fast(name: str, did: Any, limit: int | None) -> dict[str, Any]:
+    """:func:`dataset_row` of the low-level dataset `did`."""
+    import h5py
+
+    h5d = h5py.h5d
+    hidden: set[str] = set()
+    plist = did.get_create_plist()  # one for attributes, filters, fill value and layout
+    raw = _attrs_fast(did, hidden, plist)
+    attrs = capped_attrs(raw.items(), limit)
+    filters = _filters(None, plist)
+    compression = next((f["name"] for f in filters if f["name"] not in _NOT_COMPRESSION), None)
+    dt = did.dtype
+    try:
+        if plist.fill_value_defined() != h5d.FILL_VALUE_USER_DEFINED:
+            fill = None
+        else:  # Dataset.fillvalue
+            buf = np.zeros((1,), dtype=dt)
+            plist.get_fill_value(buf)
+            fill = to_jsonable(buf[0])
+    except Exception:  # vlen fill values can't always be read back
+        fill = None
+    shape = did.shape  # None for a null dataspace
+    if "DIMENSION_LIST" not in hidden and "DIMENSION_LABELS" not in raw and "CLASS" not in raw:
+        dims: list[str | None] = [None] * (len(shape) if shape is not None else did.rank)
+    else:  # dimension scales: h5py's DimensionManager
+        dims = _dim_names(h5py.Dataset(did, readonly=True), raw, hidden)
+    size = None if shape is None else math.prod(shape)
+    chunks = plist.get_chunk() if plist.get_layout() == h5d.CHUNKED else None
+    return {
+        "name": name,
+        "kind": "dataset",
+        "shape": list(shape) if shape is not None else None,
+        "dtype": dtype_string(dt),
+        "dims": [d or "" for d in dims] if any(dims) else None,
+        "chunks": list(chunks) if chunks else None,
+        "compression": compression,
+        "filters": dumps(filters) if filters else None,
+        "fill_value": dumps(fill) if fill is not None else None,
+        "units": _units(attrs),
+        "nbytes": int(size or 0) * dt.itemsize if dt.kind != "O" else None,
+        "attrs": dumps(attrs),
+    }
+
+
+def _records_fast(f: Any, limit: int | None, opened: _Opened | None = None) -> Records | None:
+    """:func:`_records_slow` of an open h5py File through the low-level API, or None when the file needs the
+    high-level path: an object libhdf5 cannot open, a name that is not UTF-8, a group whose attributes
+    cannot be listed (the high-level path then makes the error rows, or raises, exactly as before).
+    `opened`: what :func:`netcdf4_marked` opened already."""
+    import h5py
+
+    h5o, DatasetID, GroupID = h5py.h5o, h5py.h5d.DatasetID, h5py.h5g.GroupID
+    opened = _Opened() if opened is None else opened
+    members = opened.members
+    fid = f.id
+    try:
+        rec = Records(format="hdf5")
+        root = opened.root if opened.root is not None else h5o.open(fid, b"/")
+        rec.attrs = capped_attrs(_attrs_fast(root, cpl=opened.root_cpl).items(), limit)
+        rec.groups["/"] = {}
+        rec.format_version = f"superblock {fid.get_create_plist().get_version()[0]}"
+        names: list[bytes] = []
+        h5o.visit(fid, names.append)  # what visititems walks: every object once, by its first name
+        for raw in names:
+            full = "/" + raw.decode("utf8")
+            oid = members.get(raw)  # the marker check opened the root's members: the same name, the same object
+            if oid is None:
+                oid = h5o.open(fid, raw)
+            if isinstance(oid, DatasetID):
+                try:
+                    row = _dataset_row_fast(full, oid, limit)
+                except Exception:  # the high-level row: the same values, or the same error row
+                    row = _dataset_row_slow(full, h5py.Dataset(oid, readonly=True), limit)
+                rec.arrays.append(row)
+            elif isinstance(oid, GroupID):
+                rec.groups[full] = {"attrs": capped_attrs(_attrs_fast(oid).items(), limit)}
+            # a committed datatype: not catalogued
+        return rec
+    except Exception:
+        return None
+
+
+def _dataset_row_slow(full: str, dset: Any, limit: int | None) -> dict[str, Any]:
+    try:
+        return dataset_row(full, dset, limit)
+    except Exception as exc:  # one odd dataset must not hide the others
+        return {"name": full, "kind": "dataset", "error": f"{type(exc).__name__}: {exc}"}
 
 
 # --------------------------------------------------------------------------- #
@@ -446,8 +729,12 @@ class HDF5Backend(FormatBackend):
 
         limit = attr_json_limit()
         with HDF5_LOCK, h5py.File(path, "r") as f:
-            if not (_CHECK_IN_READ.get() and netcdf4_marked(f)):
-                return self._records(f, limit)
+            opened = _Opened()  # the marker check's open objects, for the walk
+            try:
+                if not (_CHECK_IN_READ.get() and netcdf4_marked(f, opened)):
+                    return self._records(f, limit, opened)
+            finally:
+                opened.clear()  # released before the file closes (File.close closes what is still open)
         # netCDF-4 without a marker in its head bytes: h5py's handle is closed first, netCDF-C opens it now.
         from metaextract_dask.formats import get_backend
 
@@ -460,24 +747,12 @@ class HDF5Backend(FormatBackend):
         return netcdf.read(path)
 
     @staticmethod
-    def _records(f: Any, limit: int | None) -> Records:
-        import h5py
-
-        rec = Records(format="hdf5")
-        rec.attrs = _json_attrs(f, limit)
-        rec.groups["/"] = {}  # its attributes are the file's (files.attrs): stored once
-        rec.format_version = f"superblock {f.id.get_create_plist().get_version()[0]}"
-        for full, obj in _walk(f):
-            if isinstance(obj, h5py.Dataset):
-                try:
-                    rec.arrays.append(dataset_row(full, obj, limit))
-                except Exception as exc:  # one odd dataset must not hide the others
-                    rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(exc).__name__}: {exc}"})
-            elif isinstance(obj, Exception):
-                rec.arrays.append({"name": full, "kind": "dataset", "error": f"{type(obj).__name__}: {obj}"})
-            elif isinstance(obj, h5py.Group):
-                rec.groups[full] = {"attrs": _json_attrs(obj, limit)}
-        return rec
+    def _records(f: Any, limit: int | None, opened: _Opened | None = None) -> Records:
+        if _FAST:
+            rec = _records_fast(f, limit, opened)
+            if rec is not None:
+                return rec
+        return _records_slow(f, limit)
 
     def list_arrays(self, path: str) -> list[str]:  # noqa: D102
         import h5py
