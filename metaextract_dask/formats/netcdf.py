@@ -15,6 +15,7 @@ readers off.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -119,7 +120,10 @@ def _row(name: str, attrs: dict[str, Any], filters: dict[str, Any], shape: tuple
     """One ``arrays`` row from a variable's catalog values (netCDF4-python's or the fast readers')."""
     compression = next((c for c in _NC_COMPRESSORS if filters.get(c)), None)
     fill = attrs.get("_FillValue")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize if itemsize else None
+    count = math.prod(shape)  # as np.prod in int64 below 2**63 (shapes are never negative), and cheaper
+    if count >= 1 << 63:
+        count = int(np.prod(shape, dtype=np.int64))
+    nbytes = count * itemsize if itemsize else None
     # netCDF-3 stores every value (no compression, no sparse chunks): they must fit in the file
     problem = truncation(nbytes, file_size, "the variable's shape") if nc3 and nbytes else None
     units = attrs.get("units")
@@ -252,25 +256,33 @@ class _NC3Header:
 
     def u32(self) -> int:
         pos = self.pos
-        if pos + 4 > len(self.buf):
-            raise _Short
+        try:
+            value: int = _U32.unpack_from(self.buf, pos)[0]
+        except struct.error:
+            raise _Short from None
         self.pos = pos + 4
-        return _U32.unpack_from(self.buf, pos)[0]  # type: ignore[no-any-return]
+        return value
 
     def i32(self) -> int:
-        value = self.u32()
+        pos = self.pos
+        try:
+            value: int = _U32.unpack_from(self.buf, pos)[0]
+        except struct.error:
+            raise _Short from None
         if value >= 1 << 31:  # a negative count (or STREAMING): netCDF-C's business
             raise _Decline
+        self.pos = pos + 4
         return value
 
     def u64(self) -> int:
         pos = self.pos
-        if pos + 8 > len(self.buf):
-            raise _Short
-        self.pos = pos + 8
-        value: int = _U64.unpack_from(self.buf, pos)[0]
+        try:
+            value: int = _U64.unpack_from(self.buf, pos)[0]
+        except struct.error:
+            raise _Short from None
         if value >= 1 << 62:
             raise _Decline
+        self.pos = pos + 8
         return value
 
     def take(self, nbytes: int) -> int:
