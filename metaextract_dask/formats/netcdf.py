@@ -462,6 +462,8 @@ _IEEE = {4: (32, 23, 8, 0, 23, 127, 31), 8: (64, 52, 11, 0, 52, 1023, 63)}
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
 _H = struct.Struct("<H")
+_MSG = struct.Struct("<BHB")  # an object header message: type, size, flags
+_MSG_CRT = struct.Struct("<BHBH")  # ... and its creation order (attribute creation order tracked)
 
 
 def _lookup3() -> Any:
@@ -617,12 +619,13 @@ class _H5File:
         obj = _H5Object()
         crt = bool(flags & 0x04)
         chunks = [(block, start, start + length)]
+        message = _MSG_CRT if crt else _MSG
+        msg_head = message.size
         while chunks:
             data, pos, end = chunks.pop(0)
-            msg_head = 6 if crt else 4
             while end - pos >= msg_head:
-                mtype, msize, mflags = data[pos], _H.unpack_from(data, pos + 1)[0], data[pos + 3]
-                order = _H.unpack_from(data, pos + 4)[0] if crt else -1
+                mtype, msize, mflags, *rest = message.unpack_from(data, pos)
+                order = rest[0] if crt else -1
                 pos += msg_head
                 body = data[pos:pos + msize]
                 pos += msize
