@@ -709,11 +709,10 @@ class _H5File:
         len_size = min(((max_direct.bit_length() - 1) + 7) // 8, (max_man.bit_length() - 1) // 8 + 1)
         if not flags & 0x02:  # direct blocks without checksums: what libhdf5 makes of damage is its own
             raise _Decline
-        checksummed = True
         # the heap's direct blocks: (heap offset, bytes)
         blocks: list[tuple[int, bytes]] = []
         if rows == 0:
-            blocks.append((0, self.direct(root, start, off_size, checksummed, 0)))
+            blocks.append((0, self.direct(root, start, off_size, 0)))
         else:
             max_rows = (max_direct.bit_length() - start.bit_length()) + 2
             if rows > max_rows:
@@ -729,7 +728,7 @@ class _H5File:
                 for c in range(width):
                     addr = _Q.unpack_from(ind, head + (r * width + c) * 8)[0]
                     if addr != _UNDEF:
-                        blocks.append((offset, self.direct(addr, size, off_size, checksummed, offset)))
+                        blocks.append((offset, self.direct(addr, size, off_size, offset)))
                     offset += size
         if not records:
             return []
@@ -788,17 +787,16 @@ class _H5File:
         self.node_tail = data[end:end + tail]
         return [data[6 + i * record_size:6 + (i + 1) * record_size] for i in range(count)]
 
-    def direct(self, addr: int, size: int, off_size: int, checksummed: bool, offset: int) -> bytes:
+    def direct(self, addr: int, size: int, off_size: int, offset: int) -> bytes:
         """A fractal heap direct block (its checksum verified as libhdf5 does: over the block, field zeroed)."""
         block = self.read(addr, size)
         head = 5 + 8 + off_size
         if block[:5] != b"FHDB\x00" or int.from_bytes(block[13:head], "little") != offset:
             raise _Decline
-        if checksummed:
-            stored = _I.unpack_from(block, head)[0]
-            zeroed = block[:head] + b"\x00\x00\x00\x00" + block[head + 4:]
-            if _LOOKUP3(zeroed, len(zeroed), 0) != stored:
-                raise _Decline
+        stored = _I.unpack_from(block, head)[0]
+        zeroed = block[:head] + b"\x00\x00\x00\x00" + block[head + 4:]
+        if _LOOKUP3(zeroed, len(zeroed), 0) != stored:
+            raise _Decline
         return block
 
     def vlen_string(self, element: bytes, item_size: int = 1) -> bytes | None:
