@@ -523,3 +523,18 @@ def test_random_files_read_as_netcdf4python_reads_them(tmp_path: Path, fmt: str)
         _random_dataset(path, rng, fmt)
         read += _equal_or_declined(path)
     assert read >= 20
+
+
+def test_benchmark_files_take_the_fast_path(tmp_path: Path) -> None:
+    """The benchmark's many small netCDF files (sample.generate_many): every one read without netCDF-C, the
+    same as netCDF4-python; its misfits (text and truncated files named .nc) declined."""
+    from metaextract_dask.sample import generate_many
+
+    paths = [str(tmp_path / p) for p in generate_many(tmp_path, n_files=120, seed=3) if p.endswith(".nc")]
+    kinds = {Path(p).name.split("_")[0] for p in paths}
+    assert {"nc3", "nc4"} <= kinds
+    for path in paths:
+        if Path(path).name.startswith(("nc3_", "nc4_")):
+            _same(path)
+        else:
+            _equal_or_declined(path)
