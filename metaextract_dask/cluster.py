@@ -38,11 +38,22 @@ _TRIM = "MALLOC_TRIM_THRESHOLD_"
 _TLS_KEYS = ("ca-file", "cert", "key")
 
 
+#: ``metaextract.cluster.<key>`` -> the distributed setting it sets in the embedded cluster.
+_HOUSEKEEPING = {
+    "worker-profile": "distributed.worker.profile.enabled",
+    "tick-interval": "distributed.admin.tick.interval",
+    "system-monitor-interval": "distributed.admin.system-monitor.interval",
+    "memory-monitor-interval": "distributed.worker.memory.monitor-interval",
+}
+
+
 @contextmanager
 def _embedded_config() -> Iterator[None]:
     """Apply ``metaextract.cluster.*`` to the scheduler and worker processes created inside.
 
-    ``allowed-failures`` (and a worker saturation of 1.0) go to the scheduler. ``malloc-trim-threshold`` goes
+    ``allowed-failures`` (and a worker saturation of 1.0) go to the scheduler; ``worker-profile``,
+    ``tick-interval``, ``system-monitor-interval`` and ``memory-monitor-interval`` to distributed's settings
+    of the same meaning (read when the scheduler, nannies and workers start). ``malloc-trim-threshold`` goes
     to the workers' environment:
 
     distributed's nanny copies its pre-spawn environment into this process's ``os.environ`` (for good) and
@@ -54,13 +65,19 @@ def _embedded_config() -> Iterator[None]:
     saved = os.environ.pop(_TRIM, None)
     if trim is not None:
         os.environ[_TRIM] = str(int(trim))
+    settings: dict[str, Any] = {
+        "distributed.nanny.pre-spawn-environ": env,
+        "distributed.scheduler.allowed-failures": int(config.get("cluster.allowed-failures", 0)),
+        # One task per worker thread at a time: a worker that dies takes no queued task down with it.
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    # dask's housekeeping, which shares the cores with the scan (null: distributed's own setting).
+    for key, target in _HOUSEKEEPING.items():
+        value = config.get(f"cluster.{key}")
+        if value is not None:
+            settings[target] = value if isinstance(value, bool) else f"{config.parse_seconds(value) * 1000:g}ms"
     try:
-        with dask.config.set({
-            "distributed.nanny.pre-spawn-environ": env,
-            "distributed.scheduler.allowed-failures": int(config.get("cluster.allowed-failures", 0)),
-            # One task per worker thread at a time: a worker that dies takes no queued task down with it.
-            "distributed.scheduler.worker-saturation": 1.0,
-        }):
+        with dask.config.set(settings):
             yield
     finally:
         os.environ.pop(_TRIM, None)

@@ -226,6 +226,10 @@ def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "true or false"
 
 
+def _bool_or_none(v: Any) -> str | None:
+    return None if v is None or isinstance(v, bool) else "true, false or null"
+
+
 def _choice(*options: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         return None if v in options else "one of " + ", ".join(options)
@@ -273,6 +277,10 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "cluster.dashboard-address": _text(),
     "cluster.malloc-trim-threshold": _int(0, none=True),
     "cluster.allowed-failures": _int(0),
+    "cluster.worker-profile": _bool_or_none,
+    "cluster.tick-interval": _number(0, strict=True, seconds=True, none=True),
+    "cluster.system-monitor-interval": _number(0, strict=True, seconds=True, none=True),
+    "cluster.memory-monitor-interval": _number(0, strict=True, seconds=True, none=True),
     "cluster.security": _bool,
     "cluster.connect-timeout": _number(0, strict=True, seconds=True),
     "cluster.tls.ca-file": _text(none=True),

@@ -450,7 +450,8 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
     (per-task overhead would dominate below it), and a multiple of the thread count where that allows. Dealt,
     not cut in runs: a run of one directory holds one kind of file (all the DICOM, then all the HDF5), and
     per-file costs differ fourfold between formats, so runs made batches of unequal length in time and left
-    threads idle in the last round. Each batch keeps its files in the order found.
+    threads idle in the last round. The last round's batches are split further (a half and two quarters), so
+    that threads finish together. Each batch keeps its files in the order found.
     """
     big = config.parse_bytes(config.get("scan.big-file-bytes", "512MiB"))
     target_bytes = config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB"))
@@ -480,5 +481,11 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
             dealt[k], filled[k] = [], 0
         dealt[k].append(entry)
         filled[k] += size
-    batches.extend(b for b in dealt if b)
+    dealt = [b for b in dealt if b]
+    # The last round ends unevenly by up to a batch: its batches go as a half and two quarters (dealt again,
+    # the same mix), run last, so the threads finish within a quarter batch of each other.
+    if len(dealt) >= 2 * threads and len(dealt[-1]) >= 4 * max(1, min_files):
+        tail = dealt[-threads:]
+        dealt = dealt[:-threads] + [b[0::2] for b in tail] + [b[1::4] for b in tail] + [b[3::4] for b in tail]
+    batches.extend(dealt)
     return batches
