@@ -293,6 +293,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "scan.big-file-bytes": _bytes(1),
     "scan.tasks-per-thread": _int(1),
     "scan.follow-symlinks": _bool,
+    "scan.fast-readers": _bool,
     "scan.dicom-json-bulk-threshold": _int(0),
     "scan.retries": _int(0),
     "scan.retry-backoff": _number(0, strict=False),

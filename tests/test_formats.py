@@ -207,3 +207,38 @@ def test_misfits(tables: dict[str, Any], sample_tree: Any) -> None:
     assert (trunc["format"], trunc["status"], trunc["error_type"]) == ("hdf5", "error", "OSError")
     assert "truncated" in trunc["error_message"]
     assert (tables["arrays"]["rel"] == "misfits/truncated.h5").sum() == 0
+
+
+def test_fast_readers_give_the_library_readers_rows(sample_tree: Any, tmp_path: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``metaextract.scan.fast-readers: false`` sends every file through its library (no fast path is entered),
+    and a scan's rows are the same either way: on the sample tree and on the benchmark's small files, whose
+    HDF5, netCDF-3/4, FITS and DICOM files all take the fast paths."""
+    import dask.config
+
+    from metaextract_dask.discover import discover
+    from metaextract_dask.extract import extract_batch
+    from metaextract_dask.formats import dicom, fits, hdf5, netcdf
+    from metaextract_dask.sample import generate_many
+
+    root, _ = sample_tree
+    generate_many(tmp_path / "many", n_files=120, seed=3)
+    entries = discover([root, tmp_path / "many"])
+    fast = extract_batch(entries)
+
+    def entered(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a fast path was entered")
+
+    for module, name in ((fits, "_read_fast"), (netcdf, "_read_fast"), (hdf5, "_records_fast"),
+                         (hdf5, "_netcdf4_marked_fast"), (dicom, "_Fast")):
+        monkeypatch.setattr(module, name, entered)
+    with dask.config.set({"metaextract.scan.fast-readers": False}):
+        slow = extract_batch(entries)
+    assert fast["files"].num_rows == len(entries)
+    for name in fast:
+        a, b = fast[name], slow[name]
+        if "read_seconds" in a.column_names:
+            a, b = a.drop_columns(["read_seconds"]), b.drop_columns(["read_seconds"])
+        assert a.equals(b), name
+    formats = set(fast["files"].column("format").to_pylist())
+    assert {"hdf5", "netcdf3", "netcdf4", "fits", "dicom"} <= formats

@@ -30,7 +30,7 @@ from metaextract_dask.formats.handles import FITS_LOCK, HDF5_LOCK, stamp
 
 __all__ = ["FormatBackend", "FormatReader", "Records", "ArraySpec", "ArrayProxy", "MemberProxy", "MissingDependencyError",
            "HDF5_LOCK", "FITS_LOCK", "missing_array", "unique_dims", "as_text", "truncation", "TRUNCATED",
-           "attr_json_limit"]
+           "attr_json_limit", "fast_readers"]
 
 #: How an ``arrays.error`` that says the file cannot hold the declared data begins (profiles report it as an
 #: error of that type, in milliseconds, without building a graph over the declared size).
@@ -415,6 +415,15 @@ def truncation(declared: int, available: int, what: str) -> str | None:
     if declared <= available:
         return None
     return f"{TRUNCATED}: {what} declares {declared:,} bytes of stored data, the file holds {available:,}"
+
+
+def fast_readers() -> bool:
+    """``metaextract.scan.fast-readers``: whether backends may take their fast paths (headers read from the
+    bytes, or through the library's low-level calls, where the outcome provably equals the library's; anything
+    else goes through the library either way). False: every file through the library, for comparisons."""
+    from metaextract_dask import config
+
+    return bool(config.memo("fast-readers", lambda: config.get("scan.fast-readers", True)))
 
 
 def attr_json_limit() -> int | None:

@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from metaextract_dask.config import get as config_get
-from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, missing_array, \
-    truncation
+from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, Records, fast_readers, \
+    missing_array, truncation
 from metaextract_dask.jsonutil import dumps
 
 __all__ = ["DICOMBackend", "DeidentifiedReadError", "deidentifying", "DICOMFile", "DICOMSeries", "DICOM", "DICOM_COLUMNS", "parse_da", "pixel_layout",
@@ -425,7 +425,7 @@ def _pydicom_defaults() -> tuple[Any, ...]:
 def _fast_enabled() -> bool:
     """Whether pydicom is configured as the fast path assumes: its default hooks and value types, no element
     callback, and WARN validation (the mode whose silence the fast path's checks prove)."""
-    if not FAST_PATH:
+    if not FAST_PATH or not fast_readers():
         return False
     config, hooks, vr_hook, value_hook, _, _ = _pydicom_defaults()
     converters, pick, defaults = _pydicom_converters()

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaextract_dask.formats.base import ArraySpec, FormatBackend, MemberProxy, Records, missing_array, truncation
+from metaextract_dask.formats.base import ArraySpec, FormatBackend, MemberProxy, Records, fast_readers, \
+    missing_array, truncation
 from metaextract_dask.formats.handles import FITS_LOCK, HandleCache
 from metaextract_dask.jsonutil import dumps, to_jsonable
 
@@ -709,7 +710,7 @@ class FITSBackend(FormatBackend):
     def read(self, path: str) -> Records:  # noqa: D102
         # Standard-conforming files without tile compression: the fast reader (same rows, same warnings);
         # everything else through astropy.
-        rec = _read_fast(path) if FAST_PATH else None
+        rec = _read_fast(path) if FAST_PATH and fast_readers() else None
         return rec if rec is not None else _read_astropy(path)
 
     def list_arrays(self, path: str) -> list[str]:  # noqa: D102

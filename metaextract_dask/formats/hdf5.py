@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from metaextract_dask.formats.base import ArrayProxy, ArraySpec, FormatBackend, MemberProxy, Records, as_text, \
-    attr_json_limit, missing_array, unique_dims
+    attr_json_limit, fast_readers, missing_array, unique_dims
 from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache, stamp
 from metaextract_dask.jsonutil import capped_attrs, dumps, to_jsonable
 
@@ -82,7 +82,7 @@ def netcdf4_marked(f: Any, opened: _Opened | None = None) -> bool:
 
     `opened` (fast path only) collects the low-level objects opened on the way, for :func:`_records_fast`.
     """
-    if _FAST:
+    if _FAST and fast_readers():
         try:
             return _netcdf4_marked_fast(f.id, _Opened() if opened is None else opened)
         except Exception:  # whatever went wrong, the high-level check decides (and raises what it raises)
@@ -748,7 +748,7 @@ class HDF5Backend(FormatBackend):
 
     @staticmethod
     def _records(f: Any, limit: int | None, opened: _Opened | None = None) -> Records:
-        if _FAST:
+        if _FAST and fast_readers():
             rec = _records_fast(f, limit, opened)
             if rec is not None:
                 return rec

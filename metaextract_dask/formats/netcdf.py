@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from metaextract_dask.formats.base import ArraySpec, FormatBackend, MemberProxy, Records, as_text, \
-    attr_json_limit, missing_array, truncation, unique_dims
+    attr_json_limit, fast_readers, missing_array, truncation, unique_dims
 from metaextract_dask.formats.handles import HDF5_LOCK, HandleCache
 from metaextract_dask.formats.hdf5 import NETCDF4_MARKERS, HDF5Array, has_hdf5_magic, mapped_region, \
     netcdf4_check_deferred, netcdf4_marked
@@ -1316,7 +1316,7 @@ class NetCDFBackend(FormatBackend):
         return "netcdf3" if head.startswith(b"CDF") else "netcdf4"
 
     def read(self, path: str) -> Records:  # noqa: D102
-        rec = _read_fast(path) if FAST_READ else None
+        rec = _read_fast(path) if FAST_READ and fast_readers() else None
         return rec if rec is not None else _read_netcdf4python(path)
 
     def list_arrays(self, path: str) -> list[str]:  # noqa: D102
