@@ -294,6 +294,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "scan.tasks-per-thread": _int(1),
     "scan.follow-symlinks": _bool,
     "scan.fast-readers": _bool,
+    "scan.commit-interval": _number(0, strict=False, seconds=True),
     "scan.dicom-json-bulk-threshold": _int(0),
     "scan.retries": _int(0),
     "scan.retry-backoff": _number(0, strict=False),

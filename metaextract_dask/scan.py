@@ -437,7 +437,8 @@ def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
 def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
                  pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int],
                  deidentify: Any = None) -> int:
-    """Run the extraction tasks, committing each batch as it arrives; returns the number of tasks run."""
+    """Run the extraction tasks, committing what arrived every ``scan.commit-interval`` seconds and at the end;
+    returns the number of tasks run."""
     from distributed import as_completed
 
     since = time.time() - 5  # abort events of this scan (scheduler clock; a little slack for skew)
@@ -449,12 +450,13 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
     committed = 0
     interval = config.parse_seconds(config.get("progress.worker-interval", 0.5))  # the client's, for every worker
     in_batch: dict[str, int] = {}  # files done so far in running batches, as their workers report
+    arrived_files = 0  # files of results not yet committed
 
     def on_progress(event: tuple[float, Any]) -> None:  # the client's event loop thread
         msg = event[1]
         if isinstance(msg, dict) and msg.get("key") in running:
             in_batch[msg["key"]] = int(msg.get("done", 0))
-            bar.set(committed + sum(in_batch.values()))
+            bar.set(committed + arrived_files + sum(in_batch.values()))
 
     if bar.mode != "none" or bar.callback is not None:
         c.subscribe_topic(PROGRESS_TOPIC, on_progress)
@@ -472,11 +474,26 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
 
     for batch in plan_batches(to_read, threads):
         submit(batch)
+    # Results are committed together, at most every `scan.commit-interval` seconds (and at the end): one part
+    # per table and one manifest commit for all of them. A commit's cost is mostly fixed (~8 ms for four
+    # Parquet parts of any small size, plus the manifest), paid on the cores the workers need.
+    interval_s = config.parse_seconds(config.get("scan.commit-interval", 1.0))
+    max_rows = 10 * int(config.get("scan.batch-max-files", 400))
+    arrived: list[dict[str, pa.Table]] = []
+    last_commit = time.monotonic()
+
+    def commit() -> None:
+        nonlocal committed, arrived, arrived_files, last_commit
+        if arrived:
+            tables = arrived[0] if len(arrived) == 1 else \
+                {name: pa.concat_tables([t[name] for t in arrived]) for name in arrived[0]}
+            sink.write_batch(tables, pending=pending)
+            attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
+            committed += tables["files"].num_rows
+        arrived, arrived_files, last_commit = [], 0, time.monotonic()
+
     try:
-        # Results that arrived together are committed together: one part per table and one manifest commit
-        # for all of them (the client shares the cores with the workers; a commit costs it ~30 ms).
         for done in ac.batches():
-            arrived: list[dict[str, pa.Table]] = []
             for future in done:
                 batch = running.pop(future.key)
                 in_batch.pop(future.key, None)
@@ -490,14 +507,11 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
                 future.release()
                 if tables is not None:
                     arrived.append(tables)
-            if not arrived:
-                continue
-            tables = arrived[0] if len(arrived) == 1 else \
-                {name: pa.concat_tables([t[name] for t in arrived]) for name in arrived[0]}
-            sink.write_batch(tables, pending=pending)
-            attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
-            committed += tables["files"].num_rows
-            bar.set(committed + sum(in_batch.values()))
+                    arrived_files += tables["files"].num_rows
+            if not running or arrived_files >= max_rows or time.monotonic() - last_commit >= interval_s:
+                commit()
+            bar.set(committed + arrived_files + sum(in_batch.values()))
+        commit()
     finally:
         if bar.mode != "none" or bar.callback is not None:
             c.unsubscribe_topic(PROGRESS_TOPIC)

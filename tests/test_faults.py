@@ -183,7 +183,7 @@ def test_killed_scan_resumes_where_it_stopped(tmp_path: Path, tmp_path_factory: 
     data = tmp_path / "data"
     for i in range(40):
         write(data / f"s{i:02d}.dat", f"FAULTY slow 0.1 {i}")
-    conf = write(tmp_path / "scan.yaml", "scan:\n  batch-min-files: 2\n  batch-max-files: 2\n")
+    conf = write(tmp_path / "scan.yaml", "scan:\n  batch-min-files: 2\n  batch-max-files: 2\n  commit-interval: 0\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plug), os.environ.get("PYTHONPATH", "")]))
 
     def command(out: Path) -> list[str]:
