@@ -511,7 +511,7 @@ def test_disk_full_during_a_scan_then_resumed(small_disk: Path, tmp_path: Path) 
         (data / f"{i:02d}.bin").write_bytes(b"x" * i)
     out = small_disk / "cat"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("scan:\n  batch-max-files: 1\n  batch-min-files: 1\n")
+    cfg.write_text("scan:\n  batch-max-files: 1\n  batch-min-files: 1\n  commit-interval: 0\n")  # a commit per task
     filler = _fill(small_disk, leave=96 * 1024)  # a few batches' parts and manifests fit, not 60
     proc = cli("--config", str(cfg), "scan", str(data), "-o", str(out), "--workers", "1", "--no-progress")
     assert proc.returncode == 2, proc.stdout + proc.stderr
