@@ -279,7 +279,7 @@ def connect(
 
     cluster = _embedded_cluster(n_workers, threads_per_worker, memory_limit, dashboard_address, quiet)
     try:
-        with Client(cluster, set_as_default=False) as c:
+        with Client(cluster, set_as_default=False, direct_to_workers=True) as c:
             yield c
     finally:
         cluster.close()
@@ -336,7 +336,7 @@ def start_client(*, n_workers: int | None = None, threads_per_worker: int | None
     config.validate()
     cluster = _embedded_cluster(n_workers, threads_per_worker, memory_limit, dashboard_address, quiet)
     try:
-        return Client(cluster, set_as_default=True)
+        return Client(cluster, set_as_default=True, direct_to_workers=True)
     except BaseException:
         cluster.close()
         raise
