@@ -42,12 +42,14 @@ def client() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def catalog(sample_tree: tuple[Path, dict[str, Any]], client: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The sample tree scanned on the 2-process cluster, in small batches so both workers get work."""
+    """The sample tree scanned on the 2-process cluster, in small batches so both workers get work, each
+    committed as its own part (a catalog of many parts)."""
     from metaextract_dask import scan
 
     root, _ = sample_tree
     out = tmp_path_factory.mktemp("catalog") / "cat"
-    with dask.config.set({"metaextract.scan.batch-min-files": 2, "metaextract.scan.batch-max-files": 4}):
+    with dask.config.set({"metaextract.scan.batch-min-files": 2, "metaextract.scan.batch-max-files": 4,
+                          "metaextract.scan.commit-interval": 0}):
         return scan([root], out, client=client)
 
 
