@@ -181,6 +181,10 @@ class ParquetSink:
         Unwritable output, a directory that is not a catalog, or another scan holding the catalog's lock.
     """
 
+    #: A commit's cost here is mostly fixed (a Parquet writer per table, the manifest): the scan commits what
+    #: arrived every ``scan.commit-interval`` seconds.
+    group_commits = True
+
     def __init__(self, output: str | os.PathLike[str]) -> None:
         from metaextract_dask.cluster import check_main_guard
 

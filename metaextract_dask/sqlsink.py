@@ -72,6 +72,11 @@ class SQLSink:
         The database cannot be reached or created, holds something else, or has another schema version.
     """
 
+    #: Results arriving close together are committed one transaction each: a database's cost is per row, and
+    #: a commit that gathered a second of results would run alone after the last task (``scan.commit-interval``
+    #: is for Parquet catalogs).
+    group_commits = False
+
     def __init__(self, output: Any, *, scope: Iterable[str] | None = None) -> None:
         import sqlalchemy as sa
         from sqlalchemy.dialects import postgresql, sqlite
