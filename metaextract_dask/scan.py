@@ -474,9 +474,9 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
 
     for batch in plan_batches(to_read, threads):
         submit(batch)
-    # Results are committed together (Parquet), at most every `scan.commit-interval` seconds and at the end: one part
-    # per table and one manifest commit for all of them. A commit's cost is mostly fixed (~8 ms for four
-    # Parquet parts of any small size, plus the manifest), paid on the cores the workers need.
+    # Parquet: what arrived is committed together every `scan.commit-interval` seconds and at the end, one part
+    # per table and one manifest commit for all of it. A commit's cost there is mostly fixed (~8 ms for four
+    # parts of any small size, plus the manifest), paid on the cores the workers need. SQL: per task.
     interval_s = (config.parse_seconds(config.get("scan.commit-interval", 1.0))
                   if getattr(sink, "group_commits", True) else 0.0)
     max_rows = 10 * int(config.get("scan.batch-max-files", 400))
