@@ -73,15 +73,20 @@ def header_to_dict(header: Any, first: dict[str, Any] | None = None) -> dict[str
             image = _card_text(card)
             value = image[10:].strip() if len(image) > 10 else image
             warnings.warn(f"unparsable FITS card {key!r} kept as raw text: {value!r}", UserWarning, stacklevel=2)
-        value = None if isinstance(value, Undefined) else to_jsonable(value)
-        if key in _REPEATABLE:
-            out.setdefault(key, []).append(value)
-        elif key in out:
-            prev = out[key]
-            out[key] = (prev if isinstance(prev, list) else [prev]) + [value]
-        else:
-            out[key] = value
+        _add_card(out, key, None if isinstance(value, Undefined) else to_jsonable(value))
     return out
+
+
+def _add_card(out: dict[str, Any], key: str, value: Any) -> None:
+    """Put one card's (JSON-ready) value in a header dict: COMMENT/HISTORY/blank cards as lists, a repeated
+    keyword's values as a list."""
+    if key in _REPEATABLE:
+        out.setdefault(key, []).append(value)
+    elif key in out:
+        prev = out[key]
+        out[key] = (prev if isinstance(prev, list) else [prev]) + [value]
+    else:
+        out[key] = value
 
 
 def _card_text(card: Any) -> str:
@@ -496,14 +501,7 @@ def _dicts(syn: _Syntax, keys: list[str], values: list[Any]) -> tuple[dict[str, 
             first[key] = value
         elif key in _NO_REPEAT or key.startswith("NAXIS"):
             raise _Fallback
-        value = None if isinstance(value, undefined_type) else to_jsonable(value)
-        if key in _REPEATABLE:
-            out.setdefault(key, []).append(value)
-        elif key in out:
-            prev = out[key]
-            out[key] = (prev if isinstance(prev, list) else [prev]) + [value]
-        else:
-            out[key] = value
+        _add_card(out, key, None if isinstance(value, undefined_type) else to_jsonable(value))
     return out, first
 
 
