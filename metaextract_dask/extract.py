@@ -36,7 +36,7 @@ from metaextract_dask.formats.hdf5 import netcdf4_check_in_read
 from metaextract_dask.jsonutil import dumps
 from metaextract_dask.progress import WorkerTicker
 from metaextract_dask.schema import SCHEMAS
-from metaextract_dask.watchdog import FileAbort, get_watchdog
+from metaextract_dask.watchdog import FileAbort, announce_start, get_watchdog
 
 __all__ = ["extract_file", "extract_batch", "hash_batch", "classify_unknown", "file_row", "error_tables",
            "special_row", "special_tables", "content_hash", "TRANSIENT_ERRNOS", "NON_UTF8_WARNING"]
@@ -481,7 +481,7 @@ def _task_settings() -> dict[str, Any]:
 
 def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None = None,
                   deidentify: Any = None, progress_interval: float | None = None,
-                  remote_settings: dict[str, Any] | None = None) -> dict[str, pa.Table]:
+                  remote_settings: dict[str, Any] | None = None, announce: bool = False) -> dict[str, pa.Table]:
     """Extract a batch of files into one Arrow table per catalog table (the unit of work of a scan task).
 
     Parameters
@@ -498,8 +498,14 @@ def extract_batch(entries: Sequence[FileEntry], settings: dict[str, Any] | None 
         default ``metaextract.progress.worker-interval`` here).
     remote_settings : dict, optional
         ``metaextract.remote`` settings resolved on the client (block size, cache, retries, concurrency).
+    announce : bool
+        Tell the scheduler that the task started before reading anything
+        (:func:`~metaextract_dask.watchdog.announce_start`): set on tasks run again after a worker death.
     """
     from metaextract_dask.formats.dicom import deidentifying
+
+    if announce:
+        announce_start()
 
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SCHEMAS}
     overrides: dict[str, Any] = {"metaextract.scan": settings} if settings else {}

@@ -36,7 +36,7 @@ from metaextract_dask.discover import DIRECTORY_KIND, Batch, FileEntry, PathFilt
 from metaextract_dask.extract import error_tables, extract_batch, hash_batch, special_tables
 from metaextract_dask.progress import PROGRESS_TOPIC, Progress
 from metaextract_dask.sinks import open_sink, output_files
-from metaextract_dask.watchdog import ABORT_TOPIC
+from metaextract_dask.watchdog import ABORT_TOPIC, STARTED_TOPIC
 
 __all__ = ["scan", "ScanSummary", "ScanPlan", "plan_scan"]
 
@@ -194,10 +194,25 @@ def _verify_hashes(c: Any, plan: ScanPlan, threads: int, settings: dict[str, Any
 #: queued behind the culprit on a dying worker fails once through no fault of its own.
 TASK_ATTEMPTS = 2
 
+#: Times a task run again may be failed by a worker death before it started (it waited its turn on that worker,
+#: behind the culprit) without that counting as an attempt. Tasks run again announce their start
+#: (:data:`~metaextract_dask.watchdog.STARTED_TOPIC`), so a file is given up only for deaths while it was read.
+UNSTARTED_RETRIES = 8
 
-def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, failures: Counter[tuple[str, ...]]
+
+def _started(c: Any, key: str, since: float) -> bool:
+    """Whether the task `key` announced its start on the scheduler."""
+    return any(ts >= since and isinstance(msg, dict) and msg.get("key") == key
+               for ts, msg in c.get_events(STARTED_TOPIC))
+
+
+def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, failures: Counter[tuple[str, ...]],
+             unstarted: Counter[tuple[str, ...]], announced_key: str | None = None,
              ) -> tuple[dict[str, pa.Table] | None, list[list[FileEntry]]]:
-    """Rows for a failed batch task's files, and the batches to run again."""
+    """Rows for a failed batch task's files, and the batches to run again.
+
+    `announced_key` is the task's key when it was submitted to announce its start.
+    """
     paths = {e.catalog_path for e in batch}  # abort events name files by catalog path
     aborted: dict[str, dict[str, Any]] = {}
     for ts, msg in c.get_events(ABORT_TOPIC):
@@ -212,6 +227,9 @@ def _recover(c: Any, batch: list[FileEntry], exc: BaseException, since: float, f
         retry = [rest] if rest else []  # the culprit is known: the others go again, together
     else:
         key = tuple(e.path for e in batch)
+        if announced_key is not None and unstarted[key] < UNSTARTED_RETRIES and not _started(c, announced_key, since):
+            unstarted[key] += 1
+            return None, [batch]
         failures[key] += 1
         if failures[key] < TASK_ATTEMPTS:
             retry = [batch]
@@ -446,6 +464,8 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
     ac = as_completed(loop=c.loop)
     running: dict[str, list[FileEntry]] = {}
     failures: Counter[tuple[str, ...]] = Counter()
+    unstarted: Counter[tuple[str, ...]] = Counter()
+    announcing: set[str] = set()  # keys of tasks run again, which announce their start
     tasks = 0
     committed = 0
     interval = config.parse_seconds(config.get("progress.worker-interval", 0.5))  # the client's, for every worker
@@ -465,10 +485,13 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
 
     remote_conf = remote_settings() if any("://" in e.path for e in to_read) else None
 
-    def submit(batch: list[FileEntry]) -> None:
+    def submit(batch: list[FileEntry], announce: bool = False) -> None:
         nonlocal tasks
-        future = c.submit(extract_batch, Batch(batch), settings, deidentify, interval, remote_conf, pure=False)
+        future = c.submit(extract_batch, Batch(batch), settings, deidentify, interval, remote_conf, announce,
+                          pure=False)
         running[future.key] = batch
+        if announce:
+            announcing.add(future.key)
         ac.add(future)
         tasks += 1
 
@@ -502,9 +525,11 @@ def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str
                 try:
                     tables = future.result()
                 except Exception as exc:
-                    tables, again = _recover(c, batch, exc, since, failures)
+                    tables, again = _recover(c, batch, exc, since, failures, unstarted,
+                                             future.key if future.key in announcing else None)
                     for b in again:
-                        submit(b)
+                        submit(b, announce=True)
+                announcing.discard(future.key)
                 future.release()
                 if tables is not None:
                     arrived.append(tables)

@@ -19,10 +19,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["FileAbort", "Watchdog", "get_watchdog", "ABORT_TOPIC"]
+__all__ = ["FileAbort", "Watchdog", "get_watchdog", "announce_start", "ABORT_TOPIC", "STARTED_TOPIC"]
 
 #: distributed event topic under which a worker reports the file it is about to die on.
 ABORT_TOPIC = "metaextract-abort"
+
+#: distributed event topic on which a task run again after a worker death says it started: ``{"key": key}``.
+#: A dying worker also fails the tasks that were only waiting their turn on it; those sent nothing, so the
+#: client knows that failure was not theirs.
+STARTED_TOPIC = "metaextract-started"
 
 
 class FileAbort(BaseException):
@@ -183,6 +188,28 @@ class Watchdog:
         worker.log_event(ABORT_TOPIC, event)  # type: ignore[attr-defined]
         time.sleep(1.0)  # let the batched stream carry the event to the scheduler
         os._exit(70)
+
+
+def announce_start() -> bool:
+    """Inside a dask task: tell the scheduler on :data:`STARTED_TOPIC` that this task runs now, and wait until
+    it knows (a synchronous call, unlike ``log_event``'s batched stream, which a crash right after could lose).
+
+    Returns False outside a worker or when the scheduler could not be told. Costs one round trip: only tasks
+    that already failed once through a worker death announce themselves.
+    """
+    try:
+        from distributed import get_worker
+        from distributed.utils import sync
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return False
+    try:
+        msg = {"key": str(worker.get_current_task())}
+        sync(worker.loop, worker.scheduler.log_event, topic=STARTED_TOPIC, msg=msg)
+    except Exception:  # the client's UNSTARTED_RETRIES bounds what an unheard announcement costs
+        return False
+    return True
 
 
 def _abort_class(reason: str, message: str) -> type[FileAbort]:
