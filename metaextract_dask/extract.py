@@ -286,13 +286,62 @@ def _capture_logs(prefixes: tuple[str, ...]) -> Iterator[list[str]]:
         _ROUTER.active.pop(tid, None)
 
 
+class _WarningRouter:
+    """One process-wide ``warnings.showwarning`` while any batch runs, handing each warning to the recorder of
+    the thread that raised it.
+
+    ``catch_warnings`` swaps process-wide state: batches running in several threads of one worker (``dask
+    worker --nthreads 4``) would record each other's warnings, and the one leaving last would restore the
+    state of another that had already left. Here the first batch in saves the warnings state and sets
+    "always"; the last one out restores it; a warning from a thread without a batch goes where it went.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: dict[int, list[warnings.WarningMessage]] = {}
+        self.saved: tuple[Any, Any] | None = None  # (showwarning, filters list) from before the first batch
+
+    def enter(self, caught: list[warnings.WarningMessage]) -> None:
+        with self.lock:
+            if not self.active:
+                self.saved = (warnings.showwarning, warnings.filters)
+                warnings.filters = list(warnings.filters)  # as catch_warnings: a copy to change, the old to restore
+                warnings.simplefilter("always")
+                warnings.showwarning = self.show
+            self.active[threading.get_ident()] = caught
+
+    def exit(self) -> None:
+        with self.lock:
+            self.active.pop(threading.get_ident(), None)
+            if not self.active and self.saved is not None:
+                warnings.showwarning, warnings.filters = self.saved
+                mutated = getattr(warnings, "_filters_mutated", None)  # the registries' cache is stale
+                if mutated is not None:
+                    mutated()
+                self.saved = None
+
+    def show(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        caught = self.active.get(threading.get_ident())
+        if caught is not None:
+            caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+            return
+        saved = self.saved
+        shown = saved[0] if saved is not None else warnings._showwarning_orig  # type: ignore[attr-defined]
+        shown(message, category, filename, lineno, file, line)
+
+
+_WARNINGS = _WarningRouter()
+
+
 class _Recorder:
     """Warnings and warning log records, captured for a whole batch and handed out file by file.
 
-    One ``catch_warnings`` per batch, not per file (entering one copies the filter list and resets the
-    warnings machinery: a measurable share of a small file's cost). What a library changes while a file is
-    read is undone before the next one, as a per-file ``catch_warnings`` would: a filter it added, or
-    ``warnings.showwarning`` taken over (see :meth:`took_over`).
+    The warnings machinery is set up once per batch, not per file (a per-file ``catch_warnings`` copies the
+    filter list and resets the machinery: a measurable share of a small file's cost), through
+    :class:`_WarningRouter`, so that batches in several threads of one process each get their own warnings.
+    What a library changes while a file is read is undone before the next one, as a per-file
+    ``catch_warnings`` would: a filter it added, or ``warnings.showwarning`` taken over (see :meth:`took_over`).
     """
 
     def __init__(self, loggers: tuple[str, ...]) -> None:
@@ -305,9 +354,10 @@ class _Recorder:
         from contextlib import ExitStack
 
         with ExitStack() as stack:
-            self.caught = stack.enter_context(warnings.catch_warnings(record=True))
+            self.caught = []
+            _WARNINGS.enter(self.caught)
+            stack.callback(_WARNINGS.exit)
             self.logs = stack.enter_context(_capture_logs(self.loggers))
-            warnings.simplefilter("always")
             self._stack = stack.pop_all()
         self.shown = warnings.showwarning
         self.filters = list(warnings.filters)

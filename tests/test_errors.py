@@ -127,3 +127,55 @@ def test_warnings_stay_with_their_file_within_a_batch(sample_tree: Any, tmp_path
                    "b.fits": ["UserWarning: about b.fits", "UserWarning: twice about b.fits"],
                    "c.fits": ["UserWarning: about c.fits"]}
     assert warnings.filters == before
+
+
+def test_batches_in_threads_of_one_process_keep_their_own_warnings(sample_tree: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches in several threads of one worker (``dask worker --nthreads 4``): each row holds its own file's
+    warnings, however the reads interleave; a warning from a thread outside any batch is not taken; the
+    warnings state is as before once the last batch ends, whichever ends first."""
+    import threading
+    import time
+    import warnings
+
+    from metaextract_dask.formats.fits import FITSBackend
+
+    root, _ = sample_tree
+    for t in range(3):
+        (tmp_path / f"t{t}").mkdir()
+        for i in range(4):
+            shutil.copy(root / "fits" / "field_image.fits", tmp_path / f"t{t}" / f"f{i}.fits")
+    original = FITSBackend.read
+
+    def read(self: Any, path: str) -> Any:
+        name = os.path.relpath(path, tmp_path)
+        warnings.warn(f"first {name}", UserWarning)
+        time.sleep(0.02)  # the other threads warn meanwhile
+        warnings.warn(f"second {name}", UserWarning)
+        return original(self, path)
+
+    monkeypatch.setattr(FITSBackend, "read", read)
+    shown_before, filters_before = warnings.showwarning, list(warnings.filters)
+    results: dict[int, Any] = {}
+    barrier = threading.Barrier(3)
+
+    def run(t: int) -> None:
+        barrier.wait()
+        entries = discover([tmp_path / f"t{t}"])
+        results[t] = extract_batch(entries[: 4 - t])  # batches of 4, 3 and 2 files: they end one after another
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    with warnings.catch_warnings(record=True) as outside:
+        warnings.simplefilter("always")
+        for th in threads:
+            th.join()
+    for t, tables in results.items():
+        for row in tables["files"].to_pylist():
+            name = os.path.relpath(row["path"], tmp_path)
+            assert row["status"] == "ok"
+            assert row["warnings"] == [f"UserWarning: first {name}", f"UserWarning: second {name}"], row["warnings"]
+    assert sum(len(tables["files"]) for tables in results.values()) == 4 + 3 + 2
+    assert not [w for w in outside if "first" in str(w.message) or "second" in str(w.message)]
+    assert warnings.showwarning is shown_before and warnings.filters == filters_before
