@@ -113,3 +113,20 @@ def test_adaptive_chunks_keep_whole_disk_chunks() -> None:
     chunks = adaptive_chunks((100, 1000, 1000), "f4", (2, 1000, 1000))
     assert all(c % 2 == 0 for c in chunks[0][:-1]) and max(chunks[0]) * 4e6 <= 128 * 2**20
     assert adaptive_chunks((10, 10), "f8", (5, 5)) == ((10,), (10,))  # small: one chunk
+
+
+def test_each_batch_reads_its_files_grouped_by_suffix() -> None:
+    """A directory of mixed files: every batch gets every kind, and reads them one suffix after another (one
+    library at a time), in the order found within a suffix."""
+    kinds = (".dcm", ".h5", ".fits", ".nc", "")
+    entries = [FileEntry(f"/d{d:02d}/f{i:03d}{kinds[i % 5]}", 1000, 0) for d in range(10) for i in range(100)]
+    batches = plan_batches(entries, n_threads=2)
+    assert sorted(e.path for b in batches for e in b) == sorted(e.path for e in entries)
+    order = {e.path: i for i, e in enumerate(entries)}
+    for b in batches:
+        suffixes = [os.path.splitext(e.path)[1] for e in b]
+        runs = [s for i, s in enumerate(suffixes) if i == 0 or s != suffixes[i - 1]]
+        assert sorted(runs) == sorted(set(kinds))  # each suffix once, as one run
+        for s in set(suffixes):
+            found = [order[e.path] for e in b if os.path.splitext(e.path)[1] == s]
+            assert found == sorted(found)
