@@ -447,7 +447,7 @@ RUNS_PER_BATCH = 8
 #: ... and runs of at most this many files.
 RUN_FILES = 32
 #: Each batch reads its files grouped by name suffix: one library after another, not in turns (the same
-#: batches cost ~10 % less CPU so, measured in one process; BENCHMARKS.md).
+#: batches cost ~8 % less CPU so in one process, ~2 % in scans; BENCHMARKS.md).
 GROUP_BY_SUFFIX = True
 
 
@@ -463,8 +463,8 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
     :data:`RUN_FILES` files), not cut in long runs and not one file at a time. A long run of one directory holds
     one kind of file (all the DICOM, then all the HDF5) and per-file costs differ fourfold between formats, so
     batches cut in long runs took unequal times and left threads idle in the last round. Dealt one file at a
-    time, neighbours in a batch were files far apart in the walk, and reading cost ~15 % more CPU than the same
-    files in walk order (measured: 20 batches of 6,000 mixed small files, BENCHMARKS.md). The last round's
+    time, neighbours in a batch were files far apart in the walk, and the workers spent ~13 % more CPU on the
+    same files (measured: scans of 6,000 mixed small files in 20 batches, BENCHMARKS.md). The last round's
     batches are split further (a half and two quarters), so that threads finish together. Each batch reads its
     files grouped by name suffix (``.dcm``, ``.h5``, none, ...), in the order found within a suffix: switching
     libraries from one file to the next costs too (:data:`GROUP_BY_SUFFIX`).
