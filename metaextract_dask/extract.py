@@ -300,6 +300,8 @@ class _WarningRouter:
         self.lock = threading.Lock()
         self.active: dict[int, list[warnings.WarningMessage]] = {}
         self.saved: tuple[Any, Any] | None = None  # (showwarning, filters list) from before the first batch
+        self.takeovers = 0  # times a library replaced showwarning during a batch (see _Recorder.took_over)
+        self.hook = self.show  # one bound method, so that `warnings.showwarning is hook` tells it is ours
 
     def enter(self, caught: list[warnings.WarningMessage]) -> None:
         with self.lock:
@@ -307,7 +309,7 @@ class _WarningRouter:
                 self.saved = (warnings.showwarning, warnings.filters)
                 warnings.filters = list(warnings.filters)  # as catch_warnings: a copy to change, the old to restore
                 warnings.simplefilter("always")
-                warnings.showwarning = self.show
+                warnings.showwarning = self.hook
             self.active[threading.get_ident()] = caught
 
     def exit(self) -> None:
@@ -348,6 +350,7 @@ class _Recorder:
         self.loggers = loggers
         self.caught: list[warnings.WarningMessage] = []
         self.logs: list[str] = []
+        self.takeovers = 0  # _WARNINGS.takeovers when this file's read began
         self._stack: Any = None
 
     def __enter__(self) -> _Recorder:
@@ -359,7 +362,7 @@ class _Recorder:
             stack.callback(_WARNINGS.exit)
             self.logs = stack.enter_context(_capture_logs(self.loggers))
             self._stack = stack.pop_all()
-        self.shown = warnings.showwarning
+        self.shown = _WARNINGS.hook  # not whatever is there: another thread's library may hold it just now
         self.filters = list(warnings.filters)
         return self
 
@@ -368,6 +371,7 @@ class _Recorder:
 
     def clear(self) -> None:
         """Forget what the previous file left (called before each file)."""
+        self.takeovers = _WARNINGS.takeovers
         del self.caught[:]
         del self.logs[:]
         if warnings.filters != self.filters:  # a library changed the filters while reading the previous file
@@ -376,11 +380,14 @@ class _Recorder:
 
     def took_over(self) -> bool:
         """True (and the recorder put back) when a library imported during the read replaced
-        ``warnings.showwarning`` (astropy sends its warnings to its logger, printed to stderr)."""
-        if warnings.showwarning is self.shown:
-            return False
-        warnings.showwarning = self.shown
-        return True
+        ``warnings.showwarning`` (astropy sends its warnings to its logger, printed to stderr), here or in
+        another thread's batch, which may have put the recorder back first."""
+        with _WARNINGS.lock:
+            if warnings.showwarning is not self.shown:
+                warnings.showwarning = self.shown
+                _WARNINGS.takeovers += 1
+                return True
+        return _WARNINGS.takeovers != self.takeovers
 
 
 def _read_recorded(entry: FileEntry, sniff_bytes: int, recorder: _Recorder, seen: dict[str, Any] | None = None
