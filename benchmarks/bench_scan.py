@@ -181,9 +181,7 @@ def plain_loop(data: str, out: str, per_format: dict[str, list[float]]) -> float
 # --------------------------------------------------------------------------- (b) the project's extraction
 def _extract_to(paths: list[str], out: str) -> int:
     """(c)'s half: extract_batch over `paths`, written to Parquet under `out` (in a pool process)."""
-    from metaextract_dask.discover import discover as find
-
-    tables = extract_batch(find(paths))
+    tables = extract_batch(discover(paths))
     os.makedirs(out)
     for name, table in tables.items():
         pq.write_table(table, os.path.join(out, f"{name}.parquet"), compression="zstd")
