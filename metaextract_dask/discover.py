@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 from metaextract_dask import config
 from metaextract_dask.formats.zarr import is_zarr_store
 
-__all__ = ["FileEntry", "Batch", "discover", "plan_batches", "encode_path", "decode_path", "is_utf8_path",
-           "SPECIAL_KINDS", "DIRECTORY_KIND", "IGNORE_FILE", "PathFilter"]
+__all__ = ["FileEntry", "Batch", "discover", "iter_discover", "plan_batches", "lead_batches", "encode_path",
+           "decode_path", "is_utf8_path", "SPECIAL_KINDS", "DIRECTORY_KIND", "IGNORE_FILE", "PathFilter"]
 
 #: ``kind`` of special entries (catalogued as ``format = "special"``, never opened).
 SPECIAL_KINDS = ("fifo", "socket", "char-device", "block-device", "symlink", "symlink-dangling", "symlink-loop",
@@ -69,7 +69,7 @@ def encode_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> st
         Valid UTF-8 text; `path` itself (the same object) when nothing needs escaping.
     """
     text = path if isinstance(path, str) else os.fsdecode(path)
-    if "\\" not in text and is_utf8_path(text):
+    if "\\" not in text and (text.isascii() or is_utf8_path(text)):
         return text  # the common case: nothing to escape
     # Undecodable bytes are surrogate escapes U+DC80..U+DCFF after fsdecode; going through the bytes also
     # covers a lone surrogate of another origin (written as its three escaped bytes).
@@ -116,28 +116,55 @@ class Batch(Sequence[Any]):
 
     ``Client.submit`` walks list and tuple arguments element by element looking for futures: for a batch of
     FileEntry named tuples that cost the client ~0.17 ms a file, on the core the workers need. This sequence
-    is not a list, so dask passes it as it is; it pickles as its list.
+    is not a list, so dask passes it as it is.
+
+    A batch of :class:`FileEntry` pickles as columns (one tuple per field), not as named tuples: pickle calls
+    back into Python for every named tuple, both ways, and a task's arguments are pickled by the client,
+    unpickled and pickled again by the scheduler and unpickled by the worker (measured: 0.66 ms to pickle 375
+    entries, 0.06 ms as columns). Unpickled, the batch keeps its columns until its items are first used, so
+    the scheduler passes them on as they came.
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("_items", "_columns")
 
     def __init__(self, items: Iterable[Any]) -> None:
-        self.items = list(items)
+        self._items: list[Any] | None = list(items)
+        self._columns: tuple[tuple[Any, ...], ...] | None = None
+
+    @classmethod
+    def _from_columns(cls, columns: tuple[tuple[Any, ...], ...]) -> Batch:
+        batch = cls.__new__(cls)
+        batch._items, batch._columns = None, columns
+        return batch
+
+    @property
+    def items(self) -> list[Any]:
+        """The items (file entries made from the columns on first use)."""
+        if self._items is None:
+            assert self._columns is not None
+            self._items = [tuple.__new__(FileEntry, row) for row in zip(*self._columns)]
+            self._columns = None
+        return self._items
 
     def __getitem__(self, index: Any) -> Any:
         return self.items[index]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._columns[0]) if self._columns is not None else len(self.items)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.items)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Batch, (self.items,))
+        if self._columns is not None:
+            return (Batch._from_columns, (self._columns,))
+        items = self.items
+        if items and all(type(e) is FileEntry for e in items):
+            return (Batch._from_columns, (tuple(zip(*items)),))
+        return (Batch, (items,))
 
     def __repr__(self) -> str:
-        return f"Batch({len(self.items)} items)"
+        return f"Batch({len(self)} items)"
 
 
 class FileEntry(NamedTuple):
@@ -370,6 +397,8 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
              remote_sizes: bool = True) -> list[FileEntry]:
     """List the files under `paths` (files, directories, Zarr stores), depth first in name order.
 
+    The list of :func:`iter_discover` (same parameters).
+
     Special entries (FIFOs, sockets, devices; symbolic links when `follow_symlinks` is off, dangling or
     looping ones when it is on) and directories that cannot be listed are returned too, with their
     ``kind`` set (see :class:`FileEntry`). Paths given explicitly are always followed.
@@ -397,6 +426,19 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     FileNotFoundError
         If one of `paths` does not exist (a user error, unlike a file that fails to read).
     """
+    return list(iter_discover(paths, follow_symlinks=follow_symlinks, exclude=exclude, patterns=patterns,
+                              remote_sizes=remote_sizes))
+
+
+def iter_discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool | None = None,
+                  exclude: Iterable[str | os.PathLike[str]] = (), patterns: PathFilter | None = None,
+                  remote_sizes: bool = True) -> Iterator[FileEntry]:
+    """The entries of :func:`discover` one at a time, as the walk finds them.
+
+    Every local input path is checked before the first entry is yielded: a missing one raises
+    ``FileNotFoundError`` before anything is found, as :func:`discover` does. A scan reads the first files
+    while the walk goes on (see :func:`metaextract_dask.scan.scan`).
+    """
     if follow_symlinks is None:
         follow_symlinks = bool(config.get("scan.follow-symlinks", False))
     excluded = [os.fspath(p) for p in exclude]
@@ -404,27 +446,28 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
     excluded_real = [os.path.realpath(p) for p in excluded if os.path.isdir(p)]
     walker = _Walker(follow_symlinks, identities, PathFilter() if patterns is None else patterns)
     seen: set[str] = set()
-    out: list[FileEntry] = []
     paths = [os.fspath(p) for p in paths]
+    from metaextract_dask.remote import is_url, local_from_url
+
+    for raw in paths:  # a user error, raised before any entry
+        text = local_from_url(raw)
+        if not is_url(text) and not os.path.exists(os.path.abspath(text)):
+            raise FileNotFoundError(f"input path does not exist: {raw}")
     if any("://" in p for p in paths):  # many file URLs: their HEADs at once, not one after another
         from metaextract_dask.sources import prime_infos
 
         prime_infos(paths)
     for raw in paths:
-        from metaextract_dask.remote import is_url, local_from_url
-
-        text = local_from_url(os.fspath(raw))
+        text = local_from_url(raw)
         if is_url(text):  # fsspec URLs: listed by the store (metaextract_dask.sources)
             from metaextract_dask.sources import discover_url
 
             for entry in discover_url(text, walker.patterns or PathFilter([], []), sized=remote_sizes):
                 if entry.path not in seen:
                     seen.add(entry.path)
-                    out.append(entry)
+                    yield entry
             continue
         path = os.path.abspath(text)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"input path does not exist: {raw}")
         if excluded_real and _inside(path, excluded_real):
             continue
         found: Iterable[FileEntry]
@@ -437,8 +480,7 @@ def discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool |
         for entry in found:
             if entry.path not in seen:  # overlapping inputs are scanned once
                 seen.add(entry.path)
-                out.append(entry)
-    return out
+                yield entry
 
 
 #: plan_batches deals small files in runs of neighbours: at least this many runs per batch (a batch's mix of
@@ -510,6 +552,33 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
         dealt = [sorted(b, key=_suffix) for b in dealt]
     batches.extend(dealt)
     return batches
+
+
+def lead_batches(entries: list[FileEntry], n: int) -> list[list[FileEntry]]:
+    """Cut files in the order found into at most `n` batches of neighbours, for threads to start on at once.
+
+    A scan's first tasks are cut this way from what the walk has found so far, so that the workers read
+    while the walk goes on (:func:`plan_batches` needs every file to balance the batches). Big files go
+    alone; a batch stays within ``scan.batch-max-files`` and ``scan.batch-target-bytes``.
+    """
+    big = config.parse_bytes(config.get("scan.big-file-bytes", "512MiB"))
+    target_bytes = config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB"))
+    max_files = int(config.get("scan.batch-max-files", 400))
+    batches: list[list[FileEntry]] = [[e] for e in entries if e.size >= big]
+    small = [e for e in entries if e.size < big]
+    if small:
+        per = min(max_files, max(1, math.ceil(len(small) / max(1, n - len(batches)))))
+        current: list[FileEntry] = []
+        filled = 0
+        for e in small:
+            size = max(e.size, 0)
+            if current and (len(current) >= per or filled + size > target_bytes):
+                batches.append(current)
+                current, filled = [], 0
+            current.append(e)
+            filled += size
+        batches.append(current)
+    return [sorted(b, key=_suffix) for b in batches] if GROUP_BY_SUFFIX else batches
 
 
 def _suffix(entry: FileEntry) -> str:

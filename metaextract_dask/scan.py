@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 from metaextract_dask import config
 from metaextract_dask.catalog import Catalog, open_catalog
 from metaextract_dask.cluster import connect
-from metaextract_dask.discover import DIRECTORY_KIND, Batch, FileEntry, PathFilter, discover, encode_path, plan_batches
+from metaextract_dask.discover import (DIRECTORY_KIND, Batch, FileEntry, PathFilter, encode_path, iter_discover,
+                                      lead_batches, plan_batches)
 from metaextract_dask.extract import error_tables, extract_batch, hash_batch, special_tables
 from metaextract_dask.progress import PROGRESS_TOPIC, Progress
 from metaextract_dask.sinks import open_sink, output_files
@@ -108,27 +109,40 @@ def plan_scan(entries: list[FileEntry], sink: Any, *, full: bool = False, use_ha
     Rows are matched by catalog path (:attr:`FileEntry.catalog_path`). Special entries are never hashed:
     size and mtime decide. Rows below a directory that could not be listed are kept.
     """
-    visible = _fingerprints(sink.files_rows("batches", columns=_FINGERPRINT_COLUMNS))
-    pending = _fingerprints(sink.files_rows("pending", columns=_FINGERPRINT_COLUMNS))
-    plan = ScanPlan()
-    version: str | None = None  # of the entry being planned: a remote file's ETag must match too
-
-    def still_good(old: tuple[int, int, str, str | None, str | None] | None, fp: tuple[int, int]) -> bool:
-        return (old is not None and not full and old[:2] == fp and (version is None or old[4] == version)
-                and not (retry_errors and old[2] == "error"))
-
-    current: set[str] = set()
-    unlisted: list[str] = []
+    planner = _Planner(sink, full=full, use_hash=use_hash, retry_errors=retry_errors)
     for e in entries:
+        planner.add(e)
+    return planner.finish()
+
+
+class _Planner:
+    """:func:`plan_scan` one entry at a time, as the walk finds them: ``add`` each, then ``finish``."""
+
+    def __init__(self, sink: Any, *, full: bool, use_hash: bool, retry_errors: bool) -> None:
+        self.visible = _fingerprints(sink.files_rows("batches", columns=_FINGERPRINT_COLUMNS))
+        self.pending = _fingerprints(sink.files_rows("pending", columns=_FINGERPRINT_COLUMNS))
+        self.full, self.use_hash, self.retry_errors = full, use_hash, retry_errors
+        self.plan = ScanPlan()
+        self.current: set[str] = set()
+        self.unlisted: list[str] = []
+
+    def _still_good(self, old: tuple[int, int, str, str | None, str | None] | None, fp: tuple[int, int],
+                    version: str | None) -> bool:
+        # a remote file's ETag (version) must match too
+        return (old is not None and not self.full and old[:2] == fp and (version is None or old[4] == version)
+                and not (self.retry_errors and old[2] == "error"))
+
+    def add(self, e: FileEntry) -> None:
+        """Plan one entry: to read, to verify by hash, unchanged or reused."""
+        plan, use_hash = self.plan, self.use_hash
         key = e.catalog_path
-        current.add(key)
+        self.current.add(key)
         if e.kind == DIRECTORY_KIND:
-            unlisted.append(key)
+            self.unlisted.append(key)
         fp = (e.size, e.mtime_us)
-        version = e.version
         remote_file = "://" in e.path  # remote files: size, mtime and the store's version (ETag) decide
-        v, p = visible.get(key), pending.get(key)
-        if still_good(v, fp):
+        v, p = self.visible.get(key), self.pending.get(key)
+        if self._still_good(v, fp, e.version):
             assert v is not None
             if not use_hash or e.special or remote_file:
                 plan.unchanged += 1
@@ -139,29 +153,34 @@ def plan_scan(entries: list[FileEntry], sink: Any, *, full: bool = False, use_ha
                 plan.verify.append((e, v[3]))
             if p is not None:
                 plan.drop_pending.add(key)
-            continue
-        if still_good(p, fp) and (not use_hash or e.special or remote_file or (p is not None and p[3] is not None)):
+            return
+        if self._still_good(p, fp, e.version) and (not use_hash or e.special or remote_file
+                                                   or (p is not None and p[3] is not None)):
             plan.reused += 1
             if v is not None:
                 plan.drop_visible.add(key)
-            continue
+            return
         plan.to_read.append(e)
         if v is not None:
             plan.drop_visible.add(key)
         if p is not None:
             plan.drop_pending.add(key)
-    gone_visible = set(visible) - current
-    gone_pending = set(pending) - current
-    if unlisted:  # not seen is not gone: keep what the catalog knows below a directory it could not list
-        below = tuple(d.rstrip("/") + "/" for d in unlisted)
-        kept = {k for k in gone_visible if k.startswith(below)}
-        plan.kept = len(kept)
-        gone_visible -= kept
-        gone_pending = {k for k in gone_pending if not k.startswith(below)}
-    plan.removed = len(gone_visible)
-    plan.drop_visible |= gone_visible
-    plan.drop_pending |= gone_pending
-    return plan
+
+    def finish(self) -> ScanPlan:
+        """The plan, with the rows of files no longer found to drop."""
+        plan = self.plan
+        gone_visible = set(self.visible) - self.current
+        gone_pending = set(self.pending) - self.current
+        if self.unlisted:  # not seen is not gone: keep what the catalog knows below a directory it could not list
+            below = tuple(d.rstrip("/") + "/" for d in self.unlisted)
+            kept = {k for k in gone_visible if k.startswith(below)}
+            plan.kept = len(kept)
+            gone_visible -= kept
+            gone_pending = {k for k in gone_pending if not k.startswith(below)}
+        plan.removed = len(gone_visible)
+        plan.drop_visible |= gone_visible
+        plan.drop_pending |= gone_pending
+        return plan
 
 
 def _verify_hashes(c: Any, plan: ScanPlan, threads: int, settings: dict[str, Any]) -> None:
@@ -333,53 +352,91 @@ def scan(
         settings["file-timeout"] = file_timeout
     config.validate({"scan": settings, "cluster": {"n-workers": n_workers}})  # ValueError: unknown keys, bad values
     # The catalog is left out of its own scan, however it is reached (symlink, relative path).
+    # Local inputs are planned as the walk finds them, and files go to idle workers while it goes on (_feed).
     # Remote files a listing finds are sized by the tasks that read them (many at once), except those the
-    # catalog already holds, which are asked about here to compare (see _size_known).
-    entries = discover(paths, exclude=output_files(output), patterns=PathFilter(include, exclude),
-                       remote_sizes=False)
+    # catalog already holds, which are asked about together once listed, to compare (see _size_known).
+    walk = iter_discover(paths, exclude=output_files(output), patterns=PathFilter(include, exclude),
+                         remote_sizes=False)
+    from metaextract_dask.remote import is_url, local_from_url
+
+    streaming = not any(is_url(local_from_url(os.fspath(p))) for p in paths)
     startup = 0.0
-    threads = tasks = 0
+    threads = 0
     attempts: Counter[int] = Counter()
 
     # An SQL catalog is shared: this scan's rows are those below its inputs (catalog paths, as discover makes them).
     scope = [_scope_of(os.fspath(p)) for p in paths]
     deid_mark = None if deidentify is None else {"options": list(deidentify.options),
                                                   "key_fingerprint": deidentify.key.fingerprint}
-    with open_sink(output, scope=scope) as sink:
+    with open_sink(output, scope=scope) as sink, ExitStack() as cluster:
         previous = (sink.manifest.get("summary") or {}) if sink.has_visible else {}
         if previous and previous.get("deidentify") != deid_mark:
             full = True  # rows written under another profile (or with identities) must all be replaced
-        entries = _size_known(entries, sink)
-        plan = plan_scan(entries, sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
+        planner = _Planner(sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
+        plan = planner.plan
+        extraction: _Extraction | None = None
 
-        def write_special() -> bool:
-            # Rows replacing committed ones stay pending until the end, so no reader sees a file twice.
-            pending = bool(plan.drop_visible) or sink.has_pending
-            special = [e for e in plan.to_read if e.special]  # recorded here, never opened, no worker needed
-            if special:
-                sink.write_batch(special_tables(special), pending=pending)
-            return pending
-
-        if any(not e.special for e in plan.to_read) or plan.verify:
-            t_connect = time.perf_counter()
-            with connect(scheduler, client=client, n_workers=n_workers, dashboard_address=dashboard_address) as c, \
-                    ExitStack() as stack:
+        def start() -> _Extraction:
+            # The cluster is reached (or started) once there is something to read, not before.
+            nonlocal extraction, startup, threads
+            if extraction is None:
+                t_connect = time.perf_counter()
+                c = cluster.enter_context(connect(scheduler, client=client, n_workers=n_workers,
+                                                  dashboard_address=dashboard_address))
                 startup = time.perf_counter() - t_connect
                 if on_client is not None:
                     on_client(c)
                 threads = sum(c.nthreads().values()) or 1
-                if plan.verify:
-                    _verify_hashes(c, plan, threads, settings)
-                pending = write_special()
                 if performance_report is not None:
                     from distributed import performance_report as perf
 
-                    stack.enter_context(c.as_current())
-                    stack.enter_context(perf(filename=os.fspath(performance_report)))
-                tasks = _extract_all(c, sink, [e for e in plan.to_read if not e.special], settings, threads,
-                                     pending, progress, attempts, deidentify)
-        else:
-            write_special()
+                    cluster.enter_context(c.as_current())
+                    cluster.enter_context(perf(filename=os.fspath(performance_report)))
+                extraction = _Extraction(c, settings, threads, deidentify)
+            return extraction
+
+        entries: list[FileEntry] = []
+        fed = 0  # plan.to_read[:fed] went to tasks during the walk (its special entries aside)
+        try:
+            if streaming:
+                look_at = LEAD_FILES  # length of plan.to_read at which to look for idle threads next
+                walk_began = time.monotonic()
+                for e in walk:
+                    entries.append(e)
+                    planner.add(e)
+                    if len(plan.to_read) >= look_at:
+                        look_at = len(plan.to_read) + LEAD_CHECK
+                        if (extraction.idle_threads() if extraction is not None
+                                else time.monotonic() - walk_began >= LEAD_AFTER):
+                            fed = _feed(plan.to_read, fed, start)
+            else:
+                entries = _size_known(list(walk), sink)
+                for e in entries:
+                    planner.add(e)
+            planner.finish()
+
+            def write_special() -> bool:
+                # Rows replacing committed ones stay pending until the end, so no reader sees a file twice.
+                pending = bool(plan.drop_visible) or sink.has_pending
+                special = [e for e in plan.to_read if e.special]  # recorded here, never opened, no worker needed
+                if special:
+                    sink.write_batch(special_tables(special), pending=pending)
+                return pending
+
+            if extraction is not None or any(not e.special for e in plan.to_read) or plan.verify:
+                ex = start()
+                if plan.verify:
+                    _verify_hashes(ex.c, plan, threads, settings)
+                pending = write_special()
+                ex.run(sink, [e for e in plan.to_read[fed:] if not e.special], pending, progress, attempts)
+            else:
+                write_special()
+        except BaseException:
+            if extraction is not None:
+                extraction.cancel()
+            raise
+        tasks = extraction.tasks if extraction is not None else 0
+        cluster.close()  # before the catalog's last commit, as a scan without early reads did
         sink.finish(plan.drop_visible, plan.drop_pending)
 
         files = sink.files_rows("batches", columns=["path", "format", "format_version", "status", "error_type",
@@ -404,6 +461,37 @@ def scan(
         )
         sink.set_summary(summary, settings)
     return open_catalog(sink.output)
+
+
+#: A walk that takes longer than this (seconds: a big tree, a slow file system) has the files it found read
+#: while it goes on ...
+LEAD_AFTER = 0.5
+#: ... a worker thread with nothing to do getting the files found since the last such task, at least this many
+#: (fewer are not worth a task) and at most ``scan.batch-max-files`` ...
+LEAD_FILES = 64
+#: ... looked for each time the walk has found this many more files to read.
+LEAD_CHECK = 16
+
+
+def _feed(to_read: list[FileEntry], fed: int, start: Callable[[], _Extraction]) -> int:
+    """Submit files the walk found, ``to_read[fed:]``, to idle worker threads; returns the new `fed`.
+
+    The first call with :data:`LEAD_FILES` files to read reaches the cluster (`start`). Only walks longer than
+    :data:`LEAD_AFTER` are fed: reading during a short walk started the workers ~0.18 s earlier on a local tree
+    of 6,000 small files (a 0.1-0.2 s walk), but the walk then shared the two cores with them and the scan took
+    as long (BENCHMARKS.md).
+    """
+    found = [i for i in range(fed, len(to_read)) if not to_read[i].special]
+    if len(found) < LEAD_FILES:
+        return fed
+    ex = start()
+    n = min(ex.idle_threads(), len(found) // LEAD_FILES)
+    if n <= 0:
+        return fed
+    per = min(max(LEAD_FILES, int(config.get("scan.batch-max-files", 400))), len(found) // n)
+    take = found[:n * per]
+    ex.feed([to_read[i] for i in take], n)
+    return take[-1] + 1
 
 
 def _size_known(entries: list[FileEntry], sink: Any) -> list[FileEntry]:
@@ -452,94 +540,118 @@ def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
     return out
 
 
-def _extract_all(c: Any, sink: Any, to_read: list[FileEntry], settings: dict[str, Any], threads: int,
-                 pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int],
-                 deidentify: Any = None) -> int:
-    """Run the extraction tasks, committing what arrived every ``scan.commit-interval`` seconds and at the end;
-    returns the number of tasks run."""
-    from distributed import as_completed
+class _Extraction:
+    """The extraction tasks of one scan: submitted as batches are known (the first ones while the walk goes
+    on, :meth:`feed`), collected and committed by :meth:`run`."""
 
-    since = time.time() - 5  # abort events of this scan (scheduler clock; a little slack for skew)
-    bar = Progress(len(to_read), progress)
-    ac = as_completed(loop=c.loop)
-    running: dict[str, list[FileEntry]] = {}
-    failures: Counter[tuple[str, ...]] = Counter()
-    unstarted: Counter[tuple[str, ...]] = Counter()
-    announcing: set[str] = set()  # keys of tasks run again, which announce their start
-    tasks = 0
-    committed = 0
-    interval = config.parse_seconds(config.get("progress.worker-interval", 0.5))  # the client's, for every worker
-    in_batch: dict[str, int] = {}  # files done so far in running batches, as their workers report
-    arrived_files = 0  # files of results not yet committed
+    def __init__(self, c: Any, settings: dict[str, Any], threads: int, deidentify: Any = None) -> None:
+        from distributed import as_completed
 
-    def on_progress(event: tuple[float, Any]) -> None:  # the client's event loop thread
-        msg = event[1]
-        if isinstance(msg, dict) and msg.get("key") in running:
-            in_batch[msg["key"]] = int(msg.get("done", 0))
-            bar.set(committed + arrived_files + sum(in_batch.values()))
+        self.c, self.settings, self.threads, self.deidentify = c, settings, threads, deidentify
+        self.since = time.time() - 5  # abort events of this scan (scheduler clock; a little slack for skew)
+        self.ac = as_completed(loop=c.loop)
+        self.running: dict[str, list[FileEntry]] = {}
+        self.announcing: set[str] = set()  # keys of tasks run again, which announce their start
+        self.tasks = 0
+        self.files = 0  # files submitted (first attempts)
+        self.lead: list[Any] = []  # futures of tasks submitted while the walk went on, not yet seen done
+        self.interval = config.parse_seconds(config.get("progress.worker-interval", 0.5))  # for every worker
+        self.remote_conf: Any = None
 
-    if bar.mode != "none" or bar.callback is not None:
-        c.subscribe_topic(PROGRESS_TOPIC, on_progress)
+    def submit(self, batch: list[FileEntry], announce: bool = False) -> Any:
+        """Submit one batch task (`announce`: it is run again, see :data:`UNSTARTED_RETRIES`)."""
+        if self.remote_conf is None and any("://" in e.path for e in batch):
+            from metaextract_dask.remote import settings as remote_settings
 
-    from metaextract_dask.remote import settings as remote_settings
-
-    remote_conf = remote_settings() if any("://" in e.path for e in to_read) else None
-
-    def submit(batch: list[FileEntry], announce: bool = False) -> None:
-        nonlocal tasks
-        future = c.submit(extract_batch, Batch(batch), settings, deidentify, interval, remote_conf, announce,
-                          pure=False)
-        running[future.key] = batch
+            self.remote_conf = remote_settings()
+        future = self.c.submit(extract_batch, Batch(batch), self.settings, self.deidentify, self.interval,
+                               self.remote_conf, announce, pure=False)
+        self.running[future.key] = batch
         if announce:
-            announcing.add(future.key)
-        ac.add(future)
-        tasks += 1
+            self.announcing.add(future.key)
+        else:
+            self.files += len(batch)
+        self.ac.add(future)
+        self.tasks += 1
+        return future
 
-    for batch in plan_batches(to_read, threads):
-        submit(batch)
-    # Parquet: what arrived is committed together every `scan.commit-interval` seconds and at the end, one part
-    # per table and one manifest commit for all of it. A commit's cost there is mostly fixed (~8 ms for four
-    # parts of any small size, plus the manifest), paid on the cores the workers need. SQL: per task.
-    interval_s = (config.parse_seconds(config.get("scan.commit-interval", 1.0))
-                  if getattr(sink, "group_commits", True) else 0.0)
-    max_rows = 10 * int(config.get("scan.batch-max-files", 400))
-    arrived: list[dict[str, pa.Table]] = []
-    last_commit = time.monotonic()
+    def idle_threads(self) -> int:
+        """Worker threads the tasks submitted during the walk no longer keep busy."""
+        self.lead = [f for f in self.lead if not f.done()]
+        return self.threads - len(self.lead)
 
-    def commit() -> None:
-        nonlocal committed, arrived, arrived_files, last_commit
-        if arrived:
-            tables = arrived[0] if len(arrived) == 1 else \
-                {name: pa.concat_tables([t[name] for t in arrived]) for name in arrived[0]}
-            sink.write_batch(tables, pending=pending)
-            attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
-            committed += tables["files"].num_rows
-        arrived, arrived_files, last_commit = [], 0, time.monotonic()
+    def feed(self, found: list[FileEntry], n: int) -> None:
+        """Submit `found` (files in the order walked) as `n` batches of neighbours while the walk goes on."""
+        for batch in lead_batches(found, n):
+            self.lead.append(self.submit(batch))
 
-    try:
-        for done in ac.batches():
-            for future in done:
-                batch = running.pop(future.key)
-                in_batch.pop(future.key, None)
-                tables: dict[str, pa.Table] | None
-                try:
-                    tables = future.result()
-                except Exception as exc:
-                    tables, again = _recover(c, batch, exc, since, failures, unstarted,
-                                             future.key if future.key in announcing else None)
-                    for b in again:
-                        submit(b, announce=True)
-                announcing.discard(future.key)
-                future.release()
-                if tables is not None:
-                    arrived.append(tables)
-                    arrived_files += tables["files"].num_rows
-            if not running or arrived_files >= max_rows or time.monotonic() - last_commit >= interval_s:
-                commit()
-            bar.set(committed + arrived_files + sum(in_batch.values()))
-        commit()
-    finally:
+    def cancel(self) -> None:
+        """Drop every task (the scan failed before collecting them)."""
+        self.c.cancel(list(self.ac.futures))
+
+    def run(self, sink: Any, rest: list[FileEntry], pending: bool, progress: bool | Callable[[int, int], None],
+            attempts: Counter[int]) -> None:
+        """Submit `rest` in balanced batches, then collect every task, committing what arrived every
+        ``scan.commit-interval`` seconds and at the end."""
+        c = self.c
+        running, failures, unstarted = self.running, Counter[tuple[str, ...]](), Counter[tuple[str, ...]]()
+        bar = Progress(self.files + len(rest), progress)
+        committed = 0
+        in_batch: dict[str, int] = {}  # files done so far in running batches, as their workers report
+        arrived_files = 0  # files of results not yet committed
+
+        def on_progress(event: tuple[float, Any]) -> None:  # the client's event loop thread
+            msg = event[1]
+            if isinstance(msg, dict) and msg.get("key") in running:
+                in_batch[msg["key"]] = int(msg.get("done", 0))
+                bar.set(committed + arrived_files + sum(in_batch.values()))
+
         if bar.mode != "none" or bar.callback is not None:
-            c.unsubscribe_topic(PROGRESS_TOPIC)
-        bar.close()
-    return tasks
+            c.subscribe_topic(PROGRESS_TOPIC, on_progress)
+        for batch in plan_batches(rest, self.threads):
+            self.submit(batch)
+        # Parquet: what arrived is committed together every `scan.commit-interval` seconds and at the end, one
+        # part per table and one manifest commit for all of it. A commit's cost there is mostly fixed (~8 ms for
+        # four parts of any small size, plus the manifest), paid on the cores the workers need. SQL: per task.
+        interval_s = (config.parse_seconds(config.get("scan.commit-interval", 1.0))
+                      if getattr(sink, "group_commits", True) else 0.0)
+        max_rows = 10 * int(config.get("scan.batch-max-files", 400))
+        arrived: list[dict[str, pa.Table]] = []
+        last_commit = time.monotonic()
+
+        def commit() -> None:
+            nonlocal committed, arrived, arrived_files, last_commit
+            if arrived:
+                tables = arrived[0] if len(arrived) == 1 else \
+                    {name: pa.concat_tables([t[name] for t in arrived]) for name in arrived[0]}
+                sink.write_batch(tables, pending=pending)
+                attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
+                committed += tables["files"].num_rows
+            arrived, arrived_files, last_commit = [], 0, time.monotonic()
+
+        try:
+            for done in self.ac.batches():
+                for future in done:
+                    batch = running.pop(future.key)
+                    in_batch.pop(future.key, None)
+                    tables: dict[str, pa.Table] | None
+                    try:
+                        tables = future.result()
+                    except Exception as exc:
+                        tables, again = _recover(c, batch, exc, self.since, failures, unstarted,
+                                                 future.key if future.key in self.announcing else None)
+                        for b in again:
+                            self.submit(b, announce=True)
+                    self.announcing.discard(future.key)
+                    future.release()
+                    if tables is not None:
+                        arrived.append(tables)
+                        arrived_files += tables["files"].num_rows
+                if not running or arrived_files >= max_rows or time.monotonic() - last_commit >= interval_s:
+                    commit()
+                bar.set(committed + arrived_files + sum(in_batch.values()))
+            commit()
+        finally:
+            if bar.mode != "none" or bar.callback is not None:
+                c.unsubscribe_topic(PROGRESS_TOPIC)
+            bar.close()

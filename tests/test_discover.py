@@ -7,7 +7,7 @@ import os
 import dask.config
 import pytest
 
-from metaextract_dask.discover import FileEntry, discover, plan_batches
+from metaextract_dask.discover import Batch, FileEntry, discover, iter_discover, lead_batches, plan_batches
 
 
 def _entries(sizes: list[int]) -> list[FileEntry]:
@@ -79,6 +79,46 @@ def test_discover_zarr_store_is_one_entry(tmp_path) -> None:
 def test_discover_missing_path_raises(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         discover([tmp_path / "nope"])
+
+
+def test_iter_discover_checks_every_input_before_the_first_entry(tmp_path) -> None:
+    (tmp_path / "a.h5").write_bytes(b"x")
+    walk = iter_discover([tmp_path, tmp_path / "missing"])
+    with pytest.raises(FileNotFoundError, match="missing"):
+        next(walk)  # not after the first directory was walked
+    assert list(iter_discover([tmp_path])) == discover([tmp_path])
+
+
+def test_lead_batches_cut_neighbours_within_the_limits() -> None:
+    entries = [FileEntry(f"/d/{i:03d}{'.h5' if i % 3 else '.dcm'}", 1000, 0) for i in range(130)]
+    batches = lead_batches(entries, 2)
+    assert [len(b) for b in batches] == [65, 65]
+    assert {e.path for e in batches[0]} == {e.path for e in entries[:65]}  # neighbours, in two runs
+    suffixes = [os.path.splitext(e.path)[1] for e in batches[0]]
+    assert suffixes == sorted(suffixes) and suffixes[0] == ".dcm"  # grouped by suffix
+    with dask.config.set({"metaextract.scan.batch-max-files": 50}):
+        assert [len(b) for b in lead_batches(entries, 2)] == [50, 50, 30]
+    with dask.config.set({"metaextract.scan.big-file-bytes": 5000, "metaextract.scan.batch-target-bytes": 3000}):
+        mixed = entries[:10] + [FileEntry("/d/big.h5", 10_000, 0)]
+        batches = lead_batches(mixed, 2)
+        assert [e.path for e in batches[0]] == ["/d/big.h5"]  # alone
+        assert [len(b) for b in batches[1:]] == [3, 3, 3, 1]  # within the bytes target
+    assert sorted(e.path for b in lead_batches(entries, 3) for e in b) == sorted(e.path for e in entries)
+
+
+def test_batches_of_file_entries_pickle_as_columns() -> None:
+    import pickle
+
+    entries = [FileEntry(f"/d/f{i}", i, 10**18 + i, i % 2 == 0, "", None if i % 3 else "x", "v") for i in range(50)]
+    blob = pickle.dumps(Batch(entries), protocol=5)
+    assert b"_from_columns" in blob and b"FileEntry" not in blob  # columns, not one named tuple per entry
+    batch = pickle.loads(blob)
+    assert len(batch) == 50 and repr(batch) == "Batch(50 items)"
+    assert pickle.dumps(batch, protocol=5) == blob  # passed on unchanged (the scheduler), columns kept
+    assert list(batch) == entries and all(type(e) is FileEntry for e in batch) and batch[3] == entries[3]
+    pairs = Batch([("a", "b"), ("c", "d")])  # other items pickle as they are
+    assert list(pickle.loads(pickle.dumps(pairs))) == [("a", "b"), ("c", "d")]
+    assert list(pickle.loads(pickle.dumps(Batch([])))) == []
 
 
 def test_discover_dedups_overlapping_inputs(tmp_path) -> None:
