@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import math
+import operator
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
@@ -142,7 +143,8 @@ class Batch(Sequence[Any]):
         """The items (file entries made from the columns on first use)."""
         if self._items is None:
             assert self._columns is not None
-            self._items = [tuple.__new__(FileEntry, row) for row in zip(*self._columns)]
+            new = tuple.__new__  # a FileEntry from all its fields, without the named tuple's Python-level __new__
+            self._items = [new(FileEntry, row) for row in zip(*self._columns)]
             self._columns = None
         return self._items
 
@@ -310,6 +312,9 @@ def _ignored_names(top: str, names: list[str]) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")] + [IGNORE_FILE]
 
 
+_name = operator.attrgetter("name")
+
+
 class _Walker:
     def __init__(self, follow_symlinks: bool, exclude: set[tuple[int, int]],
                  patterns: PathFilter | None = None) -> None:
@@ -328,7 +333,7 @@ class _Walker:
             self.seen_dirs.add(key)
         try:
             with os.scandir(top) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_name)
         except (FileNotFoundError, NotADirectoryError):
             return  # vanished since it was listed: its files are gone too
         except OSError as exc:
@@ -344,10 +349,13 @@ class _Walker:
         follow = self.follow
         ignored = _ignored_names(top, [e.name for e in entries])
         patterns = self.patterns
+        exclude_inodes = self.exclude_inodes
+        sub = ""
         for entry in entries:
             if ignored and any(fnmatch.fnmatchcase(entry.name, p) for p in ignored):
                 continue
-            sub = f"{rel}/{entry.name}" if rel else entry.name
+            if patterns is not None:
+                sub = f"{rel}/{entry.name}" if rel else entry.name
             try:
                 try:
                     is_dir = entry.is_dir(follow_symlinks=follow)
@@ -370,7 +378,8 @@ class _Walker:
                     continue
                 elif is_file:
                     st = entry.stat(follow_symlinks=follow)
-                    if (st.st_dev, st.st_ino) in self.exclude:  # an SQLite catalog (and its WAL) being written
+                    # an SQLite catalog (and its WAL) being written
+                    if st.st_ino in exclude_inodes and (st.st_dev, st.st_ino) in self.exclude:
                         continue
                     yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
                 else:
@@ -435,24 +444,30 @@ def iter_discover(paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: b
                   remote_sizes: bool = True) -> Iterator[FileEntry]:
     """The entries of :func:`discover` one at a time, as the walk finds them.
 
-    Every local input path is checked before the first entry is yielded: a missing one raises
-    ``FileNotFoundError`` before anything is found, as :func:`discover` does. A scan reads the first files
-    while the walk goes on (see :func:`metaextract_dask.scan.scan`).
+    Every local input path is checked here, before the walk begins: a missing one raises ``FileNotFoundError``
+    from this call, not from the iteration. A scan reads the first files while a long walk goes on (see
+    :func:`metaextract_dask.scan.scan`).
     """
+    from metaextract_dask.remote import is_url, local_from_url
+
+    paths = [os.fspath(p) for p in paths]
+    for raw in paths:  # a user error, raised before anything is walked or written
+        text = local_from_url(raw)
+        if not is_url(text) and not os.path.exists(os.path.abspath(text)):
+            raise FileNotFoundError(f"input path does not exist: {raw}")
     if follow_symlinks is None:
         follow_symlinks = bool(config.get("scan.follow-symlinks", False))
-    excluded = [os.fspath(p) for p in exclude]
+    return _walk_inputs(paths, follow_symlinks, [os.fspath(p) for p in exclude], patterns, remote_sizes)
+
+
+def _walk_inputs(paths: list[str], follow_symlinks: bool, excluded: list[str], patterns: PathFilter | None,
+                 remote_sizes: bool) -> Iterator[FileEntry]:
+    from metaextract_dask.remote import is_url, local_from_url
+
     identities = {i for i in map(_identity, excluded) if i is not None}
     excluded_real = [os.path.realpath(p) for p in excluded if os.path.isdir(p)]
     walker = _Walker(follow_symlinks, identities, PathFilter() if patterns is None else patterns)
     seen: set[str] = set()
-    paths = [os.fspath(p) for p in paths]
-    from metaextract_dask.remote import is_url, local_from_url
-
-    for raw in paths:  # a user error, raised before any entry
-        text = local_from_url(raw)
-        if not is_url(text) and not os.path.exists(os.path.abspath(text)):
-            raise FileNotFoundError(f"input path does not exist: {raw}")
     if any("://" in p for p in paths):  # many file URLs: their HEADs at once, not one after another
         from metaextract_dask.sources import prime_infos
 

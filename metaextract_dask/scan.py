@@ -139,9 +139,12 @@ class _Planner:
         self.current.add(key)
         if e.kind == DIRECTORY_KIND:
             self.unlisted.append(key)
+        v, p = self.visible.get(key), self.pending.get(key)
+        if v is None and p is None:  # new to the catalog (every file of a first scan)
+            plan.to_read.append(e)
+            return
         fp = (e.size, e.mtime_us)
         remote_file = "://" in e.path  # remote files: size, mtime and the store's version (ETag) decide
-        v, p = self.visible.get(key), self.pending.get(key)
         if self._still_good(v, fp, e.version):
             assert v is not None
             if not use_hash or e.special or remote_file:

@@ -81,11 +81,10 @@ def test_discover_missing_path_raises(tmp_path) -> None:
         discover([tmp_path / "nope"])
 
 
-def test_iter_discover_checks_every_input_before_the_first_entry(tmp_path) -> None:
+def test_iter_discover_checks_every_input_when_called(tmp_path) -> None:
     (tmp_path / "a.h5").write_bytes(b"x")
-    walk = iter_discover([tmp_path, tmp_path / "missing"])
     with pytest.raises(FileNotFoundError, match="missing"):
-        next(walk)  # not after the first directory was walked
+        iter_discover([tmp_path, tmp_path / "missing"])  # from the call: before a scan opens its catalog
     assert list(iter_discover([tmp_path])) == discover([tmp_path])
 
 
