@@ -121,9 +121,9 @@ class Batch(Sequence[Any]):
 
     A batch of :class:`FileEntry` pickles as columns (one tuple per field), not as named tuples: pickle calls
     back into Python for every named tuple, both ways, and a task's arguments are pickled by the client,
-    unpickled and pickled again by the scheduler and unpickled by the worker (measured: 0.66 ms to pickle 375
-    entries, 0.06 ms as columns). Unpickled, the batch keeps its columns until its items are first used, so
-    the scheduler passes them on as they came.
+    unpickled and pickled again by the scheduler and unpickled by the worker (measured for 375 entries: pickled
+    in 0.66 ms as named tuples, 0.21 ms as columns; unpickled in 0.21 and 0.11 ms). Unpickled, the batch keeps
+    its columns until its items are first used, so the scheduler passes them on as they came.
     """
 
     __slots__ = ("_items", "_columns")
