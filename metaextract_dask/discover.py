@@ -528,7 +528,7 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
     """
     big = config.parse_bytes(config.get("scan.big-file-bytes", "512MiB"))
     target_bytes = config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB"))
-    max_files = int(config.get("scan.batch-max-files", 400))
+    max_files = int(config.get("scan.batch-max-files", 800))
     min_files = int(config.get("scan.batch-min-files", 16))
     per_thread = int(config.get("scan.tasks-per-thread", 4))
     threads = max(1, n_threads)
@@ -578,7 +578,7 @@ def lead_batches(entries: list[FileEntry], n: int) -> list[list[FileEntry]]:
     """
     big = config.parse_bytes(config.get("scan.big-file-bytes", "512MiB"))
     target_bytes = config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB"))
-    max_files = int(config.get("scan.batch-max-files", 400))
+    max_files = int(config.get("scan.batch-max-files", 800))
     batches: list[list[FileEntry]] = [[e] for e in entries if e.size >= big]
     small = [e for e in entries if e.size < big]
     if small:

@@ -491,7 +491,7 @@ def _feed(to_read: list[FileEntry], fed: int, start: Callable[[], _Extraction]) 
     n = min(ex.idle_threads(), len(found) // LEAD_FILES)
     if n <= 0:
         return fed
-    per = min(max(LEAD_FILES, int(config.get("scan.batch-max-files", 400))), len(found) // n)
+    per = min(max(LEAD_FILES, int(config.get("scan.batch-max-files", 800))), len(found) // n)
     take = found[:n * per]
     ex.feed([to_read[i] for i in take], n)
     return take[-1] + 1
@@ -618,7 +618,7 @@ class _Extraction:
         # four parts of any small size, plus the manifest), paid on the cores the workers need. SQL: per task.
         interval_s = (config.parse_seconds(config.get("scan.commit-interval", 1.0))
                       if getattr(sink, "group_commits", True) else 0.0)
-        max_rows = 10 * int(config.get("scan.batch-max-files", 400))
+        max_rows = 10 * int(config.get("scan.batch-max-files", 800))
         arrived: list[dict[str, pa.Table]] = []
         last_commit = time.monotonic()
 

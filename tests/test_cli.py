@@ -103,7 +103,7 @@ def test_settings_precedence_defaults_env_file_flags(tmp_path: Path) -> None:
         return json.loads((out / "_manifest.json").read_text())["settings"]
 
     s = settings()
-    assert (s["retries"], s["sniff-bytes"], s["batch-max-files"]) == (5, 2048, 400)  # env over defaults
+    assert (s["retries"], s["sniff-bytes"], s["batch-max-files"]) == (5, 2048, 800)  # env over defaults
     s = settings(("--config", str(cfg)), ("--file-timeout=7",))
     assert (s["retries"], s["sniff-bytes"], s["file-timeout"]) == (4, 2048, 7)  # file over env; flag
     s = settings(("--config", str(cfg)), ("--retries=1",))

@@ -12,7 +12,7 @@ from metaextract_dask import config
 
 
 def test_defaults_loaded() -> None:
-    assert dask.config.get("metaextract.scan.batch-max-files") == 400
+    assert dask.config.get("metaextract.scan.batch-max-files") == 800
     assert dask.config.get("metaextract.cluster.dashboard-address").startswith("127.0.0.1:")
     assert config.get("cluster.host") == "127.0.0.1"
 

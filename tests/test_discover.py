@@ -16,9 +16,12 @@ def _entries(sizes: list[int]) -> list[FileEntry]:
 
 def test_many_small_files_share_tasks() -> None:
     entries = _entries([1000] * 6000)
-    batches = plan_batches(entries, n_threads=2)
-    # 2 threads x 4 tasks per thread -> 8 batches of 750, over batch-max-files (400): 15 needed, and 16 so
-    # that both threads get as many; the last round's two go as halves and quarters, so threads end together
+    # the default (batch-max-files 800): 2 threads x 4 tasks per thread -> 8 batches of 750; the last round's
+    # two go as halves and quarters, so threads end together
+    assert [len(b) for b in plan_batches(entries, n_threads=2)] == [750] * 6 + [375, 375, 188, 188, 187, 187]
+    with dask.config.set({"metaextract.scan.batch-max-files": 400}):
+        batches = plan_batches(entries, n_threads=2)
+    # 8 batches of 750 are over batch-max-files (400): 15 needed, and 16 so that both threads get as many
     assert [len(b) for b in batches] == [375] * 14 + [188, 188, 94, 94, 93, 93]
     assert sorted(e.path for b in batches for e in b) == sorted(e.path for e in entries)
     # dealt in runs of neighbours (12 runs of 31-32 files per batch, one per round, turned by one each round),
