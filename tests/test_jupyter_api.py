@@ -48,11 +48,11 @@ def test_package_imports_its_api_lazily_and_keeps_function_names() -> None:
             "dask.config.get('metaextract.scan.batch-max-files'), mx.config.get('scan.batch-max-files'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]"
-    assert out[1] == "metaextract_dask.scan metaextract_dask.lazy type 400 400"
+    assert out[1] == "metaextract_dask.scan metaextract_dask.lazy type 800 800"
     # dask imported first: the defaults are there as soon as the package is imported
     code = "import dask.config, metaextract_dask; print(dask.config.get('metaextract.scan.batch-max-files'))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "400"
+                          check=True).stdout.strip() == "800"
     from metaextract_dask.discover import Batch, FileEntry
     import pickle
 
