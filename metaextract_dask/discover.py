@@ -570,11 +570,12 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
 
 
 def lead_batches(entries: list[FileEntry], n: int) -> list[list[FileEntry]]:
-    """Cut files in the order found into at most `n` batches of neighbours, for threads to start on at once.
+    """Cut files in the order found into `n` batches of neighbours, for threads to start on at once.
 
     A scan's first tasks are cut this way from what the walk has found so far, so that the workers read
     while the walk goes on (:func:`plan_batches` needs every file to balance the batches). Big files go
-    alone; a batch stays within ``scan.batch-max-files`` and ``scan.batch-target-bytes``.
+    alone; a batch stays within ``scan.batch-max-files`` and ``scan.batch-target-bytes`` (so there may be more
+    than `n`).
     """
     big = config.parse_bytes(config.get("scan.big-file-bytes", "512MiB"))
     target_bytes = config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB"))

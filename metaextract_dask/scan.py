@@ -581,7 +581,7 @@ class _Extraction:
     def idle_threads(self) -> int:
         """Worker threads the tasks submitted during the walk no longer keep busy."""
         self.lead = [f for f in self.lead if not f.done()]
-        return self.threads - len(self.lead)
+        return max(0, self.threads - len(self.lead))
 
     def feed(self, found: list[FileEntry], n: int) -> None:
         """Submit `found` (files in the order walked) as `n` batches of neighbours while the walk goes on."""
@@ -597,7 +597,9 @@ class _Extraction:
         """Submit `rest` in balanced batches, then collect every task, committing what arrived every
         ``scan.commit-interval`` seconds and at the end."""
         c = self.c
-        running, failures, unstarted = self.running, Counter[tuple[str, ...]](), Counter[tuple[str, ...]]()
+        running = self.running
+        failures: Counter[tuple[str, ...]] = Counter()
+        unstarted: Counter[tuple[str, ...]] = Counter()
         bar = Progress(self.files + len(rest), progress)
         committed = 0
         in_batch: dict[str, int] = {}  # files done so far in running batches, as their workers report
