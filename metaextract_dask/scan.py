@@ -398,14 +398,14 @@ def scan(
                 extraction = _Extraction(c, settings, threads, deidentify)
             return extraction
 
-        entries: list[FileEntry] = []
+        found = 0  # entries the walk found
         fed = 0  # plan.to_read[:fed] went to tasks during the walk (its special entries aside)
         try:
             if streaming:
                 look_at = LEAD_FILES  # length of plan.to_read at which to look for idle threads next
                 walk_began = time.monotonic()
                 for e in walk:
-                    entries.append(e)
+                    found += 1
                     planner.add(e)
                     if len(plan.to_read) >= look_at:
                         look_at = len(plan.to_read) + LEAD_CHECK
@@ -414,6 +414,7 @@ def scan(
                             fed = _feed(plan.to_read, fed, start)
             else:
                 entries = _size_known(list(walk), sink)
+                found = len(entries)
                 for e in entries:
                     planner.add(e)
             planner.finish()
@@ -449,7 +450,7 @@ def scan(
         seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
         n_read = sum(1 for e in plan.to_read if not e.special)  # special rows are recorded, not read
         summary = ScanSummary(
-            files=len(entries), read=n_read, recorded=len(plan.to_read) - n_read, unchanged=plan.unchanged,
+            files=found, read=n_read, recorded=len(plan.to_read) - n_read, unchanged=plan.unchanged,
             reused=plan.reused,
             removed=plan.removed, bytes=int(pc.sum(files.column("size_bytes")).as_py() or 0),
             by_format=dict(Counter(files.column("format").to_pylist())), errors=errors.num_rows,

@@ -75,8 +75,9 @@ def test_reading_begins_while_the_walk_goes_on(many: tuple[Path, list[str]], cli
     starts = _starts(client, lambda: catalogs.append(scan_module.scan([root], tmp_path / "cat", client=client)))
     walk_end = walk.times[-1]
     early = [(t, w) for t, w in starts if t < walk_end]
-    # Both workers read during the walk, the first soon after the walk took LEAD_AFTER seconds.
-    assert len({w for _, w in early}) == 2, (starts, walk_end)
+    # Tasks ran during the walk (which worker takes each is the scheduler's choice), the first soon after the
+    # walk took LEAD_AFTER seconds.
+    assert len(early) >= 2, (starts, walk_end)
     assert early[0][0] - walk.times[0] < scan_module.LEAD_AFTER + 0.4, (starts, walk.times[0])
     # Nothing lost or read twice: the same rows as the scan of a fast walk, every file the generator wrote.
     cat = catalogs[0]
