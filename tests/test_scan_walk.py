@@ -94,7 +94,6 @@ def test_a_walk_failing_after_reading_began_commits_nothing_and_leaves_no_task(
     root, paths = many
     walk = SlowWalk(0.004, fail_after=250)
     monkeypatch.setattr(scan_module, "iter_discover", walk)
-    starts: list[Any] = []
 
     def failing_scan() -> None:
         with pytest.raises(OSError, match="file server went away"):
