@@ -526,9 +526,7 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
     files grouped by name suffix (``.dcm``, ``.h5``, none, ...), in the order found within a suffix: switching
     libraries from one file to the next costs too (:data:`GROUP_BY_SUFFIX`).
     """
-    big = config.parse_bytes(config.get("scan.big-file-bytes", "512MiB"))
-    target_bytes = config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB"))
-    max_files = int(config.get("scan.batch-max-files", 800))
+    big, target_bytes, max_files = _batch_limits()
     min_files = int(config.get("scan.batch-min-files", 16))
     per_thread = int(config.get("scan.tasks-per-thread", 4))
     threads = max(1, n_threads)
@@ -577,9 +575,7 @@ def lead_batches(entries: list[FileEntry], n: int) -> list[list[FileEntry]]:
     alone; a batch stays within ``scan.batch-max-files`` and ``scan.batch-target-bytes`` (so there may be more
     than `n`).
     """
-    big = config.parse_bytes(config.get("scan.big-file-bytes", "512MiB"))
-    target_bytes = config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB"))
-    max_files = int(config.get("scan.batch-max-files", 800))
+    big, target_bytes, max_files = _batch_limits()
     batches: list[list[FileEntry]] = [[e] for e in entries if e.size >= big]
     small = [e for e in entries if e.size < big]
     if small:
@@ -596,6 +592,12 @@ def lead_batches(entries: list[FileEntry], n: int) -> list[list[FileEntry]]:
         batches.append(current)
     return [sorted(b, key=_suffix) for b in batches] if GROUP_BY_SUFFIX else batches
 
+
+def _batch_limits() -> tuple[int, int, int]:
+    """``(scan.big-file-bytes, scan.batch-target-bytes, scan.batch-max-files)``."""
+    return (config.parse_bytes(config.get("scan.big-file-bytes", "512MiB")),
+            config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB")),
+            int(config.get("scan.batch-max-files", 800)))
 
 def _suffix(entry: FileEntry) -> str:
     return os.path.splitext(entry.path.rstrip("/"))[1].lower()
