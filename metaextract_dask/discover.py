@@ -543,21 +543,28 @@ def plan_batches(entries: list[FileEntry], n_threads: int = 1) -> list[list[File
     if n // rounded >= min_files:
         count = rounded
     dealt: list[list[FileEntry]] = [[] for _ in range(count)]
-    filled = [0] * count
     per_batch = n / count
     runs = count * max(1, min(int(per_batch), max(RUNS_PER_BATCH, math.ceil(per_batch / RUN_FILES))))
-    for i, entry in enumerate(small):
-        j = i * runs // n  # run j: files [j*n/runs, (j+1)*n/runs); one per batch in each round of `count`
-        k = (j + j // count) % count  # turned by one each round: runs of unequal length spread over batches
-        size = max(entry.size, 0)
-        if dealt[k] and filled[k] + size > target_bytes:  # uneven sizes: this one's bytes are spent
-            batches.append(dealt[k])
-            dealt[k], filled[k] = [], 0
-        dealt[k].append(entry)
-        filled[k] += size
+    # Run j holds files i with j <= i*runs/n < j+1 and goes to batch (j + j // count) % count: one run per batch
+    # in each round of `count`, turned by one each round (runs of unequal length spread over the batches).
+    if total <= target_bytes:  # no batch can outgrow its bytes: whole runs at once
+        for j in range(runs):
+            dealt[(j + j // count) % count] += small[-(-j * n // runs):-(-(j + 1) * n // runs)]
+    else:
+        filled = [0] * count
+        for i, entry in enumerate(small):
+            j = i * runs // n
+            k = (j + j // count) % count
+            size = max(entry.size, 0)
+            if dealt[k] and filled[k] + size > target_bytes:  # uneven sizes: this one's bytes are spent
+                batches.append(dealt[k])
+                dealt[k], filled[k] = [], 0
+            dealt[k].append(entry)
+            filled[k] += size
     dealt = [b for b in dealt if b]
     # The last round ends unevenly by up to a batch: its batches go as a half and two quarters (dealt again,
-    # the same mix), run last, so the threads finish within a quarter batch of each other.
+    # the same mix), run last, so the threads finish within a quarter batch of each other (eighths as well:
+    # 2 more tasks, no faster, BENCHMARKS.md).
     if len(dealt) >= 2 * threads and len(dealt[-1]) >= 4 * max(1, min_files):
         tail = dealt[-threads:]
         dealt = dealt[:-threads] + [b[0::2] for b in tail] + [b[1::4] for b in tail] + [b[3::4] for b in tail]
@@ -600,4 +607,13 @@ def _batch_limits() -> tuple[int, int, int]:
             int(config.get("scan.batch-max-files", 800)))
 
 def _suffix(entry: FileEntry) -> str:
-    return os.path.splitext(entry.path.rstrip("/"))[1].lower()
+    """``os.path.splitext(path)[1].lower()`` of the path without trailing slashes, in a few string calls (a
+    scan's planning sorts every batch by it)."""
+    path = entry.path
+    if path.endswith("/"):
+        path = path.rstrip("/")
+    dot = path.rfind(".")
+    start = path.rfind("/") + 1
+    if dot <= start or not path[start:dot].strip("."):  # no dot in the name, or only leading dots
+        return ""
+    return path[dot:].lower()

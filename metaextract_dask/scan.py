@@ -377,6 +377,8 @@ def scan(
             full = True  # rows written under another profile (or with identities) must all be replaced
         planner = _Planner(sink, full=full, use_hash=bool(settings.get("hash")), retry_errors=retry_errors)
         plan = planner.plan
+        # A new catalog holds just what this scan writes: the summary counts it on the way, not read back.
+        tally = _Tally() if not (planner.visible or planner.pending) else None
         extraction: _Extraction | None = None
 
         def start() -> _Extraction:
@@ -424,7 +426,10 @@ def scan(
                 pending = bool(plan.drop_visible) or sink.has_pending
                 special = [e for e in plan.to_read if e.special]  # recorded here, never opened, no worker needed
                 if special:
-                    sink.write_batch(special_tables(special), pending=pending)
+                    tables = special_tables(special)
+                    sink.write_batch(tables, pending=pending)
+                    if tally is not None:
+                        tally.add(tables["files"])
                 return pending
 
             if extraction is not None or any(not e.special for e in plan.to_read) or plan.verify:
@@ -432,7 +437,7 @@ def scan(
                 if plan.verify:
                     _verify_hashes(ex.c, plan, threads, settings)
                 pending = write_special()
-                ex.run(sink, [e for e in plan.to_read[fed:] if not e.special], pending, progress, attempts)
+                ex.run(sink, [e for e in plan.to_read[fed:] if not e.special], pending, progress, attempts, tally)
             else:
                 write_special()
         except BaseException:
@@ -443,20 +448,16 @@ def scan(
         cluster.close()  # before the catalog's last commit, as a scan without early reads did
         sink.finish(plan.drop_visible, plan.drop_pending)
 
-        files = sink.files_rows("batches", columns=["path", "format", "format_version", "status", "error_type",
-                                                    "size_bytes"])
-        errors = files.filter(pc.equal(files.column("status"), "error"))
-        special = files.filter(pc.equal(files.column("format"), "special"))
+        if tally is None:  # the catalog held rows before: count them all
+            tally = _Tally()
+            tally.add(sink.files_rows("batches", columns=_Tally.COLUMNS))
         seconds = time.perf_counter() - t0 - startup  # the scan itself; starting a cluster is reported apart
         n_read = sum(1 for e in plan.to_read if not e.special)  # special rows are recorded, not read
         summary = ScanSummary(
             files=found, read=n_read, recorded=len(plan.to_read) - n_read, unchanged=plan.unchanged,
-            reused=plan.reused,
-            removed=plan.removed, bytes=int(pc.sum(files.column("size_bytes")).as_py() or 0),
-            by_format=dict(Counter(files.column("format").to_pylist())), errors=errors.num_rows,
-            error_types=dict(Counter(errors.column("error_type").to_pylist())),
-            error_examples=_examples(errors),
-            special=dict(Counter(special.column("format_version").to_pylist())), kept=plan.kept,
+            reused=plan.reused, removed=plan.removed, bytes=tally.bytes, by_format=dict(tally.by_format),
+            errors=tally.errors, error_types=dict(tally.error_types), error_examples=tally.examples,
+            special=dict(tally.special), kept=plan.kept,
             retries=sum((a - 1) * n for a, n in attempts.items() if a > 1),
             retried_files=sum(n for a, n in attempts.items() if a > 1),
             batches=tasks, threads=threads, seconds=seconds, startup_seconds=startup,
@@ -534,14 +535,36 @@ def _scope_of(path: str) -> str:
     return url.rstrip("/")
 
 
-def _examples(errors: pa.Table, n: int = 3) -> dict[str, list[str]]:
-    """Up to `n` paths of each error type."""
-    out: dict[str, list[str]] = {}
-    for path, etype in zip(errors.column("path").to_pylist(), errors.column("error_type").to_pylist()):
-        bucket = out.setdefault(str(etype), [])
-        if len(bucket) < n:
-            bucket.append(path)
-    return out
+class _Tally:
+    """What a scan summary says of the catalog's ``files`` rows, counted table by table (in catalog order)."""
+
+    #: The ``files`` columns it reads.
+    COLUMNS = ("path", "format", "format_version", "status", "error_type", "size_bytes")
+    #: Paths of each error type kept as examples.
+    EXAMPLES = 3
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.errors = 0
+        self.by_format: Counter[str] = Counter()
+        self.error_types: Counter[str] = Counter()
+        self.special: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, files: pa.Table) -> None:
+        """Count `files` rows (a table with :attr:`COLUMNS`)."""
+        self.bytes += int(pc.sum(files.column("size_bytes")).as_py() or 0)
+        self.by_format.update(files.column("format").to_pylist())
+        errors = files.filter(pc.equal(files.column("status"), "error"))
+        self.errors += errors.num_rows
+        types = errors.column("error_type").to_pylist()
+        self.error_types.update(types)
+        for path, etype in zip(errors.column("path").to_pylist(), types):
+            bucket = self.examples.setdefault(str(etype), [])
+            if len(bucket) < self.EXAMPLES:
+                bucket.append(path)
+        special = files.filter(pc.equal(files.column("format"), "special"))
+        self.special.update(special.column("format_version").to_pylist())
 
 
 class _Extraction:
@@ -594,9 +617,9 @@ class _Extraction:
         self.c.cancel(list(self.ac.futures))
 
     def run(self, sink: Any, rest: list[FileEntry], pending: bool, progress: bool | Callable[[int, int], None],
-            attempts: Counter[int]) -> None:
+            attempts: Counter[int], tally: _Tally | None = None) -> None:
         """Submit `rest` in balanced batches, then collect every task, committing what arrived every
-        ``scan.commit-interval`` seconds and at the end."""
+        ``scan.commit-interval`` seconds and at the end (and counting the rows committed into `tally`)."""
         c = self.c
         running = self.running
         failures: Counter[tuple[str, ...]] = Counter()
@@ -631,6 +654,8 @@ class _Extraction:
                 tables = arrived[0] if len(arrived) == 1 else \
                     {name: pa.concat_tables([t[name] for t in arrived]) for name in arrived[0]}
                 sink.write_batch(tables, pending=pending)
+                if tally is not None:
+                    tally.add(tables["files"])
                 attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
                 committed += tables["files"].num_rows
             arrived, arrived_files, last_commit = [], 0, time.monotonic()
@@ -653,7 +678,10 @@ class _Extraction:
                     if tables is not None:
                         arrived.append(tables)
                         arrived_files += tables["files"].num_rows
-                if not running or arrived_files >= max_rows or time.monotonic() - last_commit >= interval_s:
+                # A thread with nothing left to run (the scan's last round) lends its core to the commit, so that
+                # the last one, after the last task, holds only that task's rows.
+                if (len(running) < self.threads or arrived_files >= max_rows
+                        or time.monotonic() - last_commit >= interval_s):
                     commit()
                 bar.set(committed + arrived_files + sum(in_batch.values()))
             commit()
