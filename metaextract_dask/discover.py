@@ -606,6 +606,7 @@ def _batch_limits() -> tuple[int, int, int]:
             config.parse_bytes(config.get("scan.batch-target-bytes", "256MiB")),
             int(config.get("scan.batch-max-files", 800)))
 
+
 def _suffix(entry: FileEntry) -> str:
     """``os.path.splitext(path)[1].lower()`` of the path without trailing slashes, in a few string calls (a
     scan's planning sorts every batch by it)."""
