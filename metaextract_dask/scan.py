@@ -421,15 +421,18 @@ def scan(
                     planner.add(e)
             planner.finish()
 
+            def write(tables: dict[str, pa.Table], pending: bool) -> None:
+                # Every row this scan commits goes through here, so a new catalog's tally misses none.
+                sink.write_batch(tables, pending=pending)
+                if tally is not None:
+                    tally.add(tables["files"])
+
             def write_special() -> bool:
                 # Rows replacing committed ones stay pending until the end, so no reader sees a file twice.
                 pending = bool(plan.drop_visible) or sink.has_pending
                 special = [e for e in plan.to_read if e.special]  # recorded here, never opened, no worker needed
                 if special:
-                    tables = special_tables(special)
-                    sink.write_batch(tables, pending=pending)
-                    if tally is not None:
-                        tally.add(tables["files"])
+                    write(special_tables(special), pending)
                 return pending
 
             if extraction is not None or any(not e.special for e in plan.to_read) or plan.verify:
@@ -437,7 +440,8 @@ def scan(
                 if plan.verify:
                     _verify_hashes(ex.c, plan, threads, settings)
                 pending = write_special()
-                ex.run(sink, [e for e in plan.to_read[fed:] if not e.special], pending, progress, attempts, tally)
+                ex.run(write, getattr(sink, "group_commits", True), [e for e in plan.to_read[fed:] if not e.special],
+                       pending, progress, attempts)
             else:
                 write_special()
         except BaseException:
@@ -616,10 +620,10 @@ class _Extraction:
         """Drop every task (the scan failed before collecting them)."""
         self.c.cancel(list(self.ac.futures))
 
-    def run(self, sink: Any, rest: list[FileEntry], pending: bool, progress: bool | Callable[[int, int], None],
-            attempts: Counter[int], tally: _Tally | None = None) -> None:
-        """Submit `rest` in balanced batches, then collect every task, committing what arrived every
-        ``scan.commit-interval`` seconds and at the end (and counting the rows committed into `tally`)."""
+    def run(self, write: Callable[[dict[str, pa.Table], bool], None], group_commits: bool, rest: list[FileEntry],
+            pending: bool, progress: bool | Callable[[int, int], None], attempts: Counter[int]) -> None:
+        """Submit `rest` in balanced batches, then collect every task, committing what arrived (``write(tables,
+        pending)``) every ``scan.commit-interval`` seconds and at the end, or per task unless `group_commits`."""
         c = self.c
         running = self.running
         failures: Counter[tuple[str, ...]] = Counter()
@@ -643,7 +647,7 @@ class _Extraction:
         # part per table and one manifest commit for all of it. A commit's cost there is mostly fixed (~8 ms for
         # four parts of any small size, plus the manifest), paid on the cores the workers need. SQL: per task.
         interval_s = (config.parse_seconds(config.get("scan.commit-interval", 1.0))
-                      if getattr(sink, "group_commits", True) else 0.0)
+                      if group_commits else 0.0)
         max_rows = 10 * int(config.get("scan.batch-max-files", 800))
         arrived: list[dict[str, pa.Table]] = []
         last_commit = time.monotonic()
@@ -653,9 +657,7 @@ class _Extraction:
             if arrived:
                 tables = arrived[0] if len(arrived) == 1 else \
                     {name: pa.concat_tables([t[name] for t in arrived]) for name in arrived[0]}
-                sink.write_batch(tables, pending=pending)
-                if tally is not None:
-                    tally.add(tables["files"])
+                write(tables, pending)
                 attempts.update(a for a in tables["files"].column("attempts").to_pylist() if a)
                 committed += tables["files"].num_rows
             arrived, arrived_files, last_commit = [], 0, time.monotonic()
